@@ -1,0 +1,9 @@
+export { tammesAnchors, resolveTammesOptions, scheduleAt, nearestNeighbours, geometric } from './tammes';
+export type { TammesOptions, TammesProgress, TammesRunHooks, ResolvedTammesOptions } from './tammes';
+export { sampleIdentities, validateIdentityOptions } from './identities';
+export type { IdentityEmbeddings, IdentitySamplingOptions } from './identities';
+export { pairwiseStats } from './pairwise';
+export type { PairwiseStats } from './pairwise';
+export { angleDeg, normaliseRows, randomUnitVectors } from './sphere';
+export { anchorsConfigSchema, anchorsStage, identitiesConfigSchema, identitiesStage } from './stages';
+export type { AnchorsConfig, IdentitiesConfig } from './stages';

@@ -1,0 +1,96 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import { InvalidInputError } from './errors';
+
+/** A config that failed validation; the message names every offending field. */
+export class ConfigError extends InvalidInputError {
+  override name = 'ConfigError';
+  constructor(
+    readonly issues: readonly { field: string; message: string }[],
+    readonly source: string,
+  ) {
+    super(
+      `invalid config (${source}): ${issues.map((i) => `field '${i.field}': ${i.message}`).join('; ')}`,
+      { file: source, field: issues[0]?.field },
+    );
+  }
+}
+
+function fieldPath(path: readonly PropertyKey[]): string {
+  return path.length === 0 ? '(root)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+}
+
+/**
+ * Validate `raw` against `schema`; throws ConfigError naming each bad field (prefixed with
+ * `fieldPrefix`, e.g. the config section the value came from).
+ */
+export function parseConfig<S extends z.ZodTypeAny>(schema: S, raw: unknown, source: string, fieldPrefix?: string): z.output<S> {
+  const parsed = schema.safeParse(raw);
+  if (parsed.success) return parsed.data as z.output<S>;
+  throw new ConfigError(
+    parsed.error.issues.map((issue) => {
+      const prefix = fieldPrefix ? [fieldPrefix] : [];
+      // Unknown keys are reported on the parent object: name them as fields.
+      const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
+      return keys.map((k) => ({ field: fieldPath([...prefix, ...issue.path, ...(k === undefined ? [] : [k])]), message: issue.message }));
+    }).flat(),
+    source,
+  );
+}
+
+export type JsonObject = { [key: string]: unknown };
+
+const isPlainObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Deep merge for config overrides: objects merge key by key, everything else replaces. */
+export function mergeConfig(base: unknown, override: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(override)) return override === undefined ? base : override;
+  const out: JsonObject = { ...base };
+  for (const [key, value] of Object.entries(override)) out[key] = mergeConfig(base[key], value);
+  return out;
+}
+
+/** Read a JSON file; a syntax error names the file and the line. */
+export function readJsonFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new InvalidInputError(`cannot read ${path}: ${(err as Error).message}`, { file: path });
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    const message = (err as Error).message;
+    const pos = /position (\d+)/.exec(message);
+    const line = pos ? text.slice(0, Number(pos[1])).split('\n').length : undefined;
+    throw new InvalidInputError(`${path}${line ? `:${line}` : ''}: invalid JSON: ${message}`, { file: path, line });
+  }
+}
+
+/** The directory holding the profile data files (`<repo>/profiles`). */
+export function profilesDir(): string {
+  return process.env.ID3_PROFILES_DIR ?? resolve(__dirname, '../../../profiles');
+}
+
+export function listProfiles(dir = profilesDir()): string[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -'.json'.length))
+    .sort();
+}
+
+/** Load a named profile (a data file) without validating it: the caller's schema does that. */
+export function loadProfile(name: string, dir = profilesDir()): JsonObject {
+  if (!/^[a-z0-9][a-z0-9_-]*$/i.test(name)) {
+    throw new InvalidInputError(`profile name '${name}' is not a plain name`, { field: 'profile' });
+  }
+  const known = listProfiles(dir);
+  if (!known.includes(name)) {
+    throw new InvalidInputError(`unknown profile '${name}' (known: ${known.join(', ')})`, { field: 'profile' });
+  }
+  const value = readJsonFile(join(dir, `${name}.json`));
+  if (!isPlainObject(value)) throw new InvalidInputError(`profile ${name}.json must hold a JSON object`, { file: `${name}.json` });
+  return value;
+}

@@ -1,0 +1,19 @@
+export { initBackend, activeBackend, BackendUnavailableError, BACKEND_REQUESTS, tf } from './backend';
+export type { BackendChoice, BackendRequest } from './backend';
+export { conv2dFilterGradient, conv2dInputGradient, convGeometry, installWasmConvGradients } from './wasm-conv-gradients';
+export { Rng } from './rng';
+export type { RngState } from './rng';
+export {
+  PROGRESS_LINE_PREFIX, consoleSink, describeProgress, formatProgressLine, jsonLineSink, parseProgressLine, throttled,
+} from './progress';
+export type { ProgressEvent, ProgressSink } from './progress';
+export { canonicalJson, hashJson, sha256, sha256File } from './hash';
+export { INVALID_INPUT_EXIT_CODE, InvalidInputError, isInvalidInput } from './errors';
+export { ConfigError, listProfiles, loadProfile, mergeConfig, parseConfig, profilesDir, readJsonFile } from './config';
+export type { JsonObject } from './config';
+export { RunStore, readTensorFile, writeFileAtomic, writeJsonAtomic, writeTensorFile } from './run-store';
+export type { OutputRecord, StageEvent, StageManifest, TensorDtype, TensorHeader } from './run-store';
+export { executeStage } from './stage';
+export type { StageContext, StageDefinition, StageOutputs, StageRunOptions, StageRunResult } from './stage';
+export { binEdges, histogram, histogramSvg, svgToPng } from './plot';
+export type { HistogramPlot, HistogramSeries } from './plot';

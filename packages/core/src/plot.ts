@@ -1,0 +1,96 @@
+import sharp from 'sharp';
+
+/** One histogram series: counts over shared bin edges. */
+export interface HistogramSeries {
+  readonly label: string;
+  readonly color: string;
+  readonly counts: ArrayLike<number>;
+}
+
+export interface HistogramPlot {
+  readonly title: string;
+  readonly xLabel: string;
+  /** counts.length + 1 edges. */
+  readonly edges: ArrayLike<number>;
+  readonly series: readonly HistogramSeries[];
+  /** Normalise each series to a density so series of different sizes compare. */
+  readonly density?: boolean;
+  /** Vertical marker lines (e.g. "min angle reached"). */
+  readonly markers?: readonly { x: number; label: string; color: string }[];
+  readonly width?: number;
+  readonly height?: number;
+}
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+/** SVG of overlaid step histograms (kept separate from rasterising so it can be tested as text). */
+export function histogramSvg(plot: HistogramPlot): string {
+  const W = plot.width ?? 800;
+  const H = plot.height ?? 480;
+  const m = { left: 70, right: 20, top: 40, bottom: 60 };
+  const pw = W - m.left - m.right;
+  const ph = H - m.top - m.bottom;
+  const edges = Array.from(plot.edges);
+  const x0 = edges[0];
+  const x1 = edges[edges.length - 1];
+  const ys = plot.series.map((s) => {
+    const counts = Array.from(s.counts);
+    if (!plot.density) return counts;
+    const total = counts.reduce((a, b) => a + b, 0) || 1;
+    return counts.map((c, i) => c / total / (edges[i + 1] - edges[i]));
+  });
+  const yMax = Math.max(1e-12, ...ys.flat());
+  const sx = (x: number): number => m.left + ((x - x0) / (x1 - x0)) * pw;
+  const sy = (y: number): number => m.top + ph - (y / yMax) * ph;
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="DejaVu Sans, sans-serif" font-size="13">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="16">${esc(plot.title)}</text>`,
+    `<line x1="${m.left}" y1="${m.top + ph}" x2="${m.left + pw}" y2="${m.top + ph}" stroke="black"/>`,
+    `<line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${m.top + ph}" stroke="black"/>`,
+    `<text x="${m.left + pw / 2}" y="${H - 15}" text-anchor="middle">${esc(plot.xLabel)}</text>`,
+    `<text transform="translate(18 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${plot.density ? 'density' : 'count'}</text>`,
+  ];
+  for (let i = 0; i <= 5; i++) {
+    const x = x0 + ((x1 - x0) * i) / 5;
+    parts.push(`<line x1="${sx(x)}" y1="${m.top + ph}" x2="${sx(x)}" y2="${m.top + ph + 5}" stroke="black"/>`);
+    parts.push(`<text x="${sx(x)}" y="${m.top + ph + 20}" text-anchor="middle">${Number(x.toPrecision(3))}</text>`);
+    const y = (yMax * i) / 5;
+    parts.push(`<text x="${m.left - 6}" y="${sy(y) + 4}" text-anchor="end">${Number(y.toPrecision(3))}</text>`);
+  }
+  plot.series.forEach((s, k) => {
+    const pts: string[] = [];
+    ys[k].forEach((y, i) => {
+      pts.push(`${sx(edges[i]).toFixed(1)},${sy(y).toFixed(1)}`, `${sx(edges[i + 1]).toFixed(1)},${sy(y).toFixed(1)}`);
+    });
+    parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.join(' ')}"/>`);
+    parts.push(`<rect x="${m.left + pw - 230}" y="${m.top + 8 + k * 20}" width="14" height="14" fill="${s.color}"/>`);
+    parts.push(`<text x="${m.left + pw - 210}" y="${m.top + 20 + k * 20}">${esc(s.label)}</text>`);
+  });
+  for (const mk of plot.markers ?? []) {
+    parts.push(`<line x1="${sx(mk.x)}" y1="${m.top}" x2="${sx(mk.x)}" y2="${m.top + ph}" stroke="${mk.color}" stroke-dasharray="5,4"/>`);
+    parts.push(`<text x="${sx(mk.x) + 4}" y="${m.top + 14}" fill="${mk.color}">${esc(mk.label)}</text>`);
+  }
+  parts.push('</svg>');
+  return parts.join('\n');
+}
+
+/** Rasterise an SVG to PNG bytes with sharp (librsvg). */
+export async function svgToPng(svg: string): Promise<Buffer> {
+  return sharp(Buffer.from(svg)).png().toBuffer();
+}
+
+/** Fixed-width histogram of values into `bins` bins over [lo, hi] (values outside are clamped). */
+export function histogram(values: ArrayLike<number>, lo: number, hi: number, bins: number, into?: Float64Array): Float64Array {
+  const counts = into ?? new Float64Array(bins);
+  const scale = bins / (hi - lo);
+  for (let i = 0; i < values.length; i++) {
+    const b = Math.floor((values[i] - lo) * scale);
+    counts[b < 0 ? 0 : b >= bins ? bins - 1 : b] += 1;
+  }
+  return counts;
+}
+
+export function binEdges(lo: number, hi: number, bins: number): number[] {
+  return Array.from({ length: bins + 1 }, (_, i) => lo + ((hi - lo) * i) / bins);
+}

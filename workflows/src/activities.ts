@@ -1,0 +1,128 @@
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { INVALID_INPUT_EXIT_CODE, isInvalidInput, parseProgressLine, type ProgressEvent } from '@id3/core';
+import type { PipelineInput, ProgressSignal, RunPlan, RunStageActivityInput, StageSummary } from './contracts';
+import { ID3_BIN } from './paths';
+import { planRun } from './pipeline-config';
+import { RESULT_LINE_PREFIX } from './stage-command';
+
+export interface ActivityDeps {
+  /** Used to signal progress to the stage workflow; omit to rely on heartbeats only. */
+  readonly client?: Client;
+  /** How often the stage workflow gets a progress signal (each one is a history event). */
+  readonly progressSignalEveryMs?: number;
+  /** How often the activity heartbeats while its stage process lives. */
+  readonly heartbeatEveryMs?: number;
+  /** Override the stage launcher (default bin/id3). */
+  readonly id3Bin?: string;
+}
+
+/** Bad input is a non-retryable failure whose message names the field, file or line. */
+function invalidInput(message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type: 'InvalidInput', message, nonRetryable: true });
+}
+
+export function createActivities(deps: ActivityDeps = {}) {
+  const signalEvery = deps.progressSignalEveryMs ?? 15_000;
+  const heartbeatEvery = deps.heartbeatEveryMs ?? 2_000;
+
+  return {
+    /** Validate the input, choose the run directory and write its config.json. */
+    async planRun(input: PipelineInput): Promise<RunPlan> {
+      try {
+        return planRun(input ?? {});
+      } catch (err) {
+        if (isInvalidInput(err)) throw invalidInput((err as Error).message);
+        throw err;
+      }
+    },
+
+    /**
+     * Run one stage as a child process (tfjs work is CPU-bound and would starve this worker's
+     * event loop). Heartbeats carry its latest progress; cancellation kills it; the result is
+     * the stage's summary (paths, hashes, metrics). A retried attempt starts the stage again,
+     * and the stage itself skips finished work (manifest) or resumes from its checkpoint.
+     */
+    async runStage(input: RunStageActivityInput): Promise<StageSummary> {
+      const ctx = Context.current();
+      const { stage, plan } = input;
+      const args = ['stage', stage, '--config', plan.configPath, '--run-dir', plan.runDir, '--json-progress', '--exit-with-parent'];
+      if (plan.force) args.push('--force');
+      const child = spawn(deps.id3Bin ?? ID3_BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env, detached: false });
+      let latest: ProgressEvent = { stage, phase: 'starting', message: `attempt ${ctx.info.attempt}` };
+      let result: StageSummary | undefined;
+      const stderrTail: string[] = [];
+      let lastSignal = 0;
+      let lastPhase = '';
+
+      const signalProgress = (event: ProgressEvent, force = false): void => {
+        if (!deps.client || !input.progressWorkflowId) return;
+        const now = Date.now();
+        if (!force && event.phase === lastPhase && now - lastSignal < signalEvery) return;
+        lastSignal = now;
+        lastPhase = event.phase;
+        const payload: ProgressSignal = { ...event };
+        deps.client.workflow
+          .getHandle(input.progressWorkflowId)
+          .signal('progress', payload)
+          .catch(() => undefined); // progress is best effort; the heartbeat carries it too
+      };
+
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        if (line.startsWith(RESULT_LINE_PREFIX)) {
+          result = JSON.parse(line.slice(RESULT_LINE_PREFIX.length)) as StageSummary;
+          return;
+        }
+        const event = parseProgressLine(line);
+        if (event) {
+          latest = event;
+          ctx.heartbeat(latest);
+          signalProgress(event);
+        }
+      });
+      createInterface({ input: child.stderr }).on('line', (line) => {
+        stderrTail.push(line);
+        if (stderrTail.length > 40) stderrTail.shift();
+        ctx.log.debug(`[${stage}] ${line}`);
+      });
+
+      // Heartbeat on a timer too: a stage may spend longer than the heartbeat timeout inside
+      // one computation, and cancellation is only delivered to a heartbeating activity.
+      const timer = setInterval(() => ctx.heartbeat(latest), heartbeatEvery);
+      const kill = (): void => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill('SIGTERM');
+        setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+      };
+      const onCancel = (): void => kill();
+      ctx.cancellationSignal.addEventListener('abort', onCancel);
+      try {
+        ctx.heartbeat(latest);
+        const code = await new Promise<number | null>((resolve, reject) => {
+          child.on('error', reject);
+          child.on('close', (c) => resolve(c));
+        });
+        if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
+        const tail = stderrTail.filter((l) => !l.startsWith('[id3] tfjs backend')).slice(-12).join('\n');
+        if (code === INVALID_INPUT_EXIT_CODE) {
+          const message = stderrTail.find((l) => l.startsWith('id3: invalid input:'))?.slice('id3: invalid input: '.length) ?? tail;
+          throw invalidInput(`stage '${stage}': ${message}`);
+        }
+        if (code !== 0 || !result) {
+          throw ApplicationFailure.create({ type: 'StageFailed', message: `stage '${stage}' exited with ${code}:\n${tail}` });
+        }
+        signalProgress({ stage, phase: result.skipped ? 'skipped' : 'done', metrics: result.metrics }, true);
+        return result;
+      } finally {
+        clearInterval(timer);
+        ctx.cancellationSignal.removeEventListener('abort', onCancel);
+        kill();
+      }
+    },
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

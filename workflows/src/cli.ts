@@ -1,0 +1,341 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
+import { describeProgress, isInvalidInput } from '@id3/core';
+import { TASK_QUEUE, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView, type StageSummary } from './contracts';
+import { DEFAULT_UI_PORT, ID3_BIN, stateDir, temporalAddress, temporalNamespace } from './paths';
+import { planRun } from './pipeline-config';
+import { isServerHealthy, startDevServer } from './server';
+import { stageCommandMain } from './stage-command';
+import { createId3Worker } from './worker';
+
+const USAGE = `id3 — ID³ synthetic face-recognition data, end to end
+
+Usage:
+  id3 demo                         start what is not running, run the demo pipeline, print progress
+  id3 run [options]                run the pipeline (or one stage) through Temporal
+      --profile NAME               profile in profiles/ (default demo)
+      --set SECTION.FIELD=VALUE    override a config value (repeatable; VALUE parsed as JSON if it can be)
+      --stage NAME                 run only this stage (repeatable)
+      --run-name NAME              run directory name (default: profile + config hash)
+      --force                      re-run stages even if their outputs are current
+      --no-wait                    start and print the Web UI link, do not follow
+  id3 stage NAME [options]         run one stage in this process, without Temporal
+      --profile NAME | --config FILE, --set ..., --run-name NAME | --run-dir DIR, --force
+  id3 server [--foreground]        start the Temporal dev server (127.0.0.1:7233, Web UI :8233, SQLite in .id3/)
+  id3 worker                       run a worker for the '${TASK_QUEUE}' task queue (foreground)
+  id3 status                       server, worker and recent runs
+  id3 stop                         stop the background server and worker started by id3
+
+Environment: ID3_BACKEND=auto|tensorflow|webgpu|wasm|cpu, ID3_STATE_DIR, TEMPORAL_ADDRESS, TEMPORAL_CLI_PATH.`;
+
+const log = (line: string): void => void process.stderr.write(`${line}\n`);
+
+function parseSet(values: string[] | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const item of values ?? []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new Error(`--set ${item}: expected SECTION.FIELD=VALUE`);
+    const path = item.slice(0, eq).split('.');
+    const raw = item.slice(eq + 1);
+    let value: unknown = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      /* a plain string */
+    }
+    let node = out;
+    path.slice(0, -1).forEach((key) => (node = (node[key] ??= {}) as Record<string, unknown>));
+    node[path[path.length - 1]] = value;
+  }
+  return out;
+}
+
+const pidFile = (name: string): string => join(stateDir(), `${name}.pid`);
+
+function alivePid(name: string): number | undefined {
+  const file = pidFile(name);
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, 'utf8').trim());
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
+function uiPort(): number {
+  return Number(process.env.ID3_UI_PORT ?? DEFAULT_UI_PORT);
+}
+
+function uiLink(workflowId?: string): string {
+  const [host] = temporalAddress().split(':');
+  const base = `http://${host}:${uiPort()}/namespaces/${temporalNamespace()}/workflows`;
+  return workflowId ? `${base}/${encodeURIComponent(workflowId)}` : base;
+}
+
+async function ensureServer(foreground = false): Promise<void> {
+  const address = temporalAddress();
+  if (await isServerHealthy(address)) {
+    log(`Temporal server already running at ${address} (Web UI ${uiLink()})`);
+    return;
+  }
+  const [ip, port] = address.split(':');
+  const dir = stateDir();
+  const server = await startDevServer({
+    ip,
+    port: Number(port),
+    uiPort: uiPort(),
+    dbFile: join(dir, 'temporal.db'),
+    logFile: join(dir, 'temporal.log'),
+    detached: !foreground,
+  });
+  if (server.process.pid) writeFileSync(pidFile('server'), String(server.process.pid));
+  log(`Temporal server started at ${address} — Web UI ${server.uiUrl} (SQLite ${join(dir, 'temporal.db')}, log ${join(dir, 'temporal.log')})`);
+  if (foreground) {
+    await new Promise<void>((r) => server.process.once('exit', () => r()));
+  }
+}
+
+async function hasPollers(client: Client): Promise<boolean> {
+  const res = await client.workflowService.describeTaskQueue({
+    namespace: temporalNamespace(),
+    taskQueue: { name: TASK_QUEUE },
+    taskQueueType: 1, // TASK_QUEUE_TYPE_WORKFLOW
+  });
+  return (res.pollers ?? []).length > 0;
+}
+
+async function ensureWorker(client: Client): Promise<void> {
+  if (alivePid('worker')) return;
+  if (await hasPollers(client)) {
+    log('A worker is already polling the id3 task queue.');
+    return;
+  }
+  const logFile = join(stateDir(), 'worker.log');
+  const fd = openSync(logFile, 'a');
+  const child = spawn(ID3_BIN, ['worker'], { stdio: ['ignore', fd, fd], detached: true, env: process.env });
+  child.unref();
+  if (child.pid) writeFileSync(pidFile('worker'), String(child.pid));
+  log(`Worker started in the background (pid ${child.pid}, log ${logFile}).`);
+}
+
+async function connectClient(): Promise<{ client: Client; connection: Connection }> {
+  const connection = await Connection.connect({ address: temporalAddress() });
+  return { client: new Client({ connection, namespace: temporalNamespace() }), connection };
+}
+
+async function queryProgress(client: Client, workflowId: string): Promise<ProgressView | undefined> {
+  try {
+    return await client.workflow.getHandle(workflowId).query<ProgressView>('progress');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Follow a workflow: print its progress (pipeline stage + the stage's own detail) until it ends. */
+async function follow<T>(client: Client, workflowId: string, isPipeline: boolean): Promise<T> {
+  const handle = client.workflow.getHandle(workflowId);
+  let lastLine = '';
+  let done = false;
+  const printer = (async () => {
+    while (!done) {
+      const top = await queryProgress(client, workflowId);
+      const detail = isPipeline && top?.stage ? await queryProgress(client, stageWorkflowId(workflowId, top.stage)) : top;
+      const view = detail ?? top;
+      if (view) {
+        const line = describeProgress({ stage: view.stage ?? 'pipeline', phase: view.phase, step: view.step, total: view.total, metrics: view.metrics, message: view.message });
+        if (line !== lastLine) log(line);
+        lastLine = line;
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  })();
+  try {
+    return (await handle.result()) as T;
+  } finally {
+    done = true;
+    await printer;
+  }
+}
+
+function printSummaries(stages: readonly StageSummary[]): void {
+  for (const s of stages) {
+    const metrics = Object.entries(s.metrics)
+      .map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toPrecision(5)}`)
+      .join(' ');
+    log(`  ${s.stage}: ${s.skipped ? 'skipped (outputs current)' : `done in ${(s.durationMs / 1000).toFixed(1)} s`} — ${metrics}`);
+    log(`    manifest ${s.manifestPath}`);
+  }
+}
+
+async function runCommand(values: Record<string, unknown>): Promise<number> {
+  const input: PipelineInput = {
+    profile: (values.profile as string | undefined) ?? 'demo',
+    overrides: parseSet(values.set as string[] | undefined),
+    runName: values['run-name'] as string | undefined,
+    stages: values.stage as string[] | undefined,
+    force: Boolean(values.force),
+  };
+  // Validate here first: a bad config fails in a second, naming the field, before anything starts.
+  const plan = planRun(input);
+  await ensureServer();
+  const { client, connection } = await connectClient();
+  try {
+    await ensureWorker(client);
+    const single = input.stages?.length === 1 ? input.stages[0] : undefined;
+    const workflowId = single ? `id3-${plan.runName}--${single}` : `id3-${plan.runName}`;
+    try {
+      if (single) await client.workflow.start('stage', { taskQueue: TASK_QUEUE, workflowId, args: [{ ...input, stage: single }] });
+      else await client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId, args: [input] });
+      log(`Started workflow ${workflowId} (run directory ${plan.runDir})`);
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      log(`Workflow ${workflowId} is already running for this config: following it.`);
+    }
+    log(`Web UI: ${uiLink(workflowId)}`);
+    if (values['no-wait']) return 0;
+    try {
+      if (single) {
+        const summary = await follow<StageSummary>(client, workflowId, false);
+        log(`Stage finished (run ${plan.runName}):`);
+        printSummaries([summary]);
+      } else {
+        const result = await follow<PipelineResult>(client, workflowId, true);
+        log(`Pipeline finished: run ${result.runName} in ${result.runDir}`);
+        printSummaries(result.stages);
+      }
+      log(`Web UI: ${uiLink(workflowId)}`);
+      return 0;
+    } catch (err) {
+      if (err instanceof WorkflowFailedError) {
+        log(`Workflow ${workflowId} failed: ${err.cause?.message ?? err.message}`);
+        log(`Web UI: ${uiLink(workflowId)}`);
+        return 1;
+      }
+      throw err;
+    }
+  } finally {
+    await connection.close();
+  }
+}
+
+async function stageCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
+  const stage = positionals[1];
+  if (!stage) throw new Error('id3 stage NAME: which stage?');
+  let configPath = values.config as string | undefined;
+  let runDir = values['run-dir'] as string | undefined;
+  if (!configPath) {
+    const plan = planRun({
+      profile: (values.profile as string | undefined) ?? 'demo',
+      overrides: parseSet(values.set as string[] | undefined),
+      runName: values['run-name'] as string | undefined,
+      stages: [stage],
+    });
+    configPath = plan.configPath;
+    runDir ??= plan.runDir;
+  }
+  if (!runDir) throw new Error('id3 stage: --config needs --run-dir');
+  return stageCommandMain({
+    stage,
+    configPath: resolve(configPath),
+    runDir: resolve(runDir),
+    force: Boolean(values.force),
+    jsonProgress: Boolean(values['json-progress']),
+    exitWithParent: Boolean(values['exit-with-parent']),
+  });
+}
+
+async function workerCommand(): Promise<number> {
+  const { worker, close } = await createId3Worker({ address: temporalAddress(), namespace: temporalNamespace() });
+  log(`id3 worker polling task queue '${TASK_QUEUE}' at ${temporalAddress()}`);
+  await worker.run(); // returns after SIGINT/SIGTERM (the SDK installs those handlers)
+  await close();
+  return 0;
+}
+
+async function statusCommand(): Promise<number> {
+  const healthy = await isServerHealthy(temporalAddress());
+  log(`server: ${healthy ? `running at ${temporalAddress()} — Web UI ${uiLink()}` : 'not running (id3 server)'}`);
+  if (!healthy) return 0;
+  const { client, connection } = await connectClient();
+  try {
+    log(`worker: ${(await hasPollers(client)) ? 'polling' : 'none (id3 worker)'}${alivePid('worker') ? ` (background pid ${alivePid('worker')})` : ''}`);
+    let count = 0;
+    for await (const wf of client.workflow.list({ query: `WorkflowType = 'pipeline' OR WorkflowType = 'stage'` })) {
+      log(`  ${wf.status.name.padEnd(10)} ${wf.type.padEnd(9)} ${wf.workflowId}  ${wf.startTime.toISOString()}`);
+      if (++count >= 15) break;
+    }
+  } finally {
+    await connection.close();
+  }
+  return 0;
+}
+
+function stopCommand(): number {
+  for (const name of ['worker', 'server']) {
+    const pid = alivePid(name);
+    if (pid) {
+      process.kill(-pid, 'SIGTERM'); // the process group: the detached process and its children
+      log(`stopped ${name} (pid ${pid})`);
+    }
+    rmSync(pidFile(name), { force: true });
+  }
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      profile: { type: 'string' },
+      set: { type: 'string', multiple: true },
+      stage: { type: 'string', multiple: true },
+      'run-name': { type: 'string' },
+      'run-dir': { type: 'string' },
+      config: { type: 'string' },
+      force: { type: 'boolean' },
+      'no-wait': { type: 'boolean' },
+      foreground: { type: 'boolean' },
+      'json-progress': { type: 'boolean' },
+      'exit-with-parent': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  mkdirSync(stateDir(), { recursive: true });
+  const command = positionals[0];
+  switch (command) {
+    case 'demo':
+      return runCommand({ ...values, profile: 'demo' });
+    case 'run':
+      return runCommand(values);
+    case 'stage':
+      return stageCommand(positionals, values);
+    case 'server':
+      await ensureServer(Boolean(values.foreground));
+      return 0;
+    case 'worker':
+      return workerCommand();
+    case 'status':
+      return statusCommand();
+    case 'stop':
+      return stopCommand();
+    default:
+      log(USAGE);
+      return command === undefined || values.help ? 0 : 2;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      log(isInvalidInput(err) ? `id3: invalid input: ${(err as Error).message}` : `id3: ${(err as Error).stack ?? String(err)}`);
+      process.exit(isInvalidInput(err) ? 65 : 1);
+    },
+  );
+}

@@ -1,0 +1,105 @@
+/**
+ * The small JSON values that cross Temporal: workflow inputs, activity inputs and results.
+ * Workflow code imports this file, so it holds types and plain constants only.
+ */
+
+export const TASK_QUEUE = 'id3';
+/** Keyword search attribute holding the stage a workflow is in (registered by `id3 server`). */
+export const STAGE_SEARCH_ATTRIBUTE = 'Id3Stage';
+/** Keyword search attribute holding the run name (one run directory). */
+export const RUN_SEARCH_ATTRIBUTE = 'Id3Run';
+
+/**
+ * Input of the `pipeline` workflow: ONE JSON object, so the Web UI's "Start Workflow" form can
+ * send it. Example: {"profile": "demo", "overrides": {"anchors": {"n": 2000}}}.
+ */
+export interface PipelineInput {
+  /** Profile data file in profiles/ (default 'demo'). */
+  readonly profile?: string;
+  /** Deep-merged over the profile; validated as a whole. */
+  readonly overrides?: Record<string, unknown>;
+  /** Run directory name under the state dir; default: profile + config hash (same config → same run). */
+  readonly runName?: string;
+  /** Stages to run (default: all the profile enables, in pipeline order). */
+  readonly stages?: readonly string[];
+  /** Re-run stages even if their outputs are current. */
+  readonly force?: boolean;
+  /** Activity timing, for tests and slow machines. */
+  readonly timing?: StageTiming;
+}
+
+export interface StageTiming {
+  /** Heartbeat timeout of the stage activity: a silent stage process is declared dead after this. */
+  readonly heartbeatTimeoutSeconds?: number;
+  readonly startToCloseTimeoutMinutes?: number;
+  readonly maximumAttempts?: number;
+}
+
+/** Input of the `stage` workflow (also startable from the Web UI: {"stage": "anchors", "profile": "demo"}). */
+export interface StageWorkflowInput extends PipelineInput {
+  readonly stage: string;
+  /** Set by the pipeline; when absent the stage resolves the config itself. */
+  readonly plan?: RunPlan;
+}
+
+/** A validated pipeline config, written to disk; what every stage activity receives. */
+export interface RunPlan {
+  readonly runName: string;
+  readonly runDir: string;
+  /** Path of the validated, fully resolved config JSON inside the run directory. */
+  readonly configPath: string;
+  readonly configHash: string;
+  readonly stages: readonly string[];
+  readonly force: boolean;
+}
+
+export interface RunStageActivityInput {
+  readonly stage: string;
+  readonly plan: RunPlan;
+  /** The workflow to signal with progress (the stage workflow). */
+  readonly progressWorkflowId?: string;
+}
+
+/** What a stage returns through Temporal: paths, hashes and metrics only. */
+export interface StageSummary {
+  readonly stage: string;
+  readonly skipped: boolean;
+  readonly runDir: string;
+  readonly manifestPath: string;
+  readonly outputs: Readonly<Record<string, { path: string; sha256: string; bytes: number }>>;
+  readonly metrics: Readonly<Record<string, number>>;
+  readonly durationMs: number;
+}
+
+export interface PipelineResult {
+  readonly runName: string;
+  readonly runDir: string;
+  readonly stages: readonly StageSummary[];
+}
+
+/** Progress as returned by the `progress` query of both workflows. */
+export interface ProgressView {
+  readonly runName?: string;
+  readonly stage?: string;
+  readonly phase: string;
+  readonly step?: number;
+  readonly total?: number;
+  readonly metrics?: Readonly<Record<string, number>>;
+  readonly message?: string;
+  readonly completedStages: readonly string[];
+  readonly updatedAt?: string;
+}
+
+export interface ProgressSignal {
+  readonly stage: string;
+  readonly phase: string;
+  readonly step?: number;
+  readonly total?: number;
+  readonly metrics?: Readonly<Record<string, number>>;
+  readonly message?: string;
+}
+
+/** Deterministic id of a pipeline's child workflow for one stage. */
+export function stageWorkflowId(pipelineWorkflowId: string, stage: string): string {
+  return `${pipelineWorkflowId}--${stage}`;
+}

@@ -1,0 +1,13 @@
+export * from './contracts';
+export { createActivities } from './activities';
+export type { Activities, ActivityDeps } from './activities';
+export { createId3Worker } from './worker';
+export type { Id3WorkerOptions } from './worker';
+export { freePort, isServerHealthy, startDevServer } from './server';
+export type { DevServerOptions, RunningDevServer } from './server';
+export { buildPipelineConfig, pipelineConfigSchema, planRun, readPipelineConfig, stageSection } from './pipeline-config';
+export type { PipelineConfig } from './pipeline-config';
+export { STAGES, STAGE_ORDER, isStageName } from './stages';
+export type { StageName } from './stages';
+export { runStageCommand, stageCommandMain, RESULT_LINE_PREFIX } from './stage-command';
+export { REPO_ROOT, ID3_BIN, runsDir, stateDir, temporalCliPath } from './paths';

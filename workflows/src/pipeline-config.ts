@@ -1,0 +1,81 @@
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import { InvalidInputError, hashJson, loadProfile, mergeConfig, parseConfig, readJsonFile, writeJsonAtomic } from '@id3/core';
+import type { PipelineInput, RunPlan } from './contracts';
+import { runsDir } from './paths';
+import { STAGES, STAGE_ORDER, type StageName } from './stages';
+
+const section = z.record(z.unknown()).optional();
+
+/**
+ * The whole pipeline config: a profile file merged with overrides. Top-level shape here; each
+ * stage section is validated by that stage's own schema (field names prefixed by the section).
+ */
+export const pipelineConfigSchema = z
+  .object({
+    profile: z.string(),
+    description: z.string().optional(),
+    seed: z.number().int().nonnegative(),
+    stages: z.array(z.string()).nonempty(),
+    anchors: section,
+    identities: section,
+  })
+  .strict();
+export type PipelineConfig = z.output<typeof pipelineConfigSchema>;
+
+/** The config section a stage's CLI validates: its own section plus the pipeline seed. */
+export function stageSection(config: PipelineConfig, stage: StageName): Record<string, unknown> {
+  const section = (config as unknown as Record<string, Record<string, unknown>>)[stage] ?? {};
+  return { seed: config.seed, ...section };
+}
+
+const RUN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** Validate a pipeline input and build its config; throws InvalidInputError naming the field. */
+export function buildPipelineConfig(input: PipelineInput): PipelineConfig {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new InvalidInputError('pipeline input must be one JSON object, e.g. {"profile": "demo"}', { field: '(root)' });
+  }
+  const profileName = input.profile ?? 'demo';
+  const base = loadProfile(profileName);
+  const merged = mergeConfig({ ...base, profile: profileName }, input.overrides ?? {});
+  return parseConfig(pipelineConfigSchema, merged, `profile '${profileName}' + overrides`);
+}
+
+/**
+ * Resolve an input into a run plan: validate everything up front (every stage's section, so a
+ * typo in a late stage fails before hours of work), pick the run directory, write config.json.
+ */
+export function planRun(input: PipelineInput): RunPlan {
+  const config = buildPipelineConfig(input);
+  const requested = input.stages ?? config.stages;
+  const field = input.stages ? 'stages' : 'profile.stages';
+  for (const [i, s] of requested.entries()) {
+    if (!(STAGE_ORDER as readonly string[]).includes(s)) {
+      throw new InvalidInputError(`field '${field}[${i}]': unknown stage '${s}' (known: ${STAGE_ORDER.join(', ')})`, { field: `${field}[${i}]` });
+    }
+  }
+  const stages = STAGE_ORDER.filter((s) => requested.includes(s));
+  for (const stage of stages) validateStageSection(config, stage);
+  const configHash = hashJson(config);
+  if (input.runName !== undefined && !RUN_NAME.test(input.runName)) {
+    throw new InvalidInputError(`field 'runName': '${input.runName}' must be 1-128 letters, digits, '.', '_' or '-'`, { field: 'runName' });
+  }
+  const runName = input.runName ?? `${config.profile}-${configHash.slice(0, 12)}`;
+  const runDir = resolve(runsDir(), runName);
+  mkdirSync(runDir, { recursive: true });
+  const configPath = join(runDir, 'config.json');
+  writeJsonAtomic(configPath, config);
+  return { runName, runDir, configPath, configHash, stages, force: input.force ?? false };
+}
+
+/** Validate one stage's section with the stage's schema; errors name fields as `<stage>.<field>`. */
+export function validateStageSection(config: PipelineConfig, stage: StageName): unknown {
+  return parseConfig(STAGES[stage].schema, stageSection(config, stage), `profile '${config.profile}'`, stage);
+}
+
+/** Read a config.json written by planRun (the stage CLI's input). */
+export function readPipelineConfig(path: string): PipelineConfig {
+  return parseConfig(pipelineConfigSchema, readJsonFile(path), path);
+}

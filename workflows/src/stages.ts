@@ -1,0 +1,16 @@
+import { anchorsStage, identitiesStage } from '@id3/anchors';
+import type { StageDefinition } from '@id3/core';
+import type { z } from 'zod';
+
+/** Every stage the pipeline knows, in the order they run. Later stages plug in here. */
+export const STAGES = {
+  anchors: anchorsStage,
+  identities: identitiesStage,
+} as const satisfies Record<string, StageDefinition<z.ZodTypeAny>>;
+
+export type StageName = keyof typeof STAGES;
+export const STAGE_ORDER: readonly StageName[] = ['anchors', 'identities'];
+
+export function isStageName(name: string): name is StageName {
+  return Object.prototype.hasOwnProperty.call(STAGES, name);
+}

@@ -1,0 +1,38 @@
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createActivities, type ActivityDeps } from './activities';
+import { TASK_QUEUE } from './contracts';
+
+export interface Id3WorkerOptions {
+  readonly address: string;
+  readonly namespace?: string;
+  readonly taskQueue?: string;
+  /** Pre-bundled workflow code (tests bundle once per file); default: bundle workflows.ts. */
+  readonly workflowBundle?: WorkerOptions['workflowBundle'];
+  readonly activityDeps?: Omit<ActivityDeps, 'client'>;
+}
+
+/** A worker for the id3 task queue, plus the connections it owns (closed by `shutdown`). */
+export async function createId3Worker(o: Id3WorkerOptions): Promise<{ worker: Worker; close(): Promise<void> }> {
+  const namespace = o.namespace ?? 'default';
+  const nativeConnection = await NativeConnection.connect({ address: o.address });
+  const clientConnection = await Connection.connect({ address: o.address });
+  const client = new Client({ connection: clientConnection, namespace });
+  const worker = await Worker.create({
+    connection: nativeConnection,
+    namespace,
+    taskQueue: o.taskQueue ?? TASK_QUEUE,
+    ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
+    activities: createActivities({ ...o.activityDeps, client }),
+    // One stage process at a time: each is CPU-bound and this machine has two cores.
+    maxConcurrentActivityTaskExecutions: Number(process.env.ID3_MAX_CONCURRENT_STAGES ?? 1),
+    shutdownGraceTime: '10 seconds',
+  });
+  return {
+    worker,
+    async close() {
+      await clientConnection.close();
+      await nativeConnection.close();
+    },
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * Temporal workflows. Deterministic code only: no Node built-ins, no tfjs, no stage packages
+ * (eslint enforces it) — activities are imported as a type.
+ */
+import {
+  ApplicationFailure, defineQuery, defineSignal, executeChild, proxyActivities, setCurrentDetails, setHandler,
+  upsertSearchAttributes, workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities } from './activities';
+import {
+  RUN_SEARCH_ATTRIBUTE, STAGE_SEARCH_ATTRIBUTE,
+  type PipelineInput, type PipelineResult, type ProgressSignal, type ProgressView, type RunPlan, type StageSummary,
+  type StageTiming, type StageWorkflowInput, stageWorkflowId,
+} from './contracts';
+
+export const progressQuery = defineQuery<ProgressView>('progress');
+export const progressSignal = defineSignal<[ProgressSignal]>('progress');
+
+const { planRun } = proxyActivities<Activities>({
+  startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '1s', maximumAttempts: 3, nonRetryableErrorTypes: ['InvalidInput'] },
+});
+
+function stageActivities(timing: StageTiming = {}) {
+  return proxyActivities<Activities>({
+    // A stage may train for days; liveness comes from the heartbeat, not from this bound.
+    startToCloseTimeout: `${timing.startToCloseTimeoutMinutes ?? 7 * 24 * 60} minutes`,
+    heartbeatTimeout: `${timing.heartbeatTimeoutSeconds ?? 60} seconds`,
+    retry: {
+      initialInterval: '2s',
+      backoffCoefficient: 2,
+      maximumInterval: '2 minutes',
+      maximumAttempts: timing.maximumAttempts ?? 5,
+      nonRetryableErrorTypes: ['InvalidInput'],
+    },
+  });
+}
+
+function detailsMarkdown(view: ProgressView): string {
+  const lines = [`**${view.stage ?? 'pipeline'}** — ${view.phase}${view.total ? ` (${view.step ?? 0}/${view.total})` : ''}`];
+  if (view.runName) lines.push(`run: \`${view.runName}\``);
+  if (view.metrics) {
+    lines.push(
+      Object.entries(view.metrics)
+        .map(([k, v]) => `${k}: ${Number.isInteger(v) ? v : v.toPrecision(5)}`)
+        .join(' · '),
+    );
+  }
+  if (view.message) lines.push(view.message);
+  if (view.completedStages.length) lines.push(`completed: ${view.completedStages.join(', ')}`);
+  return lines.join('\n\n');
+}
+
+function publish(view: ProgressView): ProgressView {
+  setCurrentDetails(detailsMarkdown(view));
+  return view;
+}
+
+/**
+ * The whole pipeline: validate the config once, then every stage as a child workflow with a
+ * deterministic id (`<pipeline id>--<stage>`), in order. A re-run with the same config reuses
+ * the run directory and every stage whose outputs are current is skipped.
+ */
+export async function pipeline(input: PipelineInput = {}): Promise<PipelineResult> {
+  let view: ProgressView = publish({ phase: 'planning', completedStages: [] });
+  setHandler(progressQuery, () => view);
+  const plan = await planRun(input);
+  upsertSearchAttributes({ [RUN_SEARCH_ATTRIBUTE]: [plan.runName] });
+  const summaries: StageSummary[] = [];
+  for (const stageName of plan.stages) {
+    view = publish({ runName: plan.runName, stage: stageName, phase: 'running', completedStages: summaries.map((s) => s.stage) });
+    upsertSearchAttributes({ [STAGE_SEARCH_ATTRIBUTE]: [stageName] });
+    const summary = await executeChild(stage, {
+      workflowId: stageWorkflowId(workflowInfo().workflowId, stageName),
+      args: [{ stage: stageName, plan, timing: input.timing }],
+      searchAttributes: { [STAGE_SEARCH_ATTRIBUTE]: [stageName], [RUN_SEARCH_ATTRIBUTE]: [plan.runName] },
+    });
+    summaries.push(summary);
+  }
+  view = publish({ runName: plan.runName, phase: 'done', completedStages: summaries.map((s) => s.stage) });
+  upsertSearchAttributes({ [STAGE_SEARCH_ATTRIBUTE]: ['done'] });
+  return { runName: plan.runName, runDir: plan.runDir, stages: summaries };
+}
+
+/**
+ * One stage. Started by the pipeline with a plan, or alone (Web UI / `id3 run --stage`) with
+ * {"stage": "anchors", "profile": "demo"}, in which case it plans the run itself.
+ */
+export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
+  if (!input || typeof input.stage !== 'string') {
+    throw ApplicationFailure.create({ type: 'InvalidInput', message: "field 'stage': required, e.g. {\"stage\": \"anchors\", \"profile\": \"demo\"}", nonRetryable: true });
+  }
+  let view: ProgressView = publish({ stage: input.stage, phase: 'planning', completedStages: [] });
+  setHandler(progressQuery, () => view);
+  setHandler(progressSignal, (event) => {
+    view = publish({ ...view, phase: event.phase, step: event.step, total: event.total, metrics: event.metrics, message: event.message, updatedAt: new Date().toISOString() });
+  });
+  const plan: RunPlan = input.plan ?? (await planRun({ ...input, stages: [input.stage] }));
+  view = publish({ ...view, runName: plan.runName, phase: 'running' });
+  upsertSearchAttributes({ [STAGE_SEARCH_ATTRIBUTE]: [input.stage], [RUN_SEARCH_ATTRIBUTE]: [plan.runName] });
+  const summary = await stageActivities(input.timing).runStage({ stage: input.stage, plan, progressWorkflowId: workflowInfo().workflowId });
+  view = publish({ ...view, phase: summary.skipped ? 'skipped' : 'done', metrics: summary.metrics, completedStages: [input.stage] });
+  return summary;
+}
