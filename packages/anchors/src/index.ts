@@ -1,5 +1,5 @@
 export { tammesAnchors, resolveTammesOptions, scheduleAt, nearestNeighbours, geometric } from './tammes';
-export type { TammesOptions, TammesProgress, TammesRunHooks, ResolvedTammesOptions } from './tammes';
+export type { ResolvedTammesOptions, TammesOptions, TammesProgress, TammesRunHooks } from './tammes';
 export { sampleIdentities, validateIdentityOptions } from './identities';
 export type { IdentityEmbeddings, IdentitySamplingOptions } from './identities';
 export { pairwiseStats } from './pairwise';

@@ -53,7 +53,7 @@ export interface TammesRunHooks {
   readonly checkpoint?: { readonly every: number; readonly save: (step: number, points: Float32Array) => void | Promise<void> };
 }
 
-export interface ResolvedTammesOptions extends Required<TammesOptions> {}
+export type ResolvedTammesOptions = Required<TammesOptions>;
 
 export function resolveTammesOptions(o: TammesOptions): ResolvedTammesOptions {
   if (!Number.isInteger(o.n) || o.n < 2) throw new RangeError(`tammes: n must be an integer ≥ 2, got ${o.n}`);

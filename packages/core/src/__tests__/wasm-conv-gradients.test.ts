@@ -1,0 +1,72 @@
+import { initBackend, tf } from '../index';
+
+// Gradients of conv2d through the forward-conv formulation on wasm, checked against the cpu
+// backend's own Conv2DBackpropInput/Filter kernels on the same random data.
+describe('wasm conv2d gradients', () => {
+  beforeAll(async () => {
+    await initBackend('wasm', () => undefined);
+  });
+
+  afterEach(async () => {
+    await tf.setBackend('wasm');
+  });
+
+  it('wasm lacks a Conv2DBackpropFilter kernel (why the custom gradient exists)', () => {
+    expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeUndefined();
+  });
+
+  function gradsOn(backend: string, x: Float32Array, xs: number[], w: Float32Array, ws: number[], dyScale: Float32Array, stride: number, pad: 'same' | 'valid'): Promise<[Float32Array, Float32Array]> {
+    return (async () => {
+      await tf.setBackend(backend);
+      const [gx, gw] = tf.tidy(() => {
+        const xt = tf.tensor4d(x, xs as [number, number, number, number]);
+        const wt = tf.tensor4d(w, ws as [number, number, number, number]);
+        // A non-uniform upstream gradient (weights on the output) so every position matters.
+        const f = (a: tf.Tensor, b: tf.Tensor) => {
+          const y = tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, stride, pad);
+          return tf.sum(tf.mul(y, tf.reshape(tf.tensor1d(dyScale.subarray(0, y.size)), y.shape)));
+        };
+        return tf.grads(f)([xt, wt]);
+      });
+      const out: [Float32Array, Float32Array] = [(await gx.data()) as Float32Array, (await gw.data()) as Float32Array];
+      gx.dispose();
+      gw.dispose();
+      return out;
+    })();
+  }
+
+  const cases: { k: number; stride: number; pad: 'same' | 'valid'; size: number }[] = [];
+  for (const k of [1, 3]) for (const stride of [1, 2]) for (const pad of ['same', 'valid'] as const) for (const size of [8, 9]) cases.push({ k, stride, pad, size });
+
+  it.each(cases)('kernel $k×$k, stride $stride, $pad, $size×$size input: matches cpu', async ({ k, stride, pad, size }) => {
+    const [n, cin, cout] = [2, 3, 4];
+    const seeded = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 0.5);
+    const xs = [n, size, size, cin];
+    const ws = [k, k, cin, cout];
+    const x = seeded(n * size * size * cin, 1);
+    const w = seeded(k * k * cin * cout, 2);
+    const dy = seeded(n * size * size * cout, 3);
+    const [cx, cw] = await gradsOn('cpu', x, xs, w, ws, dy, stride, pad);
+    const [wx, ww] = await gradsOn('wasm', x, xs, w, ws, dy, stride, pad);
+    expect(wx.length).toBe(cx.length);
+    expect(ww.length).toBe(cw.length);
+    const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+    expect(maxAbs(cx)).toBeGreaterThan(0);
+    expect(maxAbs(cw)).toBeGreaterThan(0);
+    expect(maxDiff(wx, cx)).toBeLessThan(1e-4 * Math.max(1, maxAbs(cx)));
+    expect(maxDiff(ww, cw)).toBeLessThan(1e-4 * Math.max(1, maxAbs(cw)));
+  });
+
+  it('does not leak tensors', async () => {
+    const x = tf.randomNormal([2, 8, 8, 3]);
+    const w = tf.randomNormal([3, 3, 3, 4]);
+    const step = () => tf.tidy(() => tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')))([x, w]).forEach((g) => g.dataSync()));
+    step();
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 5; i++) step();
+    expect(tf.memory().numTensors).toBe(before);
+    x.dispose();
+    w.dispose();
+  });
+});
