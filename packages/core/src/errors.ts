@@ -5,6 +5,8 @@
  */
 export class InvalidInputError extends Error {
   override name = 'InvalidInputError';
+  /** Brand checked by isInvalidInput: subclasses rename themselves, and instanceof fails across module realms. */
+  readonly invalidInput = true;
   constructor(
     message: string,
     /** The file, and line or field, the problem is in, when known. */
@@ -17,5 +19,5 @@ export class InvalidInputError extends Error {
 export const INVALID_INPUT_EXIT_CODE = 65; // EX_DATAERR in sysexits.h
 
 export function isInvalidInput(err: unknown): err is InvalidInputError {
-  return err instanceof Error && err.name === 'InvalidInputError';
+  return err instanceof Error && (err as { invalidInput?: unknown }).invalidInput === true;
 }

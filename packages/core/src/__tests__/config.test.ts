@@ -48,3 +48,13 @@ describe('config validation', () => {
     expect(loadProfile('demo')).toMatchObject({ seed: expect.any(Number), stages: expect.any(Array) });
   });
 });
+
+describe('isInvalidInput', () => {
+  it('recognises InvalidInputError and its subclasses (ConfigError), not other errors', async () => {
+    const { InvalidInputError, isInvalidInput } = await import('../index');
+    expect(isInvalidInput(new InvalidInputError('x'))).toBe(true);
+    expect(isInvalidInput(new ConfigError([{ field: 'a', message: 'b' }], 's'))).toBe(true);
+    expect(isInvalidInput(new Error('x'))).toBe(false);
+    expect(isInvalidInput('x')).toBe(false);
+  });
+});

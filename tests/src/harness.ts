@@ -1,0 +1,56 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { freePort, startDevServer, type RunningDevServer } from '@id3/workflows';
+
+/** A real Temporal dev server (the installed CLI, SQLite file) on free loopback ports. */
+export interface Harness {
+  readonly server: RunningDevServer;
+  readonly client: Client;
+  readonly connection: Connection;
+  readonly dir: string;
+  readonly runsDir: string;
+  readonly workflowBundle: WorkflowBundleWithSourceMap;
+  close(): Promise<void>;
+}
+
+export async function startHarness(): Promise<Harness> {
+  const dir = mkdtempSync(join(tmpdir(), 'id3-it-'));
+  const runsDir = join(dir, 'runs');
+  // Stage processes (spawned by activities) inherit this: run directories go to the temp dir.
+  process.env.ID3_RUNS_DIR = runsDir;
+  const server = await startDevServer({ port: await freePort(), uiPort: null, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log') });
+  const connection = await Connection.connect({ address: server.address });
+  const client = new Client({ connection, namespace: 'default' });
+  const workflowBundle = await bundleWorkflowCode({
+    workflowsPath: resolve(__dirname, '../../workflows/src/workflows.ts'),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
+  });
+  return {
+    server,
+    client,
+    connection,
+    dir,
+    runsDir,
+    workflowBundle,
+    async close() {
+      await connection.close();
+      await server.stop();
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Poll until `check` returns a value (not undefined/false), or fail after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(200);
+  }
+}

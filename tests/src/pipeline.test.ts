@@ -1,0 +1,102 @@
+import { existsSync } from 'node:fs';
+import { WorkflowFailedError } from '@temporalio/client';
+import { RunStore } from '@id3/core';
+import { TASK_QUEUE, createId3Worker, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView, type StageSummary } from '@id3/workflows';
+import { startHarness, type Harness } from './harness';
+
+// Real Temporal dev server + real worker + real stage processes (bin/id3 stage …).
+jest.setTimeout(240_000);
+
+const small: PipelineInput = {
+  profile: 'demo',
+  overrides: { anchors: { n: 300, dim: 32, iterations: 60, neighbours: 8, refreshEvery: 10 }, identities: { m: 4 } },
+};
+
+describe('pipeline workflow against a real Temporal server', () => {
+  let h: Harness;
+  let stopWorker: () => Promise<void>;
+
+  beforeAll(async () => {
+    h = await startHarness();
+    const { worker, close } = await createId3Worker({ address: h.server.address, workflowBundle: h.workflowBundle, activityDeps: { progressSignalEveryMs: 500 } });
+    const running = worker.run();
+    stopWorker = async () => {
+      worker.shutdown();
+      await running;
+      await close();
+    };
+  });
+
+  afterAll(async () => {
+    await stopWorker?.();
+    await h?.close();
+  });
+
+  it('runs every stage as a child workflow, writes outputs, and a re-run skips them all', async () => {
+    const id = `it-pipeline-${Date.now()}`;
+    const result = await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [small] });
+    const r = result as PipelineResult;
+    expect(r.stages.map((s) => [s.stage, s.skipped])).toEqual([['anchors', false], ['identities', false]]);
+    for (const s of r.stages) {
+      expect(existsSync(s.manifestPath)).toBe(true);
+      for (const out of Object.values(s.outputs)) expect(existsSync(`${r.runDir}/${out.path}`)).toBe(true);
+    }
+    expect(r.stages[0].metrics.minAngleDeg).toBeGreaterThan(r.stages[0].metrics.random_minAngleDeg);
+
+    // Children have deterministic ids, progress is queryable, and the stage search attribute is set.
+    const child = h.client.workflow.getHandle(stageWorkflowId(id, 'anchors'));
+    expect((await child.describe()).status.name).toBe('COMPLETED');
+    const view = await h.client.workflow.getHandle(id).query<ProgressView>('progress');
+    expect(view).toMatchObject({ phase: 'done', completedStages: ['anchors', 'identities'] });
+    const described = await h.client.workflow.getHandle(id).describe();
+    expect(described.searchAttributes.Id3Stage).toEqual(['done']);
+
+    const again = (await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: `${id}-again`, args: [small] })) as PipelineResult;
+    expect(again.runDir).toBe(r.runDir);
+    expect(again.stages.map((s) => s.skipped)).toEqual([true, true]);
+    const events = new RunStore(r.runDir).readEvents();
+    expect(events.filter((e) => e.event === 'start').map((e) => e.stage)).toEqual(['anchors', 'identities']);
+    expect(events.filter((e) => e.event === 'skip').map((e) => e.stage)).toEqual(['anchors', 'identities']);
+  });
+
+  it('a single stage runs alone from a one-object input (as from the Web UI form)', async () => {
+    const summary = (await h.client.workflow.execute('stage', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `it-stage-${Date.now()}`,
+      args: [{ stage: 'anchors', profile: 'demo', runName: 'it-single-stage', overrides: small.overrides }],
+    })) as StageSummary;
+    expect(summary.stage).toBe('anchors');
+    expect(summary.runDir).toMatch(/it-single-stage$/);
+    expect(existsSync(summary.manifestPath)).toBe(true);
+  });
+
+  it.each([
+    [{ anchors: { n: 'many' } }, /field 'anchors\.n': Expected number, received string/],
+    [{ anchors: { nn: 5 } }, /field 'anchors\.nn': Unrecognized key/],
+    [{ identities: { lb: 0.9, ub: 0.5 } }, /field 'identities\.lb': lb must not exceed ub/],
+    [{ stages: ['anchors', 'sampler'] }, /field 'profile\.stages\[1\]': unknown stage 'sampler'/],
+  ])('invalid config %j fails non-retryably, naming the field', async (overrides, message) => {
+    const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-bad-${Date.now()}`, args: [{ profile: 'demo', overrides }] });
+    const err: unknown = await handle.result().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    // Failure chain: workflow failed ← activity failed ← ApplicationFailure(InvalidInput, nonRetryable)
+    let cause = (err as WorkflowFailedError).cause as { cause?: unknown; message: string; type?: string; nonRetryable?: boolean } | undefined;
+    while (cause?.cause) cause = cause.cause as typeof cause;
+    expect(cause?.type).toBe('InvalidInput');
+    expect(cause?.nonRetryable).toBe(true);
+    expect(cause?.message).toMatch(message);
+    // Exactly one attempt: the activity was not retried.
+    const history = await handle.fetchHistory();
+    const started = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes);
+    expect(started.map((e) => e.activityTaskStartedEventAttributes?.attempt)).toEqual([1]);
+  });
+
+  it('an unknown profile fails non-retryably with the known profiles listed', async () => {
+    const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-bad-profile-${Date.now()}`, args: [{ profile: 'nope' }] });
+    await expect(handle.result()).rejects.toThrow(WorkflowFailedError);
+    const err = await handle.result().catch((e: WorkflowFailedError) => e);
+    let cause = (err as WorkflowFailedError).cause as { cause?: unknown; message: string } | undefined;
+    while (cause?.cause) cause = cause.cause as typeof cause;
+    expect(cause?.message).toMatch(/unknown profile 'nope' \(known: .*demo/);
+  });
+});
