@@ -46,7 +46,8 @@ export async function runStageCommand(o: StageCommandOptions): Promise<StageSumm
     progress,
     backend: backend.name,
     force: o.force,
-    configSource: `${o.configPath} section '${o.stage}'`,
+    configSource: o.configPath,
+    fieldPrefix: o.stage,
   });
   return summarise(result, store);
 }

@@ -41,6 +41,8 @@ export interface StageRunOptions {
   readonly force?: boolean;
   /** Where the config came from, for error messages. */
   readonly configSource?: string;
+  /** Prefix for field names in config errors (the config section, e.g. 'anchors'). */
+  readonly fieldPrefix?: string;
 }
 
 export interface StageRunResult {
@@ -56,7 +58,7 @@ export interface StageRunResult {
 export async function executeStage<S extends z.ZodTypeAny>(
   def: StageDefinition<S>, rawConfig: unknown, options: StageRunOptions,
 ): Promise<StageRunResult> {
-  const config = parseConfig(def.schema, rawConfig, options.configSource ?? `${def.name} config`) as z.output<S>;
+  const config = parseConfig(def.schema, rawConfig, options.configSource ?? `${def.name} config`, options.fieldPrefix) as z.output<S>;
   const { store } = options;
   const configHash = hashJson({ stage: def.name, config });
   const inputPaths = Object.fromEntries(Object.entries(def.inputs(config, store)).map(([k, p]) => [k, store.abs(p)]));

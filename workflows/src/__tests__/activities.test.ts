@@ -1,0 +1,52 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities, planRun, type ProgressEvent } from '../index';
+
+// The stage activity against the real stage CLI (bin/id3 stage …), without a server.
+jest.setTimeout(120_000);
+
+describe('runStage activity', () => {
+  beforeAll(() => {
+    process.env.ID3_RUNS_DIR = mkdtempSync(join(tmpdir(), 'id3-act-'));
+  });
+
+  it('spawns the stage, heartbeats its progress and returns paths, hashes and metrics', async () => {
+    const plan = planRun({ runName: 'act-ok', stages: ['anchors'], overrides: { anchors: { n: 200, dim: 16, iterations: 40, neighbours: 8, refreshEvery: 10 } } });
+    const env = new MockActivityEnvironment();
+    const beats: ProgressEvent[] = [];
+    env.on('heartbeat', (d: ProgressEvent) => beats.push(d));
+    const summary = await env.run(createActivities({ heartbeatEveryMs: 200 }).runStage, { stage: 'anchors', plan });
+    expect(summary.skipped).toBe(false);
+    expect(summary.outputs.anchors.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(summary.metrics.minAngleDeg).toBeGreaterThan(0);
+    expect(beats.some((b) => b.phase === 'optimise')).toBe(true);
+  });
+
+  it('maps invalid input to a non-retryable InvalidInput failure carrying the message', async () => {
+    const plan = planRun({ runName: 'act-bad', stages: ['anchors'] });
+    // Corrupt the written config after planning: the stage process must reject it by field.
+    writeFileSync(plan.configPath, JSON.stringify({ profile: 'demo', seed: 0, stages: ['anchors'], anchors: { n: 'x', dim: 3, iterations: 1 } }));
+    const env = new MockActivityEnvironment();
+    const err = (await env.run(createActivities().runStage, { stage: 'anchors', plan }).catch((e: unknown) => e)) as { type?: string; nonRetryable?: boolean; message: string };
+    expect(err.type).toBe('InvalidInput');
+    expect(err.nonRetryable).toBe(true);
+    expect(err.message).toMatch(/field 'anchors\.n'/);
+  });
+
+  it('kills the stage process when the activity is cancelled', async () => {
+    const plan = planRun({ runName: 'act-cancel', stages: ['anchors'], overrides: { anchors: { n: 3000, dim: 64, iterations: 5000 } } });
+    const env = new MockActivityEnvironment();
+    let started = false;
+    env.on('heartbeat', (d: ProgressEvent) => {
+      if (d.phase === 'optimise') started = true;
+    });
+    const running = env.run(createActivities({ heartbeatEveryMs: 200 }).runStage, { stage: 'anchors', plan });
+    while (!started) await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    env.cancel();
+    await expect(running).rejects.toBeTruthy();
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+});

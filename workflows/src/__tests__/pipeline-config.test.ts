@@ -1,0 +1,40 @@
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildPipelineConfig, planRun, stageSection } from '../index';
+
+describe('planRun', () => {
+  beforeAll(() => {
+    process.env.ID3_RUNS_DIR = mkdtempSync(join(tmpdir(), 'id3-plan-'));
+  });
+
+  it('derives the run directory from the config, so the same config reuses it', () => {
+    const a = planRun({ profile: 'demo' });
+    const b = planRun({ profile: 'demo' });
+    const c = planRun({ profile: 'demo', overrides: { seed: 1 } });
+    expect(a.runDir).toBe(b.runDir);
+    expect(a.runName).toMatch(/^demo-[0-9a-f]{12}$/);
+    expect(c.runDir).not.toBe(a.runDir);
+    expect(JSON.parse(readFileSync(a.configPath, 'utf8'))).toMatchObject({ profile: 'demo', seed: 0 });
+    expect(existsSync(a.configPath)).toBe(true);
+  });
+
+  it('keeps pipeline order whatever order stages are requested in', () => {
+    expect(planRun({ stages: ['identities', 'anchors'] }).stages).toEqual(['anchors', 'identities']);
+  });
+
+  it('injects the pipeline seed into stage sections unless a section sets its own', () => {
+    const config = buildPipelineConfig({ overrides: { seed: 7, identities: { seed: 3 } } });
+    expect(stageSection(config, 'anchors').seed).toBe(7);
+    expect(stageSection(config, 'identities').seed).toBe(3);
+  });
+
+  it.each([
+    [{ runName: '../escape' }, /field 'runName'/],
+    [{ overrides: { anchors: { iterations: -1 } } }, /field 'anchors\.iterations'/],
+    [{ overrides: { sampler: {} } }, /field 'sampler': Unrecognized key/],
+    [{ stages: ['anchors', 'nope'] }, /field 'stages\[1\]': unknown stage 'nope'/],
+  ])('rejects %j naming the field', (input, message) => {
+    expect(() => planRun(input)).toThrow(message);
+  });
+});
