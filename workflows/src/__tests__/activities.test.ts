@@ -2,7 +2,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createActivities, planRun, type ProgressEvent } from '../index';
+import type { ProgressEvent } from '@id3/core';
+import { createActivities, planRun, type StageSummary } from '../index';
 
 // The stage activity against the real stage CLI (bin/id3 stage …), without a server.
 jest.setTimeout(120_000);
@@ -17,7 +18,7 @@ describe('runStage activity', () => {
     const env = new MockActivityEnvironment();
     const beats: ProgressEvent[] = [];
     env.on('heartbeat', (d: ProgressEvent) => beats.push(d));
-    const summary = await env.run(createActivities({ heartbeatEveryMs: 200 }).runStage, { stage: 'anchors', plan });
+    const summary: StageSummary = await env.run(createActivities({ heartbeatEveryMs: 200 }).runStage, { stage: 'anchors', plan });
     expect(summary.skipped).toBe(false);
     expect(summary.outputs.anchors.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(summary.metrics.minAngleDeg).toBeGreaterThan(0);
