@@ -1,0 +1,2 @@
+export { areaUnder, equalErrorRate, evaluateDistances, evaluateVerification, pairDistances, rates, rocCurve } from './verification';
+export type { VerificationOptions, VerificationResult } from './verification';

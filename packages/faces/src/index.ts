@@ -1,0 +1,12 @@
+export { dataDir, requireDataPath } from './data-dir';
+export { decodeImage, decodeImageBytes, decodeNetpbm, encodePng, resizeImage } from './image-io';
+export type { RgbImage } from './image-io';
+export { readLfwPairs } from './readers/lfw';
+export type { PairList, VerificationPair } from './readers/lfw';
+export { readCfpPairs } from './readers/cfp';
+export { parseUtkFaceName, readUtkFace } from './readers/utkface';
+export type { UtkFaceRecord } from './readers/utkface';
+export { readImageFolders } from './readers/folders';
+export type { LabelledImage } from './readers/folders';
+export { parseInsightfaceBin, readInsightfaceBin } from './readers/insightface-bin';
+export type { InsightfaceBin } from './readers/insightface-bin';
