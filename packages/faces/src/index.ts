@@ -10,3 +10,5 @@ export { readImageFolders } from './readers/folders';
 export type { LabelledImage } from './readers/folders';
 export { parseInsightfaceBin, readInsightfaceBin } from './readers/insightface-bin';
 export type { InsightfaceBin } from './readers/insightface-bin';
+export { ARCFACE_TEMPLATE_112, alignFace, applySimilarity, fitSimilarity, fivePointsFrom68, invertSimilarity, scaledTemplate } from './align';
+export type { Point, Similarity } from './align';

@@ -1,0 +1,127 @@
+import type { RgbImage } from './image-io';
+
+/** A 2-D point in pixels (x right, y down). */
+export type Point = readonly [number, number];
+
+/**
+ * The standard ArcFace 112×112 five-point template (insightface): image-left eye, image-right
+ * eye, nose tip, image-left and image-right mouth corners.
+ */
+export const ARCFACE_TEMPLATE_112: readonly Point[] = [
+  [38.2946, 51.6963],
+  [73.5318, 51.5014],
+  [56.0252, 71.7366],
+  [41.5493, 92.3655],
+  [70.7299, 92.2041],
+];
+
+/** The template for another output size (the template scales with the crop). */
+export function scaledTemplate(size: number): Point[] {
+  return ARCFACE_TEMPLATE_112.map(([x, y]) => [(x * size) / 112, (y * size) / 112]);
+}
+
+/**
+ * 68-point landmarks (iBUG/dlib order, as face-api returns them) → the five template points:
+ * eye centres (mean of 36–41 and 42–47), nose tip (30), mouth corners (48, 54).
+ */
+export function fivePointsFrom68(points: readonly Point[]): Point[] {
+  if (points.length !== 68) throw new RangeError(`expected 68 landmarks, got ${points.length}`);
+  const mean = (from: number, to: number): Point => {
+    let x = 0;
+    let y = 0;
+    for (let i = from; i <= to; i++) {
+      x += points[i][0];
+      y += points[i][1];
+    }
+    const n = to - from + 1;
+    return [x / n, y / n];
+  };
+  return [mean(36, 41), mean(42, 47), points[30], points[48], points[54]];
+}
+
+/** Similarity transform dst = s·R·src + t, stored as a = s·cosθ, b = s·sinθ. */
+export interface Similarity {
+  readonly a: number;
+  readonly b: number;
+  readonly tx: number;
+  readonly ty: number;
+}
+
+export function applySimilarity(m: Similarity, [x, y]: Point): Point {
+  return [m.a * x - m.b * y + m.tx, m.b * x + m.a * y + m.ty];
+}
+
+export function invertSimilarity(m: Similarity): Similarity {
+  const d = m.a * m.a + m.b * m.b;
+  const a = m.a / d;
+  const b = -m.b / d;
+  return { a, b, tx: -(a * m.tx - b * m.ty), ty: -(b * m.tx + a * m.ty) };
+}
+
+/**
+ * Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping `src`
+ * onto `dst` — Umeyama's solution, written with complex numbers: with centred points z, w,
+ * a + ib = Σ conj(z)·w / Σ|z|², t = mean(w) − (a + ib)·mean(z).
+ */
+export function fitSimilarity(src: readonly Point[], dst: readonly Point[]): Similarity {
+  if (src.length !== dst.length || src.length < 2) throw new RangeError('fitSimilarity needs ≥ 2 matching points');
+  const n = src.length;
+  const ms = src.reduce<[number, number]>((m, [x, y]) => [m[0] + x / n, m[1] + y / n], [0, 0]);
+  const md = dst.reduce<[number, number]>((m, [x, y]) => [m[0] + x / n, m[1] + y / n], [0, 0]);
+  let re = 0;
+  let im = 0;
+  let norm = 0;
+  for (let i = 0; i < n; i++) {
+    const zx = src[i][0] - ms[0];
+    const zy = src[i][1] - ms[1];
+    const wx = dst[i][0] - md[0];
+    const wy = dst[i][1] - md[1];
+    // conj(z)·w = (zx − i zy)(wx + i wy)
+    re += zx * wx + zy * wy;
+    im += zx * wy - zy * wx;
+    norm += zx * zx + zy * zy;
+  }
+  if (norm === 0) throw new RangeError('fitSimilarity: source points coincide');
+  const a = re / norm;
+  const b = im / norm;
+  return { a, b, tx: md[0] - (a * ms[0] - b * ms[1]), ty: md[1] - (b * ms[0] + a * ms[1]) };
+}
+
+/**
+ * Warp `image` so that `landmarks` land on the template of a `size`×`size` crop: each output
+ * pixel samples the source bilinearly through the inverse transform; outside is black.
+ */
+export function alignFace(image: RgbImage, landmarks: readonly Point[], size = 112): { image: RgbImage; transform: Similarity; residual: number } {
+  const template = scaledTemplate(size);
+  const m = fitSimilarity(landmarks, template);
+  const inv = invertSimilarity(m);
+  const out = new Uint8Array(size * size * 3);
+  const { width: W, height: H, data } = image;
+  for (let v = 0; v < size; v++) {
+    for (let u = 0; u < size; u++) {
+      // pixel centres: sample at (u + 0.5, v + 0.5) in output space
+      const [sx, sy] = applySimilarity(inv, [u + 0.5, v + 0.5]);
+      const x = sx - 0.5;
+      const y = sy - 0.5;
+      const x0 = Math.floor(x);
+      const y0 = Math.floor(y);
+      const fx = x - x0;
+      const fy = y - y0;
+      for (let c = 0; c < 3; c++) {
+        let acc = 0;
+        for (const [dx, dy, w] of [[0, 0, (1 - fx) * (1 - fy)], [1, 0, fx * (1 - fy)], [0, 1, (1 - fx) * fy], [1, 1, fx * fy]] as const) {
+          const xx = x0 + dx;
+          const yy = y0 + dy;
+          if (w > 0 && xx >= 0 && yy >= 0 && xx < W && yy < H) acc += w * data[(yy * W + xx) * 3 + c];
+        }
+        out[(v * size + u) * 3 + c] = Math.round(acc);
+      }
+    }
+  }
+  let residual = 0;
+  landmarks.forEach((p, i) => {
+    const [x, y] = applySimilarity(m, p);
+    residual += Math.hypot(x - template[i][0], y - template[i][1]) / landmarks.length;
+  });
+  return { image: { width: size, height: size, data: out }, transform: m, residual };
+}
