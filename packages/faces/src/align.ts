@@ -15,9 +15,15 @@ export const ARCFACE_TEMPLATE_112: readonly Point[] = [
   [70.7299, 92.2041],
 ];
 
-/** The template for another output size (the template scales with the crop). */
-export function scaledTemplate(size: number): Point[] {
-  return ARCFACE_TEMPLATE_112.map(([x, y]) => [(x * size) / 112, (y * size) / 112]);
+/**
+ * The template for another output size. `padding` widens the crop around the same face: the
+ * 112-pixel template occupies the central size/(1 + 2·padding) pixels (0 = the ArcFace crop;
+ * networks trained on looser crops, like dlib's, want some).
+ */
+export function scaledTemplate(size: number, padding = 0): Point[] {
+  const inner = size / (1 + 2 * padding);
+  const offset = padding * inner;
+  return ARCFACE_TEMPLATE_112.map(([x, y]) => [offset + (x * inner) / 112, offset + (y * inner) / 112]);
 }
 
 /**
@@ -91,8 +97,8 @@ export function fitSimilarity(src: readonly Point[], dst: readonly Point[]): Sim
  * Warp `image` so that `landmarks` land on the template of a `size`×`size` crop: each output
  * pixel samples the source bilinearly through the inverse transform; outside is black.
  */
-export function alignFace(image: RgbImage, landmarks: readonly Point[], size = 112): { image: RgbImage; transform: Similarity; residual: number } {
-  const template = scaledTemplate(size);
+export function alignFace(image: RgbImage, landmarks: readonly Point[], size = 112, padding = 0): { image: RgbImage; transform: Similarity; residual: number } {
+  const template = scaledTemplate(size, padding);
   const m = fitSimilarity(landmarks, template);
   const inv = invertSimilarity(m);
   const out = new Uint8Array(size * size * 3);

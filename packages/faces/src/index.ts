@@ -12,3 +12,8 @@ export { parseInsightfaceBin, readInsightfaceBin } from './readers/insightface-b
 export type { InsightfaceBin } from './readers/insightface-bin';
 export { ARCFACE_TEMPLATE_112, alignFace, applySimilarity, fitSimilarity, fivePointsFrom68, invertSimilarity, scaledTemplate } from './align';
 export type { Point, Similarity } from './align';
+export { faceApi, faceApiModelDir, loadFaceApiNets } from './models/face-api';
+export { embedWithFlip, l2Normalise, loadFaceApiTeacher } from './models/teacher';
+export type { TeacherEmbedder } from './models/teacher';
+export { centredTemplatePoints, detectAndAlign } from './models/detect-align';
+export type { AlignOptions, AlignResult, DetectorName } from './models/detect-align';

@@ -1,0 +1,139 @@
+/**
+ * The number that proves the face pipeline works: a pretrained teacher on the full LFW View 2
+ * protocol (6,000 pairs of ../shared/data/lfw), through id3's own detection, 5-point alignment,
+ * flip-summed embeddings and the insightface verification protocol.
+ *
+ *   npm run bench:lfw -- [--folds 10] [--padding 0.25] [--detector tiny|ssd] [--workers 2]
+ *
+ * Images are processed by `--workers` child processes (tfjs-wasm is single-threaded); embeddings
+ * are cached by model key and image hash in .id3/cache/embeddings, so a re-run is instant.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { initBackend, sha256, tf } from '@id3/core';
+import { EmbeddingCache, evaluateVerification } from '@id3/eval';
+import { decodeImage, detectAndAlign, embedWithFlip, loadFaceApiTeacher, readLfwPairs, requireDataPath, type DetectorName } from '@id3/faces';
+
+const ROOT = resolve(__dirname, '../..');
+const { values } = parseArgs({
+  options: {
+    folds: { type: 'string', default: '10' },
+    padding: { type: 'string', default: '0.25' },
+    detector: { type: 'string', default: 'tiny' },
+    workers: { type: 'string', default: '2' },
+    worker: { type: 'string' },
+    'paths-file': { type: 'string' },
+  },
+});
+const padding = Number(values.padding);
+const detector = values.detector as DetectorName;
+const modelKey = `faceapi-dlib-128_${detector}_pad${padding}_flip`;
+const cache = new EmbeddingCache(join(ROOT, '.id3', 'cache', 'embeddings'), modelKey);
+
+async function workerMain(index: number, count: number, pathsFile: string): Promise<void> {
+  await initBackend('wasm', () => undefined);
+  const teacher = await loadFaceApiTeacher();
+  const paths = (JSON.parse(readFileSync(pathsFile, 'utf8')) as string[]).filter((_, i) => i % count === index);
+  const stats = { images: 0, cached: 0, fallback: 0, msAlign: 0, msEmbed: 0, msDecode: 0 };
+  const fallbacks: string[] = [];
+  for (const path of paths) {
+    const hash = sha256(readFileSync(path));
+    stats.images++;
+    if (cache.get(hash, teacher.dim)) {
+      stats.cached++;
+      continue;
+    }
+    let t = performance.now();
+    const img = await decodeImage(path);
+    stats.msDecode += performance.now() - t;
+    t = performance.now();
+    const aligned = await detectAndAlign(img, { size: teacher.inputSize, padding, detector });
+    stats.msAlign += performance.now() - t;
+    if (!aligned.ok) throw new Error(`${path}: ${aligned.reason}`);
+    if (aligned.method !== 'landmarks') {
+      stats.fallback++;
+      fallbacks.push(path);
+    }
+    t = performance.now();
+    const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(aligned.image.data), [1, teacher.inputSize, teacher.inputSize, 3])));
+    cache.set(hash, (await e.data()) as Float32Array);
+    e.dispose();
+    stats.msEmbed += performance.now() - t;
+    if (stats.images % 200 === 0) process.stderr.write(`worker ${index}: ${stats.images}/${paths.length}\n`);
+  }
+  process.stdout.write(`${JSON.stringify({ ...stats, fallbacks, tensors: tf.memory().numTensors })}\n`);
+}
+
+async function main(): Promise<void> {
+  const list = readLfwPairs(requireDataPath('lfw', 'pairs.txt'), requireDataPath('lfw', 'lfw-deepfunneled'));
+  const folds = Number(values.folds);
+  const pairs = list.pairs.filter((p) => p.fold < folds);
+  const unique = [...new Set(pairs.flatMap((p) => [p.a, p.b]))].sort();
+  const workers = Number(values.workers);
+  const tmp = join(ROOT, 'bench', 'results');
+  mkdirSync(tmp, { recursive: true });
+  const pathsFile = join(tmp, 'lfw-paths.json');
+  writeFileSync(pathsFile, JSON.stringify(unique));
+  process.stderr.write(`${pairs.length} pairs, ${unique.length} images, ${workers} workers, model ${modelKey}\n`);
+  const t0 = Date.now();
+  const results = await Promise.all(
+    Array.from({ length: workers }, (_, i) =>
+      new Promise<Record<string, number> & { fallbacks: string[] }>((resolveWorker, reject) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--worker', `${i}/${workers}`, '--paths-file', pathsFile, '--padding', String(padding), '--detector', detector], {
+          cwd: ROOT,
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.on('close', (code) => (code === 0 ? resolveWorker(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`worker ${i} exited ${code}`))));
+      }),
+    ),
+  );
+  const wallSeconds = (Date.now() - t0) / 1000;
+  const dim = 128;
+  const embed = (p: string) => cache.get(sha256(readFileSync(p)), dim)!;
+  const a = new Float32Array(pairs.length * dim);
+  const b = new Float32Array(pairs.length * dim);
+  pairs.forEach((p, i) => {
+    a.set(embed(p.a), i * dim);
+    b.set(embed(p.b), i * dim);
+  });
+  const r = evaluateVerification(a, b, dim, pairs.map((p) => p.same), { foldOf: pairs.map((p) => p.fold) });
+  const sum = (k: string) => results.reduce((s, w) => s + (w[k] as number), 0);
+  const computed = sum('images') - sum('cached');
+  const summary = {
+    model: modelKey,
+    pairs: pairs.length,
+    folds: r.folds,
+    images: unique.length,
+    accuracy: r.accuracy,
+    accuracyStd: r.accuracyStd,
+    tarAtFar1e3: r.tar,
+    tarStd: r.tarStd,
+    auc: r.auc,
+    eer: r.eer,
+    thresholds: r.thresholds,
+    fallbackCenterCrops: sum('fallback'),
+    computedImages: computed,
+    msPerImage: computed ? { decode: sum('msDecode') / computed, detectAlign: sum('msAlign') / computed, embedWithFlip: sum('msEmbed') / computed } : undefined,
+    wallSeconds,
+    workers,
+  };
+  writeFileSync(join(tmp, `lfw-${modelKey}-${folds}folds.json`), `${JSON.stringify(summary, null, 2)}\n`);
+  console.log(JSON.stringify(summary, null, 2));
+}
+
+if (values.worker) {
+  const [i, n] = values.worker.split('/').map(Number);
+  workerMain(i, n, values['paths-file']!).catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+} else {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,71 @@
+import { tf } from '@id3/core';
+import { alignFace, fivePointsFrom68, scaledTemplate, type Point } from '../align';
+import type { RgbImage } from '../image-io';
+import { loadFaceApiNets } from './face-api';
+
+export type DetectorName = 'tiny' | 'ssd';
+
+export interface AlignOptions {
+  /** Output crop side (the ArcFace template is scaled to it). */
+  readonly size?: number;
+  /** Extra margin around the ArcFace crop, as a fraction of it (see scaledTemplate). */
+  readonly padding?: number;
+  readonly detector?: DetectorName;
+  /** Minimum detector score. */
+  readonly minScore?: number;
+  /**
+   * When no face is found: 'center-crop' assumes a pre-aligned, centred face (LFW-style sets)
+   * and places the template over the central `fallbackFraction` of the image; 'reject' fails.
+   */
+  readonly fallback?: 'center-crop' | 'reject';
+  readonly fallbackFraction?: number;
+}
+
+export type AlignResult =
+  | { readonly ok: true; readonly image: RgbImage; readonly method: 'landmarks' | 'center-crop'; readonly score: number; readonly points: readonly Point[]; readonly landmarks68?: readonly Point[] }
+  | { readonly ok: false; readonly reason: string };
+
+/** The fallback's five points: the template over the central square of the image. */
+export function centredTemplatePoints(width: number, height: number, fraction: number): Point[] {
+  const side = fraction * Math.min(width, height);
+  const ox = (width - side) / 2;
+  const oy = (height - side) / 2;
+  return scaledTemplate(side).map(([x, y]) => [ox + x, oy + y]);
+}
+
+/**
+ * Detect faces (face-api's tiny detector or SSD), keep the one nearest the image centre (the
+ * subject of a benchmark photo), fit the 68-point landmark net, reduce to five points and warp
+ * onto the ArcFace template.
+ */
+export async function detectAndAlign(image: RgbImage, o: AlignOptions = {}): Promise<AlignResult> {
+  const size = o.size ?? 112;
+  const detector = o.detector ?? 'tiny';
+  const api = await loadFaceApiNets([detector === 'tiny' ? 'tinyFaceDetector' : 'ssdMobilenetv1', 'faceLandmark68Net']);
+  const options =
+    detector === 'tiny'
+      ? new api.TinyFaceDetectorOptions({ inputSize: 320, scoreThreshold: o.minScore ?? 0.3 })
+      : new api.SsdMobilenetv1Options({ minConfidence: o.minScore ?? 0.3, maxResults: 10 });
+  const input = tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
+  let found;
+  try {
+    found = await api.detectAllFaces(input, options).withFaceLandmarks();
+  } finally {
+    input.dispose();
+  }
+  if (found.length > 0) {
+    const cx = image.width / 2;
+    const cy = image.height / 2;
+    const best = found.reduce((a, b) => {
+      const da = Math.hypot(a.detection.box.x + a.detection.box.width / 2 - cx, a.detection.box.y + a.detection.box.height / 2 - cy);
+      const db = Math.hypot(b.detection.box.x + b.detection.box.width / 2 - cx, b.detection.box.y + b.detection.box.height / 2 - cy);
+      return db < da ? b : a;
+    });
+    const landmarks68 = best.landmarks.positions.map((p) => [p.x, p.y] as Point);
+    const points = fivePointsFrom68(landmarks68);
+    return { ok: true, image: alignFace(image, points, size, o.padding ?? 0).image, method: 'landmarks', score: best.detection.score, points, landmarks68 };
+  }
+  if ((o.fallback ?? 'center-crop') === 'reject') return { ok: false, reason: 'no face detected' };
+  const points = centredTemplatePoints(image.width, image.height, o.fallbackFraction ?? 0.5);
+  return { ok: true, image: alignFace(image, points, size, o.padding ?? 0).image, method: 'center-crop', score: 0, points };
+}
