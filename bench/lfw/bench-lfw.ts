@@ -3,7 +3,7 @@
  * protocol (6,000 pairs of ../shared/data/lfw), through id3's own detection, 5-point alignment,
  * flip-summed embeddings and the insightface verification protocol.
  *
- *   npm run bench:lfw -- [--folds 10] [--padding 0.25] [--detector tiny|ssd] [--workers 2]
+ *   npm run bench:lfw -- [--folds 10] [--template dlib|arcface] [--padding 0.25] [--detector tiny|ssd] [--workers 2]
  *
  * Images are processed by `--workers` child processes (tfjs-wasm is single-threaded); embeddings
  * are cached by model key and image hash in .id3/cache/embeddings, so a re-run is instant.
@@ -22,6 +22,7 @@ const { values } = parseArgs({
     folds: { type: 'string', default: '10' },
     padding: { type: 'string', default: '0.25' },
     detector: { type: 'string', default: 'tiny' },
+    template: { type: 'string', default: 'dlib' },
     workers: { type: 'string', default: '2' },
     worker: { type: 'string' },
     'paths-file': { type: 'string' },
@@ -29,7 +30,8 @@ const { values } = parseArgs({
 });
 const padding = Number(values.padding);
 const detector = values.detector as DetectorName;
-const modelKey = `faceapi-dlib-128_${detector}_pad${padding}_flip`;
+const template = values.template as 'dlib' | 'arcface';
+const modelKey = `faceapi-dlib-128_${detector}-ssd_${template}_pad${padding}_flip`;
 const cache = new EmbeddingCache(join(ROOT, '.id3', 'cache', 'embeddings'), modelKey);
 
 async function workerMain(index: number, count: number, pathsFile: string): Promise<void> {
@@ -49,7 +51,7 @@ async function workerMain(index: number, count: number, pathsFile: string): Prom
     const img = await decodeImage(path);
     stats.msDecode += performance.now() - t;
     t = performance.now();
-    const aligned = await detectAndAlign(img, { size: teacher.inputSize, padding, detector });
+    const aligned = await detectAndAlign(img, { size: teacher.inputSize, padding, detector, template });
     stats.msAlign += performance.now() - t;
     if (!aligned.ok) throw new Error(`${path}: ${aligned.reason}`);
     if (aligned.method !== 'landmarks') {
@@ -81,7 +83,7 @@ async function main(): Promise<void> {
   const results = await Promise.all(
     Array.from({ length: workers }, (_, i) =>
       new Promise<Record<string, number> & { fallbacks: string[] }>((resolveWorker, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--worker', `${i}/${workers}`, '--paths-file', pathsFile, '--padding', String(padding), '--detector', detector], {
+        const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--worker', `${i}/${workers}`, '--paths-file', pathsFile, '--padding', String(padding), '--detector', detector, '--template', template], {
           cwd: ROOT,
           stdio: ['ignore', 'pipe', 'inherit'],
         });

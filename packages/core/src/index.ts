@@ -15,5 +15,5 @@ export { RunStore, readTensorFile, writeFileAtomic, writeJsonAtomic, writeTensor
 export type { OutputRecord, StageEvent, StageManifest, TensorDtype, TensorHeader } from './run-store';
 export { executeStage } from './stage';
 export type { StageContext, StageDefinition, StageOutputs, StageRunOptions, StageRunResult } from './stage';
-export { binEdges, histogram, histogramSvg, svgToPng } from './plot';
-export type { HistogramPlot, HistogramSeries } from './plot';
+export { binEdges, histogram, histogramSvg, lineChartSvg, svgToPng } from './plot';
+export type { HistogramPlot, HistogramSeries, LineChart, LineSeries } from './plot';

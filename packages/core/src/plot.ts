@@ -94,3 +94,64 @@ export function histogram(values: ArrayLike<number>, lo: number, hi: number, bin
 export function binEdges(lo: number, hi: number, bins: number): number[] {
   return Array.from({ length: bins + 1 }, (_, i) => lo + ((hi - lo) * i) / bins);
 }
+
+/** One curve of a line chart. */
+export interface LineSeries {
+  readonly label: string;
+  readonly color: string;
+  readonly points: readonly { readonly x: number; readonly y: number }[];
+}
+
+export interface LineChart {
+  readonly title: string;
+  readonly xLabel: string;
+  readonly yLabel: string;
+  readonly series: readonly LineSeries[];
+  /** Log-scale x axis (e.g. FAR on a ROC curve), from xMin (points below are clamped). */
+  readonly logX?: { readonly min: number };
+  readonly xRange?: readonly [number, number];
+  readonly yRange?: readonly [number, number];
+  readonly width?: number;
+  readonly height?: number;
+}
+
+/** SVG of a line chart (ROC curves, loss curves). */
+export function lineChartSvg(chart: LineChart): string {
+  const W = chart.width ?? 800;
+  const H = chart.height ?? 480;
+  const m = { left: 70, right: 20, top: 40, bottom: 60 };
+  const pw = W - m.left - m.right;
+  const ph = H - m.top - m.bottom;
+  const all = chart.series.flatMap((s) => s.points);
+  const tx = (x: number): number => (chart.logX ? Math.log10(Math.max(x, chart.logX.min)) : x);
+  const [x0, x1] = chart.xRange ? chart.xRange.map(tx) : [Math.min(...all.map((p) => tx(p.x))), Math.max(...all.map((p) => tx(p.x)))];
+  const [y0, y1] = chart.yRange ?? [Math.min(...all.map((p) => p.y)), Math.max(...all.map((p) => p.y))];
+  const sx = (x: number): number => m.left + ((tx(x) - x0) / (x1 - x0 || 1)) * pw;
+  const sy = (y: number): number => m.top + ph - ((y - y0) / (y1 - y0 || 1)) * ph;
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="DejaVu Sans, sans-serif" font-size="13">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="16">${esc(chart.title)}</text>`,
+    `<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="black"/>`,
+    `<text x="${m.left + pw / 2}" y="${H - 15}" text-anchor="middle">${esc(chart.xLabel)}</text>`,
+    `<text transform="translate(18 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(chart.yLabel)}</text>`,
+  ];
+  for (let i = 0; i <= 5; i++) {
+    const xv = x0 + ((x1 - x0) * i) / 5;
+    const label = chart.logX ? `1e${xv.toFixed(1)}` : String(Number(xv.toPrecision(3)));
+    const px = m.left + (pw * i) / 5;
+    parts.push(`<line x1="${px}" y1="${m.top + ph}" x2="${px}" y2="${m.top + ph + 5}" stroke="black"/>`);
+    parts.push(`<text x="${px}" y="${m.top + ph + 20}" text-anchor="middle">${label}</text>`);
+    const yv = y0 + ((y1 - y0) * i) / 5;
+    parts.push(`<text x="${m.left - 6}" y="${sy(yv) + 4}" text-anchor="end">${Number(yv.toPrecision(3))}</text>`);
+    parts.push(`<line x1="${m.left}" y1="${sy(yv)}" x2="${m.left + pw}" y2="${sy(yv)}" stroke="#ddd"/>`);
+  }
+  chart.series.forEach((s, k) => {
+    const pts = s.points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ');
+    parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts}"/>`);
+    parts.push(`<rect x="${m.left + 12}" y="${m.top + 10 + k * 20}" width="14" height="14" fill="${s.color}"/>`);
+    parts.push(`<text x="${m.left + 32}" y="${m.top + 22 + k * 20}">${esc(s.label)}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}

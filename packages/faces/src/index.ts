@@ -10,7 +10,7 @@ export { readImageFolders } from './readers/folders';
 export type { LabelledImage } from './readers/folders';
 export { parseInsightfaceBin, readInsightfaceBin } from './readers/insightface-bin';
 export type { InsightfaceBin } from './readers/insightface-bin';
-export { ARCFACE_TEMPLATE_112, alignFace, applySimilarity, fitSimilarity, fivePointsFrom68, invertSimilarity, scaledTemplate } from './align';
+export { ARCFACE_TEMPLATE_112, DLIB_CHIP_INDICES, alignDlibChip, alignFace, dlibChipTemplate, dlibChipTemplate5, warpToTemplate, applySimilarity, fitSimilarity, fivePointsFrom68, invertSimilarity, scaledTemplate } from './align';
 export type { Point, Similarity } from './align';
 export { faceApi, faceApiModelDir, loadFaceApiNets } from './models/face-api';
 export { embedWithFlip, l2Normalise, loadFaceApiTeacher } from './models/teacher';

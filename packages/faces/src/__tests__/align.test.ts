@@ -50,3 +50,20 @@ describe('similarity alignment', () => {
     expect(() => fivePointsFrom68(pts.slice(1))).toThrow(/68 landmarks/);
   });
 });
+
+describe('dlib face chips', () => {
+  it('landmarks already on dlib’s mean face give the identity transform', async () => {
+    const { DLIB_CHIP_INDICES, alignDlibChip, dlibChipTemplate } = await import('../index');
+    expect(DLIB_CHIP_INDICES).toHaveLength(33);
+    const template = dlibChipTemplate(150, 0.25);
+    const landmarks: Point[] = Array.from({ length: 68 }, () => [0, 0]);
+    DLIB_CHIP_INDICES.forEach((idx, k) => (landmarks[idx] = template[k]));
+    const data = new Uint8Array(150 * 150 * 3).map((_, i) => i % 251);
+    const { transform, residual, image } = alignDlibChip({ width: 150, height: 150, data }, landmarks, 150, 0.25);
+    expect(transform.a).toBeCloseTo(1, 9);
+    expect(transform.b).toBeCloseTo(0, 9);
+    expect(transform.tx).toBeCloseTo(0, 7);
+    expect(residual).toBeLessThan(1e-7);
+    expect(image.data[(70 * 150 + 80) * 3 + 1]).toBe(data[(70 * 150 + 80) * 3 + 1]);
+  });
+});

@@ -34,13 +34,13 @@ interface FaceApiModule {
   detectAllFaces(input: tf.Tensor3D, options: unknown): { withFaceLandmarks(): Promise<FaceApiDetection[]> };
 }
 
-let module: FaceApiModule | undefined;
+let loaded: FaceApiModule | undefined;
 
 /** The face-api module (loaded lazily: it is large, and only stages that need faces pay for it). */
 export function faceApi(): FaceApiModule {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  module ??= require('@vladmandic/face-api/dist/face-api.node-wasm.js') as FaceApiModule;
-  return module;
+  loaded ??= require('@vladmandic/face-api/dist/face-api.node-wasm.js') as FaceApiModule;
+  return loaded;
 }
 
 export function faceApiModelDir(): string {

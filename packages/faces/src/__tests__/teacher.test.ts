@@ -1,0 +1,42 @@
+import { initBackend, tf } from '@id3/core';
+import { decodeImage, detectAndAlign, embedWithFlip, loadFaceApiTeacher, readLfwPairs, requireDataPath } from '../index';
+
+// The pretrained teacher on real LFW images through id3's detection and dlib-chip alignment.
+jest.setTimeout(180_000);
+
+describe('face-api teacher on real LFW pairs', () => {
+  beforeAll(async () => {
+    await initBackend('wasm', () => undefined);
+  });
+
+  it('detects, aligns and embeds: genuine pairs are far closer than impostors, without leaking tensors', async () => {
+    const teacher = await loadFaceApiTeacher();
+    expect(teacher.dim).toBe(128);
+    const list = readLfwPairs(requireDataPath('lfw', 'pairs.txt'), requireDataPath('lfw', 'lfw-deepfunneled'));
+    const pairs = [...list.pairs.slice(0, 8), ...list.pairs.slice(300, 308)];
+    const embedOne = async (path: string) => {
+      const aligned = await detectAndAlign(await decodeImage(path), { size: 150, template: 'dlib', padding: 0.25 });
+      if (!aligned.ok) throw new Error(`${path}: ${aligned.reason}`);
+      expect(aligned.method).toBe('landmarks');
+      const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(aligned.image.data), [1, 150, 150, 3])));
+      const v = (await e.data()) as Float32Array;
+      e.dispose();
+      return v;
+    };
+    await embedOne(pairs[0].a); // warm-up: model weights become resident
+    const before = tf.memory().numTensors;
+    const cos: { same: boolean; c: number }[] = [];
+    for (const p of pairs) {
+      const [a, b] = [await embedOne(p.a), await embedOne(p.b)];
+      expect(Math.abs(a.reduce((s, v) => s + v * v, 0) - 1)).toBeLessThan(1e-4);
+      cos.push({ same: p.same, c: a.reduce((s, v, i) => s + v * b[i], 0) });
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    const mean = (same: boolean) => cos.filter((x) => x.same === same).reduce((s, x) => s + x.c, 0) / 8;
+    expect(mean(true) - mean(false)).toBeGreaterThan(0.1);
+    // Most genuine pairs beat most impostors (AUC over these 64 comparisons).
+    let wins = 0;
+    for (const g of cos.filter((x) => x.same)) for (const i of cos.filter((x) => !x.same)) wins += g.c > i.c ? 1 : 0;
+    expect(wins / 64).toBeGreaterThan(0.9);
+  });
+});
