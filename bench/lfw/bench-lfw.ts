@@ -31,7 +31,7 @@ const { values } = parseArgs({
 const padding = Number(values.padding);
 const detector = values.detector as DetectorName;
 const template = values.template as 'dlib' | 'arcface';
-const modelKey = `faceapi-dlib-128_${detector}-ssd_${template}_pad${padding}_flip`;
+const modelKey = `faceapi-dlib-128_${detector}-ssd-border_${template}_pad${padding}_flip`;
 const cache = new EmbeddingCache(join(ROOT, '.id3', 'cache', 'embeddings'), modelKey);
 
 async function workerMain(index: number, count: number, pathsFile: string): Promise<void> {

@@ -17,3 +17,6 @@ export { embedWithFlip, l2Normalise, loadFaceApiTeacher } from './models/teacher
 export type { TeacherEmbedder } from './models/teacher';
 export { centredTemplatePoints, detectAndAlign } from './models/detect-align';
 export type { AlignOptions, AlignResult, DetectorName } from './models/detect-align';
+export { headPoseFrom68, projectModel } from './pose';
+export type { HeadPose } from './pose';
+export { landmarkBox, predictAge } from './models/age';

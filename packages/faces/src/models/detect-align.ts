@@ -1,7 +1,7 @@
 import { tf } from '@id3/core';
 import { alignDlibChip, alignFace, dlibChipTemplate5, fivePointsFrom68, scaledTemplate, warpToTemplate, type Point } from '../align';
 import type { RgbImage } from '../image-io';
-import { loadFaceApiNets } from './face-api';
+import { loadFaceApiNets, type FaceApiDetection } from './face-api';
 
 export type DetectorName = 'tiny' | 'ssd';
 
@@ -51,27 +51,38 @@ export async function detectAndAlign(image: RgbImage, o: AlignOptions = {}): Pro
     detector === 'tiny'
       ? new api.TinyFaceDetectorOptions({ inputSize: 320, scoreThreshold: o.minScore ?? 0.3 })
       : new api.SsdMobilenetv1Options({ minConfidence: o.minScore ?? 0.3, maxResults: 10 });
-  const input = tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
-  let found;
-  try {
-    found = await api.detectAllFaces(input, options).withFaceLandmarks();
-    if (found.length === 0 && detector === 'tiny') {
-      // The tiny detector misses some faces SSD finds (~1.5% of LFW): a second, slower try.
-      await loadFaceApiNets(['ssdMobilenetv1']);
-      found = await api.detectAllFaces(input, new api.SsdMobilenetv1Options({ minConfidence: o.minScore ?? 0.3, maxResults: 10 })).withFaceLandmarks();
+  const detect = async (img: RgbImage, withOptions: unknown): Promise<FaceApiDetection[]> => {
+    const input = tf.tensor3d(img.data, [img.height, img.width, 3], 'int32');
+    try {
+      return await api.detectAllFaces(input, withOptions).withFaceLandmarks();
+    } finally {
+      input.dispose();
     }
-  } finally {
-    input.dispose();
+  };
+  let found = await detect(image, options);
+  let shift = 0;
+  if (found.length === 0) {
+    // The tiny detector misses some faces SSD finds (~1% of LFW): a second, slower try.
+    await loadFaceApiNets(['ssdMobilenetv1']);
+    const ssd = new api.SsdMobilenetv1Options({ minConfidence: o.minScore ?? 0.3, maxResults: 10 });
+    found = await detect(image, ssd);
+    if (found.length === 0) {
+      // Tightly cropped faces (UTKFace-style, the face filling the frame) are missed by both:
+      // give the detector context by framing the image in a black border.
+      shift = Math.round(0.25 * Math.max(image.width, image.height));
+      found = await detect(withBorder(image, shift), options);
+      if (found.length === 0) found = await detect(withBorder(image, shift), ssd);
+    }
   }
   if (found.length > 0) {
-    const cx = image.width / 2;
-    const cy = image.height / 2;
+    const cx = image.width / 2 + shift;
+    const cy = image.height / 2 + shift;
     const best = found.reduce((a, b) => {
       const da = Math.hypot(a.detection.box.x + a.detection.box.width / 2 - cx, a.detection.box.y + a.detection.box.height / 2 - cy);
       const db = Math.hypot(b.detection.box.x + b.detection.box.width / 2 - cx, b.detection.box.y + b.detection.box.height / 2 - cy);
       return db < da ? b : a;
     });
-    const landmarks68 = best.landmarks.positions.map((p) => [p.x, p.y] as Point);
+    const landmarks68 = best.landmarks.positions.map((p) => [p.x - shift, p.y - shift] as Point);
     const points = fivePointsFrom68(landmarks68);
     const aligned = o.template === 'dlib' ? alignDlibChip(image, landmarks68, size, o.padding ?? 0.25) : alignFace(image, points, size, o.padding ?? 0);
     return { ok: true, image: aligned.image, method: 'landmarks', score: best.detection.score, points, landmarks68 };
@@ -83,4 +94,15 @@ export async function detectAndAlign(image: RgbImage, o: AlignOptions = {}): Pro
       ? warpToTemplate(image, points, dlibChipTemplate5(size, o.padding ?? 0.25), size).image
       : alignFace(image, points, size, o.padding ?? 0).image;
   return { ok: true, image: image2, method: 'center-crop', score: 0, points };
+}
+
+/** The image framed by a black border of `border` pixels on every side. */
+export function withBorder(image: RgbImage, border: number): RgbImage {
+  const width = image.width + 2 * border;
+  const height = image.height + 2 * border;
+  const data = new Uint8Array(width * height * 3);
+  for (let y = 0; y < image.height; y++) {
+    data.set(image.data.subarray(y * image.width * 3, (y + 1) * image.width * 3), ((y + border) * width + border) * 3);
+  }
+  return { width, height, data };
 }

@@ -26,7 +26,9 @@ interface FaceApiModule {
     readonly ssdMobilenetv1: FaceApiNet;
     readonly faceLandmark68Net: FaceApiNet;
     readonly faceRecognitionNet: FaceApiNet & { forwardInput(input: unknown): tf.Tensor2D };
-    readonly ageGenderNet: FaceApiNet & { forwardInput(input: unknown): { age: tf.Tensor1D; gender: tf.Tensor2D } };
+    readonly ageGenderNet: FaceApiNet & {
+      predictAgeAndGender(input: tf.Tensor3D): Promise<{ age: number; gender: string; genderProbability: number }>;
+    };
   };
   NetInput: new (inputs: tf.Tensor3D[], treatAsBatchInput?: boolean) => unknown;
   TinyFaceDetectorOptions: new (o: { inputSize?: number; scoreThreshold?: number }) => unknown;
