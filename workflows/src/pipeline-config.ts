@@ -26,8 +26,8 @@ export type PipelineConfig = z.output<typeof pipelineConfigSchema>;
 
 /** The config section a stage's CLI validates: its own section plus the pipeline seed. */
 export function stageSection(config: PipelineConfig, stage: StageName): Record<string, unknown> {
-  const section = (config as unknown as Record<string, Record<string, unknown>>)[stage] ?? {};
-  return { seed: config.seed, ...section };
+  const own = (config as unknown as Record<string, Record<string, unknown>>)[stage] ?? {};
+  return { seed: config.seed, ...own };
 }
 
 const RUN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -44,8 +44,9 @@ export function buildPipelineConfig(input: PipelineInput): PipelineConfig {
 }
 
 /**
- * Resolve an input into a run plan: validate everything up front (every stage's section, so a
- * typo in a late stage fails before hours of work), pick the run directory, write config.json.
+ * Resolve an input into a run plan: validate everything up front (the section of every stage
+ * that will run, so a typo in a late stage fails before hours of work), pick the run directory,
+ * write config.json.
  */
 export function planRun(input: PipelineInput): RunPlan {
   const config = buildPipelineConfig(input);

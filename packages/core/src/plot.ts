@@ -23,13 +23,17 @@ export interface HistogramPlot {
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
+/** Canvas size, margins and plot-area size shared by every chart. */
+function frame(o: { width?: number; height?: number }) {
+  const W = o.width ?? 800;
+  const H = o.height ?? 480;
+  const m = { left: 70, right: 20, top: 40, bottom: 60 };
+  return { W, H, m, pw: W - m.left - m.right, ph: H - m.top - m.bottom };
+}
+
 /** SVG of overlaid step histograms (kept separate from rasterising so it can be tested as text). */
 export function histogramSvg(plot: HistogramPlot): string {
-  const W = plot.width ?? 800;
-  const H = plot.height ?? 480;
-  const m = { left: 70, right: 20, top: 40, bottom: 60 };
-  const pw = W - m.left - m.right;
-  const ph = H - m.top - m.bottom;
+  const { W, H, m, pw, ph } = frame(plot);
   const edges = Array.from(plot.edges);
   const x0 = edges[0];
   const x1 = edges[edges.length - 1];
@@ -117,11 +121,7 @@ export interface LineChart {
 
 /** SVG of a line chart (ROC curves, loss curves). */
 export function lineChartSvg(chart: LineChart): string {
-  const W = chart.width ?? 800;
-  const H = chart.height ?? 480;
-  const m = { left: 70, right: 20, top: 40, bottom: 60 };
-  const pw = W - m.left - m.right;
-  const ph = H - m.top - m.bottom;
+  const { W, H, m, pw, ph } = frame(chart);
   const all = chart.series.flatMap((s) => s.points);
   const tx = (x: number): number => (chart.logX ? Math.log10(Math.max(x, chart.logX.min)) : x);
   const [x0, x1] = chart.xRange ? chart.xRange.map(tx) : [Math.min(...all.map((p) => tx(p.x))), Math.max(...all.map((p) => tx(p.x)))];
