@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { InvalidInputError, hashJson, loadProfile, mergeConfig, parseConfig, readJsonFile, writeJsonAtomic } from '@id3/core';
+import { TEACHER_DIMS } from '@id3/faces';
 import type { PipelineInput, RunPlan } from './contracts';
 import { runsDir } from './paths';
 import { STAGES, STAGE_ORDER, type StageName } from './stages';
@@ -18,6 +19,7 @@ export const pipelineConfigSchema = z
     description: z.string().optional(),
     seed: z.number().int().nonnegative(),
     stages: z.array(z.string()).nonempty(),
+    prepare: section,
     anchors: section,
     identities: section,
   })
@@ -58,7 +60,14 @@ export function planRun(input: PipelineInput): RunPlan {
     }
   }
   const stages = STAGE_ORDER.filter((s) => requested.includes(s));
-  for (const stage of stages) validateStageSection(config, stage);
+  const sections = Object.fromEntries(stages.map((stage) => [stage, validateStageSection(config, stage)])) as Record<string, Record<string, unknown>>;
+  // The anchors live in the teacher's embedding space: their dimension must be the teacher's.
+  if (sections.prepare && sections.anchors) {
+    const teacherDim = TEACHER_DIMS[sections.prepare.teacher as keyof typeof TEACHER_DIMS];
+    if (sections.anchors.dim !== teacherDim) {
+      throw new InvalidInputError(`field 'anchors.dim': ${String(sections.anchors.dim)} differs from the teacher's embedding size ${teacherDim} (prepare.teacher '${String(sections.prepare.teacher)}')`, { field: 'anchors.dim' });
+    }
+  }
   const configHash = hashJson(config);
   if (input.runName !== undefined && !RUN_NAME.test(input.runName)) {
     throw new InvalidInputError(`field 'runName': '${input.runName}' must be 1-128 letters, digits, '.', '_' or '-'`, { field: 'runName' });
@@ -72,8 +81,8 @@ export function planRun(input: PipelineInput): RunPlan {
 }
 
 /** Validate one stage's section with the stage's schema; errors name fields as `<stage>.<field>`. */
-export function validateStageSection(config: PipelineConfig, stage: StageName): unknown {
-  return parseConfig(STAGES[stage].schema, stageSection(config, stage), `profile '${config.profile}'`, stage);
+export function validateStageSection(config: PipelineConfig, stage: StageName): Record<string, unknown> {
+  return parseConfig(STAGES[stage].schema, stageSection(config, stage), `profile '${config.profile}'`, stage) as Record<string, unknown>;
 }
 
 /** Read a config.json written by planRun (the stage CLI's input). */

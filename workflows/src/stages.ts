@@ -1,15 +1,17 @@
 import { anchorsStage, identitiesStage } from '@id3/anchors';
+import { prepareStage } from '@id3/faces';
 import type { StageDefinition } from '@id3/core';
 import type { z } from 'zod';
 
 /** Every stage the pipeline knows, in the order they run. Later stages plug in here. */
 export const STAGES = {
+  prepare: prepareStage,
   anchors: anchorsStage,
   identities: identitiesStage,
 } as const satisfies Record<string, StageDefinition<z.ZodTypeAny>>;
 
 export type StageName = keyof typeof STAGES;
-export const STAGE_ORDER: readonly StageName[] = ['anchors', 'identities'];
+export const STAGE_ORDER: readonly StageName[] = ['prepare', 'anchors', 'identities'];
 
 export function isStageName(name: string): name is StageName {
   return Object.prototype.hasOwnProperty.call(STAGES, name);

@@ -29,6 +29,15 @@ describe('planRun', () => {
     expect(stageSection(config, 'identities').seed).toBe(3);
   });
 
+  it('the real profile is valid and runs prepare first', () => {
+    expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'anchors', 'identities']);
+  });
+
+  it('anchors must live in the teacher’s embedding space when prepare runs', () => {
+    expect(() => planRun({ profile: 'real', overrides: { anchors: { dim: 512 } } })).toThrow(/field 'anchors\.dim': 512 differs from the teacher's embedding size 128/);
+    expect(() => planRun({ profile: 'real', overrides: { prepare: { source: { kind: 'photos' } } } })).toThrow(/field 'prepare\.source\.kind'/);
+  });
+
   it.each([
     [{ runName: '../escape' }, /field 'runName'/],
     [{ overrides: { anchors: { iterations: -1 } } }, /field 'anchors\.iterations'/],

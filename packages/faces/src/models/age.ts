@@ -18,10 +18,15 @@ export function landmarkBox(landmarks68: readonly Point[], width: number, height
   return { x, y, w: Math.min(width, Math.ceil(x1 + padX)) - x, h: Math.min(height, Math.ceil(y1 + padY)) - y };
 }
 
-/** Age in years from face-api's age/gender net, on the landmark box of a detected face. */
-export async function predictAge(image: RgbImage, landmarks68: readonly Point[]): Promise<{ age: number; gender: 'male' | 'female'; genderProbability: number }> {
+/**
+ * Age in years from face-api's age/gender net, on the landmark box of a detected face (or on a
+ * given box, e.g. the whole image of a pre-aligned crop).
+ */
+export async function predictAge(
+  image: RgbImage, face: readonly Point[] | { x: number; y: number; w: number; h: number },
+): Promise<{ age: number; gender: 'male' | 'female'; genderProbability: number }> {
   const api = await loadFaceApiNets(['ageGenderNet']);
-  const box = landmarkBox(landmarks68, image.width, image.height);
+  const box = Array.isArray(face) ? landmarkBox(face as readonly Point[], image.width, image.height) : (face as { x: number; y: number; w: number; h: number });
   const crop = tf.tidy(() => tf.slice(tf.tensor3d(image.data, [image.height, image.width, 3], 'int32'), [box.y, box.x, 0], [box.h, box.w, 3]) as tf.Tensor3D);
   try {
     const r = await api.nets.ageGenderNet.predictAgeAndGender(crop);

@@ -15,6 +15,9 @@ export interface TeacherEmbedder {
   embed(batch: tf.Tensor4D): tf.Tensor2D;
 }
 
+/** Embedding size of each teacher a config can name (checked against the anchors' dimension). */
+export const TEACHER_DIMS = { 'faceapi-dlib-128': 128 } as const;
+
 export function l2Normalise(x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => tf.div(x, tf.add(tf.norm(x, 2, 1, true), 1e-12)) as tf.Tensor2D);
 }

@@ -1,0 +1,180 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import {
+  InvalidInputError, binEdges, histogram, histogramSvg, sha256, svgToPng, tf, writeFileAtomic, writeJsonAtomic, writeTensorFile,
+  type StageDefinition,
+} from '@id3/core';
+import { alignDlibChip, dlibChipTemplate5, warpToTemplate } from './align';
+import { dataDir } from './data-dir';
+import { decodeImage, resizeImage, type RgbImage } from './image-io';
+import { predictAge } from './models/age';
+import { detectAndAlign } from './models/detect-align';
+import { embedWithFlip, loadFaceApiTeacher } from './models/teacher';
+import { headPoseFrom68 } from './pose';
+import { readImageFolders } from './readers/folders';
+import { readUtkFace } from './readers/utkface';
+
+/**
+ * The `prepare` stage: a folder of real face photos → ArcFace-aligned crops at the configured
+ * resolutions, teacher embeddings y and attributes s (age, pitch, yaw, roll) per accepted image,
+ * stored as one tensor file per array plus a JSON index; unreadable images and images without a
+ * usable face go to a rejects list with the reason, and the stage completes for the rest.
+ */
+export const prepareConfigSchema = z
+  .object({
+    seed: z.number().int().nonnegative(),
+    source: z.object({
+      /** 'utkface': UTKFace file names carry age/gender/race labels; 'folders': one folder per identity. */
+      kind: z.enum(['utkface', 'folders']),
+      /** A folder; `data:` prefixes a path inside the shared data dir (ID3_DATA_DIR, default ../shared/data). */
+      path: z.string().min(1),
+    }),
+    /** Use only the first `limit` images (sorted by name) — for quick runs. */
+    limit: z.number().int().positive().optional(),
+    /** Square crop sides to store (the ArcFace template is scaled to each). */
+    sizes: z.array(z.number().int().min(16).max(512)).nonempty().default([112]),
+    detector: z.enum(['tiny', 'ssd']).default('tiny'),
+    /** Without a detected face: centre crop (pre-aligned sets) or reject. */
+    fallback: z.enum(['center-crop', 'reject']).default('reject'),
+    teacher: z.literal('faceapi-dlib-128').default('faceapi-dlib-128'),
+  })
+  .strict();
+export type PrepareConfig = z.output<typeof prepareConfigSchema>;
+
+/** Attributes are stored raw (years, degrees) and scaled to about [-1, 1] for conditioning. */
+export const ATTRIBUTE_NAMES = ['age', 'pitch', 'yaw', 'roll'] as const;
+export function scaleAttributes([age, pitch, yaw, roll]: readonly number[]): number[] {
+  return [age / 50 - 1, pitch / 90, yaw / 90, roll / 90];
+}
+
+interface Entry {
+  readonly path: string;
+  readonly label?: number;
+  readonly labels?: Record<string, number>;
+}
+
+export function resolveSourcePath(path: string): string {
+  return path.startsWith('data:') ? join(dataDir(), path.slice('data:'.length)) : resolve(path);
+}
+
+function listSource(config: PrepareConfig): { entries: Entry[]; rejects: { path: string; reason: string }[] } {
+  const path = resolveSourcePath(config.source.path);
+  if (!existsSync(path)) throw new InvalidInputError(`folder not found: ${path}`, { file: path });
+  if (config.source.kind === 'utkface') {
+    const { records, rejected } = readUtkFace(path);
+    return { entries: records.map((r) => ({ path: r.path, labels: { age: r.age, gender: r.gender, race: r.race } })), rejects: rejected };
+  }
+  const { images } = readImageFolders(path);
+  return { entries: images.map((i) => ({ path: i.path, label: i.label })), rejects: [] };
+}
+
+export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
+  name: 'prepare',
+  version: 1,
+  schema: prepareConfigSchema,
+  inputs: () => ({}),
+  async run({ config, dir, progress }) {
+    let listing;
+    try {
+      listing = listSource(config);
+    } catch (err) {
+      throw new InvalidInputError(`field 'prepare.source.path': ${(err as Error).message}`, { field: 'prepare.source.path' });
+    }
+    const entries = config.limit ? listing.entries.slice(0, config.limit) : listing.entries;
+    progress({ phase: 'list', message: `${entries.length} images (${listing.rejects.length} file names refused)` });
+    const rejects = [...listing.rejects];
+    const teacher = await loadFaceApiTeacher();
+    const crops = config.sizes.map(() => [] as Uint8Array[]);
+    const embeddings: Float32Array[] = [];
+    const attributes: number[][] = [];
+    const index: { path: string; sha256: string; method: string; label?: number; labels?: Record<string, number> }[] = [];
+    const started = Date.now();
+    let fallbacks = 0;
+    for (const [i, entry] of entries.entries()) {
+      let image: RgbImage;
+      try {
+        image = await decodeImage(entry.path);
+      } catch (err) {
+        rejects.push({ path: entry.path, reason: (err as Error).message });
+        continue;
+      }
+      const found = await detectAndAlign(image, { size: 112, detector: config.detector, fallback: config.fallback });
+      if (!found.ok) {
+        rejects.push({ path: entry.path, reason: found.reason });
+        continue;
+      }
+      const { landmarks68: landmarks, method } = found;
+      if (method === 'center-crop') fallbacks++;
+      const aligned = found.image;
+      for (const [k, size] of config.sizes.entries()) crops[k].push((size === 112 ? aligned : await resizeImage(aligned, size, size)).data);
+      // The teacher sees its own dlib chip (it was trained on those), cut from the same landmarks.
+      const chip = landmarks
+        ? alignDlibChip(image, landmarks, teacher.inputSize, 0.25).image
+        : warpToTemplate(image, found.points, dlibChipTemplate5(teacher.inputSize, 0.25), teacher.inputSize).image;
+      const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(chip.data), [1, teacher.inputSize, teacher.inputSize, 3])));
+      embeddings.push((await e.data()) as Float32Array);
+      e.dispose();
+      // A centre-cropped (pre-aligned) face has no landmarks: its pose is taken as frontal and its
+      // age predicted on the whole image; the index records the method.
+      const pose = landmarks ? headPoseFrom68(landmarks) : { pitch: 0, yaw: 0, roll: 0 };
+      const age = (await predictAge(image, landmarks ?? { x: 0, y: 0, w: image.width, h: image.height })).age;
+      attributes.push([age, pose.pitch, pose.yaw, pose.roll]);
+      index.push({ path: entry.path, sha256: sha256(readFileSync(entry.path)), method, ...(entry.label !== undefined ? { label: entry.label } : {}), ...(entry.labels ? { labels: entry.labels } : {}) });
+      progress({ phase: 'align', step: i + 1, total: entries.length, metrics: { accepted: index.length, rejected: rejects.length } });
+    }
+    const seconds = (Date.now() - started) / 1000;
+    const n = index.length;
+    if (n === 0) throw new InvalidInputError(`prepare: no usable face in ${entries.length} images of ${config.source.path}`, { field: 'prepare.source.path' });
+
+    const outputs: Record<string, string> = {};
+    for (const [k, size] of config.sizes.entries()) {
+      const flat = new Uint8Array(n * size * size * 3);
+      crops[k].forEach((c, r) => flat.set(c, r * size * size * 3));
+      outputs[`crops${size}`] = writeTensorFile(join(dir, `crops-${size}`), 'uint8', [n, size, size, 3], flat, { what: 'ArcFace-aligned RGB crops' });
+      outputs[`crops${size}Data`] = join(dir, `crops-${size}.bin`);
+    }
+    const emb = new Float32Array(n * teacher.dim);
+    embeddings.forEach((e, r) => emb.set(e, r * teacher.dim));
+    outputs.embeddings = writeTensorFile(join(dir, 'embeddings'), 'float32', [n, teacher.dim], emb, { teacher: teacher.name, what: 'unit teacher embeddings y' });
+    outputs.embeddingsData = join(dir, 'embeddings.bin');
+    outputs.attributes = writeTensorFile(join(dir, 'attributes'), 'float32', [n, 4], Float32Array.from(attributes.flat()), { columns: ATTRIBUTE_NAMES, units: 'years, degrees' });
+    outputs.attributesData = join(dir, 'attributes.bin');
+    outputs.attributesScaled = writeTensorFile(join(dir, 'attributes-scaled'), 'float32', [n, 4], Float32Array.from(attributes.flatMap(scaleAttributes)), {
+      columns: ATTRIBUTE_NAMES,
+      scaling: 'age/50-1, angles/90',
+    });
+    outputs.attributesScaledData = join(dir, 'attributes-scaled.bin');
+    outputs.index = join(dir, 'index.json');
+    writeJsonAtomic(outputs.index, { rows: index });
+    outputs.rejects = join(dir, 'rejects.json');
+    writeJsonAtomic(outputs.rejects, { rejects });
+    for (const [c, name] of ATTRIBUTE_NAMES.entries()) {
+      const values = attributes.map((a) => a[c]);
+      const [lo, hi] = name === 'age' ? [0, 100] : [-90, 90];
+      const png = await svgToPng(
+        histogramSvg({
+          title: `prepare: ${name} of ${n} accepted faces`,
+          xLabel: name === 'age' ? 'age (years)' : `${name} (degrees)`,
+          edges: binEdges(lo, hi, 36),
+          series: [{ label: name, color: '#1f77b4', counts: histogram(values, lo, hi, 36) }],
+        }),
+      );
+      outputs[`hist_${name}`] = join(dir, `hist-${name}.png`);
+      writeFileAtomic(outputs[`hist_${name}`], png);
+    }
+    const mean = (c: number) => attributes.reduce((s, a) => s + a[c], 0) / n;
+    return {
+      outputs,
+      metrics: {
+        images: entries.length + listing.rejects.length,
+        accepted: n,
+        rejected: rejects.length,
+        centreCropFallbacks: fallbacks,
+        imagesPerSecond: entries.length / seconds,
+        meanAge: mean(0),
+        meanAbsYaw: attributes.reduce((s, a) => s + Math.abs(a[2]), 0) / n,
+      },
+    };
+  },
+};
