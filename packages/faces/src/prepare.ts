@@ -37,6 +37,8 @@ export const prepareConfigSchema = z
     detector: z.enum(['tiny', 'ssd']).default('tiny'),
     /** Without a detected face: centre crop (pre-aligned sets) or reject. */
     fallback: z.enum(['center-crop', 'reject']).default('reject'),
+    /** Centre crop: the side of the ArcFace crop as a fraction of the image (LFW ~0.5, UTKFace ~0.85). */
+    fallbackFraction: z.number().min(0.1).max(1).default(0.5),
     teacher: z.literal('faceapi-dlib-128').default('faceapi-dlib-128'),
   })
   .strict();
@@ -99,7 +101,7 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
         rejects.push({ path: entry.path, reason: (err as Error).message });
         continue;
       }
-      const found = await detectAndAlign(image, { size: 112, detector: config.detector, fallback: config.fallback });
+      const found = await detectAndAlign(image, { size: 112, detector: config.detector, fallback: config.fallback, fallbackFraction: config.fallbackFraction });
       if (!found.ok) {
         rejects.push({ path: entry.path, reason: found.reason });
         continue;
