@@ -14,6 +14,7 @@ jest.setTimeout(420_000);
 const input: PipelineInput = {
   profile: 'demo',
   runName: 'it-worker-crash',
+  stages: ['anchors', 'identities'],
   overrides: {
     anchors: { n: 4000, dim: 128, iterations: 200, refreshEvery: 25, checkpointEvery: 50 },
     identities: { m: 50 },

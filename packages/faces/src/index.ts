@@ -22,3 +22,5 @@ export type { HeadPose } from './pose';
 export { landmarkBox, predictAge } from './models/age';
 export { ATTRIBUTE_NAMES, prepareConfigSchema, prepareStage, resolveSourcePath, scaleAttributes } from './prepare';
 export type { PrepareConfig } from './prepare';
+export { randomAttributes, randomIdentity, renderFacePng, renderFaceSvg, writeProceduralFaces } from './procedural';
+export type { FaceAttributes, FaceIdentity } from './procedural';

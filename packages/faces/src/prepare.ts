@@ -14,6 +14,7 @@ import { embedWithFlip, loadFaceApiTeacher } from './models/teacher';
 import { headPoseFrom68 } from './pose';
 import { readImageFolders } from './readers/folders';
 import { readUtkFace } from './readers/utkface';
+import { writeProceduralFaces } from './procedural';
 
 /**
  * The `prepare` stage: a folder of real face photos → ArcFace-aligned crops at the configured
@@ -24,12 +25,25 @@ import { readUtkFace } from './readers/utkface';
 export const prepareConfigSchema = z
   .object({
     seed: z.number().int().nonnegative(),
-    source: z.object({
-      /** 'utkface': UTKFace file names carry age/gender/race labels; 'folders': one folder per identity. */
-      kind: z.enum(['utkface', 'folders']),
-      /** A folder; `data:` prefixes a path inside the shared data dir (ID3_DATA_DIR, default ../shared/data). */
-      path: z.string().min(1),
-    }),
+    source: z.discriminatedUnion('kind', [
+      z
+        .object({
+          /** 'utkface': UTKFace file names carry age/gender/race labels; 'folders': one folder per identity. */
+          kind: z.enum(['utkface', 'folders']),
+          /** A folder; `data:` prefixes a path inside the shared data dir (ID3_DATA_DIR, default ../shared/data). */
+          path: z.string().min(1),
+        })
+        .strict(),
+      z
+        .object({
+          /** The built-in procedural face set (procedural.ts), rendered into the stage directory. */
+          kind: z.literal('procedural'),
+          identities: z.number().int().min(2),
+          perIdentity: z.number().int().min(2),
+          size: z.number().int().min(64).max(512).default(160),
+        })
+        .strict(),
+    ]),
     /** Use only the first `limit` images (sorted by name) — for quick runs. */
     limit: z.number().int().positive().optional(),
     /** Square crop sides to store (the ArcFace template is scaled to each). */
@@ -60,10 +74,20 @@ export function resolveSourcePath(path: string): string {
   return path.startsWith('data:') ? join(dataDir(), path.slice('data:'.length)) : resolve(path);
 }
 
-function listSource(config: PrepareConfig): { entries: Entry[]; rejects: { path: string; reason: string }[] } {
-  const path = resolveSourcePath(config.source.path);
+async function listSource(config: PrepareConfig, dir: string): Promise<{ entries: Entry[]; rejects: { path: string; reason: string }[] }> {
+  const source = config.source;
+  if (source.kind === 'procedural') {
+    const root = join(dir, 'source');
+    const { labelsPath } = await writeProceduralFaces(root, { identities: source.identities, perIdentity: source.perIdentity, size: source.size, seed: config.seed });
+    const truth = JSON.parse(readFileSync(labelsPath, 'utf8')) as { images: { path: string; identity: number; attributes: { yaw: number; pitch: number; roll: number; age: number } }[] };
+    return {
+      entries: truth.images.map((t) => ({ path: t.path, label: t.identity, labels: { age: t.attributes.age, yaw: t.attributes.yaw, pitch: t.attributes.pitch, roll: t.attributes.roll } })),
+      rejects: [],
+    };
+  }
+  const path = resolveSourcePath(source.path);
   if (!existsSync(path)) throw new InvalidInputError(`folder not found: ${path}`, { file: path });
-  if (config.source.kind === 'utkface') {
+  if (source.kind === 'utkface') {
     const { records, rejected } = readUtkFace(path);
     return { entries: records.map((r) => ({ path: r.path, labels: { age: r.age, gender: r.gender, race: r.race } })), rejects: rejected };
   }
@@ -79,7 +103,7 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
   async run({ config, dir, progress }) {
     let listing;
     try {
-      listing = listSource(config);
+      listing = await listSource(config, dir);
     } catch (err) {
       throw new InvalidInputError(`field 'prepare.source.path': ${(err as Error).message}`, { field: 'prepare.source.path' });
     }
@@ -127,7 +151,7 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
     }
     const seconds = (Date.now() - started) / 1000;
     const n = index.length;
-    if (n === 0) throw new InvalidInputError(`prepare: no usable face in ${entries.length} images of ${config.source.path}`, { field: 'prepare.source.path' });
+    if (n === 0) throw new InvalidInputError(`field 'prepare.source': no usable face in ${entries.length} images`, { field: 'prepare.source' });
 
     const outputs: Record<string, string> = {};
     for (const [k, size] of config.sizes.entries()) {
@@ -166,6 +190,8 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
       writeFileAtomic(outputs[`hist_${name}`], png);
     }
     const mean = (c: number) => attributes.reduce((s, a) => s + a[c], 0) / n;
+    const separation = identitySeparation(emb, teacher.dim, index.map((r) => r.label));
+    const truthYaw = index.map((r) => r.labels?.yaw);
     return {
       outputs,
       metrics: {
@@ -176,7 +202,60 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
         imagesPerSecond: entries.length / seconds,
         meanAge: mean(0),
         meanAbsYaw: attributes.reduce((s, a) => s + Math.abs(a[2]), 0) / n,
+        ...separation,
+        ...(truthYaw.every((v) => v !== undefined) ? { yawCorrelationWithTruth: correlation(attributes.map((a) => a[2]), truthYaw as number[]) } : {}),
       },
     };
   },
 };
+
+/**
+ * How well the teacher separates labelled identities: mean cosine of same- and
+ * different-identity pairs and leave-one-out rank-1 identification. Empty without labels.
+ */
+export function identitySeparation(emb: Float32Array, dim: number, labels: readonly (number | undefined)[]): Record<string, number> {
+  if (labels.some((l) => l === undefined) || new Set(labels).size < 2) return {};
+  const n = labels.length;
+  let same = 0;
+  let sameN = 0;
+  let diff = 0;
+  let diffN = 0;
+  let rank1 = 0;
+  for (let i = 0; i < n; i++) {
+    let best = -Infinity;
+    let bestLabel: number | undefined;
+    for (let j = 0; j < n; j++) {
+      if (i === j) continue;
+      let c = 0;
+      for (let k = 0; k < dim; k++) c += emb[i * dim + k] * emb[j * dim + k];
+      if (labels[i] === labels[j]) {
+        same += c;
+        sameN++;
+      } else {
+        diff += c;
+        diffN++;
+      }
+      if (c > best) {
+        best = c;
+        bestLabel = labels[j];
+      }
+    }
+    if (bestLabel === labels[i]) rank1++;
+  }
+  return { teacherSameIdentityCos: same / sameN, teacherDifferentIdentityCos: diff / diffN, teacherRank1: rank1 / n };
+}
+
+export function correlation(a: readonly number[], b: readonly number[]): number {
+  const n = a.length;
+  const ma = a.reduce((s, v) => s + v, 0) / n;
+  const mb = b.reduce((s, v) => s + v, 0) / n;
+  let sab = 0;
+  let saa = 0;
+  let sbb = 0;
+  for (let i = 0; i < n; i++) {
+    sab += (a[i] - ma) * (b[i] - mb);
+    saa += (a[i] - ma) ** 2;
+    sbb += (b[i] - mb) ** 2;
+  }
+  return sab / Math.sqrt(saa * sbb);
+}
