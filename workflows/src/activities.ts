@@ -73,7 +73,11 @@ export function createActivities(deps: ActivityDeps = {}) {
 
       createInterface({ input: child.stdout }).on('line', (line) => {
         if (line.startsWith(RESULT_LINE_PREFIX)) {
-          result = JSON.parse(line.slice(RESULT_LINE_PREFIX.length)) as StageSummary;
+          try {
+            result = JSON.parse(line.slice(RESULT_LINE_PREFIX.length)) as StageSummary;
+          } catch {
+            stderrTail.push(`unparseable result line: ${line.slice(0, 200)}`); // reported as a stage failure below
+          }
           return;
         }
         const event = parseProgressLine(line);
