@@ -22,6 +22,7 @@ export const pipelineConfigSchema = z
     prepare: section,
     anchors: section,
     identities: section,
+    eval: section,
   })
   .strict();
 export type PipelineConfig = z.output<typeof pipelineConfigSchema>;

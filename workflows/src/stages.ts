@@ -1,4 +1,5 @@
 import { anchorsStage, identitiesStage } from '@id3/anchors';
+import { evalStage } from '@id3/eval';
 import { prepareStage } from '@id3/faces';
 import type { StageDefinition } from '@id3/core';
 import type { z } from 'zod';
@@ -8,10 +9,11 @@ export const STAGES = {
   prepare: prepareStage,
   anchors: anchorsStage,
   identities: identitiesStage,
+  eval: evalStage,
 } as const satisfies Record<string, StageDefinition<z.ZodTypeAny>>;
 
 export type StageName = keyof typeof STAGES;
-export const STAGE_ORDER: readonly StageName[] = ['prepare', 'anchors', 'identities'];
+export const STAGE_ORDER: readonly StageName[] = ['prepare', 'anchors', 'identities', 'eval'];
 
 export function isStageName(name: string): name is StageName {
   return Object.prototype.hasOwnProperty.call(STAGES, name);

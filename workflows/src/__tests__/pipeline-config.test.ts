@@ -30,7 +30,7 @@ describe('planRun', () => {
   });
 
   it('the real profile is valid and runs prepare first', () => {
-    expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'anchors', 'identities']);
+    expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'anchors', 'identities', 'eval']);
   });
 
   it('anchors must live in the teacher’s embedding space when prepare runs', () => {
