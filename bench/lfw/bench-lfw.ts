@@ -3,7 +3,7 @@
  * protocol (6,000 pairs of ../shared/data/lfw), through id3's own detection, 5-point alignment,
  * flip-summed embeddings and the insightface verification protocol.
  *
- *   npm run bench:lfw -- [--folds 10] [--template dlib|arcface] [--padding 0.25] [--detector tiny|ssd] [--workers 2]
+ *   npm run bench:lfw -- [--teacher faceapi|mobileface] [--folds 10] [--template dlib|arcface] [--padding P] [--detector tiny|ssd] [--workers 2]
  *
  * Images are processed by `--workers` child processes (tfjs-wasm is single-threaded); embeddings
  * are cached by model key and image hash in .id3/cache/embeddings, so a re-run is instant.
@@ -14,29 +14,32 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend, sha256, tf } from '@id3/core';
 import { EmbeddingCache, evaluateVerification } from '@id3/eval';
-import { decodeImage, detectAndAlign, embedWithFlip, loadFaceApiTeacher, readLfwPairs, requireDataPath, type DetectorName } from '@id3/faces';
+import { decodeImage, detectAndAlign, embedWithFlip, loadFaceApiTeacher, loadMobileFaceTeacher, readLfwPairs, requireDataPath, type DetectorName } from '@id3/faces';
 
 const ROOT = resolve(__dirname, '../..');
 const { values } = parseArgs({
   options: {
     folds: { type: 'string', default: '10' },
-    padding: { type: 'string', default: '0.25' },
+    padding: { type: 'string' },
     detector: { type: 'string', default: 'tiny' },
-    template: { type: 'string', default: 'dlib' },
+    template: { type: 'string' },
+    teacher: { type: 'string', default: 'faceapi' },
     workers: { type: 'string', default: '2' },
     worker: { type: 'string' },
     'paths-file': { type: 'string' },
   },
 });
-const padding = Number(values.padding);
+const padding = Number(values.padding ?? (values.teacher === 'mobileface' ? 0 : 0.25));
 const detector = values.detector as DetectorName;
-const template = values.template as 'dlib' | 'arcface';
-const modelKey = `faceapi-dlib-128_${detector}-ssd-border_${template}_pad${padding}_flip`;
+const teacherName = values.teacher as 'faceapi' | 'mobileface';
+// Each network on the crop it was trained on: dlib chips for face-api's, ArcFace crops for MobileFace.
+const template = (values.template ?? (teacherName === 'faceapi' ? 'dlib' : 'arcface')) as 'dlib' | 'arcface';
+const modelKey = `${teacherName === 'faceapi' ? 'faceapi-dlib-128' : 'mobileface-256'}_${detector}-ssd-border_${template}_pad${padding}_flip`;
 const cache = new EmbeddingCache(join(ROOT, '.id3', 'cache', 'embeddings'), modelKey);
 
 async function workerMain(index: number, count: number, pathsFile: string): Promise<void> {
   await initBackend('wasm', () => undefined);
-  const teacher = await loadFaceApiTeacher();
+  const teacher = teacherName === 'faceapi' ? await loadFaceApiTeacher() : await loadMobileFaceTeacher();
   const paths = (JSON.parse(readFileSync(pathsFile, 'utf8')) as string[]).filter((_, i) => i % count === index);
   const stats = { images: 0, cached: 0, fallback: 0, msAlign: 0, msEmbed: 0, msDecode: 0 };
   const fallbacks: string[] = [];
@@ -83,7 +86,7 @@ async function main(): Promise<void> {
   const results = await Promise.all(
     Array.from({ length: workers }, (_, i) =>
       new Promise<Record<string, number> & { fallbacks: string[] }>((resolveWorker, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--worker', `${i}/${workers}`, '--paths-file', pathsFile, '--padding', String(padding), '--detector', detector, '--template', template], {
+        const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--worker', `${i}/${workers}`, '--paths-file', pathsFile, '--padding', String(padding), '--detector', detector, '--template', template, '--teacher', teacherName], {
           cwd: ROOT,
           stdio: ['ignore', 'pipe', 'inherit'],
         });
@@ -94,7 +97,7 @@ async function main(): Promise<void> {
     ),
   );
   const wallSeconds = (Date.now() - t0) / 1000;
-  const dim = 128;
+  const dim = teacherName === 'faceapi' ? 128 : 256;
   const embed = (p: string) => cache.get(sha256(readFileSync(p)), dim)!;
   const a = new Float32Array(pairs.length * dim);
   const b = new Float32Array(pairs.length * dim);

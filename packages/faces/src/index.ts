@@ -13,7 +13,7 @@ export type { InsightfaceBin } from './readers/insightface-bin';
 export { ARCFACE_TEMPLATE_112, DLIB_CHIP_INDICES, alignDlibChip, alignFace, dlibChipTemplate, dlibChipTemplate5, warpToTemplate, applySimilarity, fitSimilarity, fivePointsFrom68, invertSimilarity, scaledTemplate } from './align';
 export type { Point, Similarity } from './align';
 export { faceApi, faceApiModelDir, loadFaceApiNets } from './models/face-api';
-export { TEACHER_DIMS, embedWithFlip, l2Normalise, loadFaceApiTeacher } from './models/teacher';
+export { TEACHER_DIMS, embedWithFlip, l2Normalise, loadFaceApiTeacher, loadMobileFaceTeacher } from './models/teacher';
 export type { TeacherEmbedder } from './models/teacher';
 export { centredTemplatePoints, detectAndAlign } from './models/detect-align';
 export type { AlignOptions, AlignResult, DetectorName } from './models/detect-align';

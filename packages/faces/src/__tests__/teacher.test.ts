@@ -1,24 +1,27 @@
 import { initBackend, tf } from '@id3/core';
-import { decodeImage, detectAndAlign, embedWithFlip, loadFaceApiTeacher, readLfwPairs, requireDataPath } from '../index';
+import { decodeImage, detectAndAlign, embedWithFlip, loadFaceApiTeacher, loadMobileFaceTeacher, readLfwPairs, requireDataPath, type TeacherEmbedder } from '../index';
 
 // The pretrained teacher on real LFW images through id3's detection and dlib-chip alignment.
 jest.setTimeout(180_000);
 
-describe('face-api teacher on real LFW pairs', () => {
+describe.each([
+  ['face-api (dlib ResNet, 128-d) on dlib chips', loadFaceApiTeacher, 128, 'dlib' as const, 0.25],
+  ['MobileFace (256-d) on ArcFace crops', loadMobileFaceTeacher, 256, 'arcface' as const, 0],
+])('%s, on real LFW pairs', (_name, load: () => Promise<TeacherEmbedder>, dim, template, padding) => {
   beforeAll(async () => {
     await initBackend('wasm', () => undefined);
   });
 
   it('detects, aligns and embeds: genuine pairs are far closer than impostors, without leaking tensors', async () => {
-    const teacher = await loadFaceApiTeacher();
-    expect(teacher.dim).toBe(128);
+    const teacher = await load();
+    expect(teacher.dim).toBe(dim);
     const list = readLfwPairs(requireDataPath('lfw', 'pairs.txt'), requireDataPath('lfw', 'lfw-deepfunneled'));
     const pairs = [...list.pairs.slice(0, 8), ...list.pairs.slice(300, 308)];
     const embedOne = async (path: string) => {
-      const aligned = await detectAndAlign(await decodeImage(path), { size: 150, template: 'dlib', padding: 0.25 });
+      const aligned = await detectAndAlign(await decodeImage(path), { size: teacher.inputSize, template, padding });
       if (!aligned.ok) throw new Error(`${path}: ${aligned.reason}`);
       expect(aligned.method).toBe('landmarks');
-      const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(aligned.image.data), [1, 150, 150, 3])));
+      const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(aligned.image.data), [1, teacher.inputSize, teacher.inputSize, 3])));
       const v = (await e.data()) as Float32Array;
       e.dispose();
       return v;

