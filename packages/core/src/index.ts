@@ -1,6 +1,6 @@
 export { initBackend, activeBackend, BackendUnavailableError, BACKEND_REQUESTS, tf } from './backend';
 export type { BackendChoice, BackendRequest } from './backend';
-export { conv2dFilterGradient, conv2dInputGradient, convGeometry, installWasmConvGradients } from './wasm-conv-gradients';
+export { conv2dFilterGradient, conv2dInputGradient, convGeometry, depthwiseInputGradient, installWasmConvGradients } from './wasm-conv-gradients';
 export { Rng } from './rng';
 export type { RngState } from './rng';
 export {

@@ -101,6 +101,43 @@ function interleaveZeros(x: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
   return y;
 }
 
+/**
+ * The output gradient laid out so that a stride-1 'valid' convolution with the flipped kernel
+ * yields the input gradient: zeros interleaved for the stride, padded by kernel − 1 − padding.
+ */
+function spreadForTransposedConv(dy: tf.Tensor4D, inH: number, inW: number, kh: number, kw: number, [sh, sw]: [number, number], pad: Padding): tf.Tensor4D {
+  const spread = interleaveZeros(dy, sh, sw);
+  const top = kh - 1 - pad.top;
+  const left = kw - 1 - pad.left;
+  return padOrCrop(spread, { top, left, bottom: inH + kh - 1 - spread.shape[1] - top, right: inW + kw - 1 - spread.shape[2] - left });
+}
+
+/**
+ * dL/dx of depthwiseConv2d(x, filter) (NHWC, dilation 1; filter [kh, kw, C, multiplier]) through
+ * the forward depthwise convolution — wasm has no DepthwiseConv2dNativeBackpropInput kernel.
+ */
+export function depthwiseInputGradient(
+  dy: tf.Tensor4D, filter: tf.Tensor4D, inShape: [number, number, number, number],
+  strides: [number, number], pad: Pad, rounding?: Conv2DAttrs['dimRoundingMode'],
+): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [n, inH, inW, c] = inShape;
+    const [kh, kw, , mult] = filter.shape;
+    const geo = convGeometry(inH, inW, kh, kw, strides, pad, rounding);
+    const flipped = tf.reverse(filter, [0, 1]) as tf.Tensor4D;
+    // Output channel c·mult + m came from input channel c through filter[:, :, c, m].
+    const perMultiplier = tf.split(tf.reshape(dy, [n, dy.shape[1], dy.shape[2], c, mult]), mult, 4);
+    const filters = tf.split(flipped, mult, 3);
+    let dx: tf.Tensor4D | undefined;
+    perMultiplier.forEach((part, m) => {
+      const spread = spreadForTransposedConv(tf.reshape(part, [n, dy.shape[1], dy.shape[2], c]) as tf.Tensor4D, inH, inW, kh, kw, strides, geo.pad);
+      const term = tf.depthwiseConv2d(spread, filters[m] as tf.Tensor4D, 1, 'valid');
+      dx = dx ? (tf.add(dx, term) as tf.Tensor4D) : term;
+    });
+    return dx as tf.Tensor4D;
+  });
+}
+
 /** dL/dx of conv2d(x, filter) for NHWC, dilation 1, using only forward conv2d. */
 export function conv2dInputGradient(
   dy: tf.Tensor4D, filter: tf.Tensor4D, inShape: [number, number, number, number],
@@ -115,15 +152,7 @@ export function conv2dInputGradient(
       const flat = tf.matMul(tf.reshape(dy, [-1, cout]), tf.reshape(filter, [cin, cout]), false, true);
       return tf.reshape(flat, inShape) as tf.Tensor4D;
     }
-    const spread = interleaveZeros(dy, sh, sw);
-    const top = kh - 1 - geo.pad.top;
-    const left = kw - 1 - geo.pad.left;
-    const padded = padOrCrop(spread, {
-      top,
-      left,
-      bottom: inH + kh - 1 - spread.shape[1] - top,
-      right: inW + kw - 1 - spread.shape[2] - left,
-    });
+    const padded = spreadForTransposedConv(dy, inH, inW, kh, kw, [sh, sw], geo.pad);
     const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
     return tf.conv2d(padded, flipped, 1, 'valid');
   });
@@ -183,6 +212,21 @@ export function installWasmConvGradients(): void {
         x: () => conv2dInputGradient(g, filter, x.shape, [sh, sw], a.pad, a.dimRoundingMode),
         filter: () => conv2dFilterGradient(x, g, filter.shape, [sh, sw], a.pad, a.dimRoundingMode),
       };
+    },
+  });
+  const depthwise = tf.getGradient('DepthwiseConv2dNative');
+  if (!depthwise) throw new Error('tfjs-core has no DepthwiseConv2dNative gradient registered to wrap');
+  tf.registerGradient({
+    kernelName: 'DepthwiseConv2dNative',
+    inputsToSave: ['x', 'filter'],
+    gradFunc: (dy, saved, attrs) => {
+      const a = attrs as unknown as Conv2DAttrs;
+      const [dh, dw] = pair(a.dilations, 1);
+      const fallback = depthwise.gradFunc(dy, saved, attrs);
+      if (tf.getBackend() !== 'wasm' || dh !== 1 || dw !== 1) return fallback;
+      const [x, filter] = saved as [tf.Tensor4D, tf.Tensor4D];
+      // The filter gradient keeps the original path (not needed for frozen networks such as teachers).
+      return { x: () => depthwiseInputGradient(dy as tf.Tensor4D, filter, x.shape, pair(a.strides, 1), a.pad, a.dimRoundingMode), filter: fallback.filter };
     },
   });
   installed = true;

@@ -70,3 +70,40 @@ describe('wasm conv2d gradients', () => {
     w.dispose();
   });
 });
+
+describe('wasm depthwise conv input gradient', () => {
+  beforeAll(async () => {
+    await initBackend('wasm', () => undefined);
+  });
+  afterEach(async () => {
+    await tf.setBackend('wasm');
+  });
+
+  const cases: { stride: number; pad: 'same' | 'valid'; mult: number; size: number }[] = [];
+  for (const stride of [1, 2]) for (const pad of ['same', 'valid'] as const) for (const mult of [1, 2]) for (const size of [8, 9]) cases.push({ stride, pad, mult, size });
+
+  it.each(cases)('3×3, stride $stride, $pad, multiplier $mult, $size×$size: matches cpu', async ({ stride, pad, mult, size }) => {
+    const seeded = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 0.5);
+    const x = seeded(2 * size * size * 3, 4);
+    const w = seeded(3 * 3 * 3 * mult, 5);
+    const grad = async (backend: string) => {
+      await tf.setBackend(backend);
+      const g = tf.tidy(() => {
+        const xt = tf.tensor4d(x, [2, size, size, 3]);
+        const wt = tf.tensor4d(w, [3, 3, 3, mult]);
+        return tf.grad((a: tf.Tensor) => {
+          const y = tf.depthwiseConv2d(a as tf.Tensor4D, wt, stride, pad);
+          return tf.sum(tf.mul(y, tf.reshape(tf.tensor1d(seeded(y.size, 6)), y.shape)));
+        })(xt);
+      });
+      const v = (await g.data()) as Float32Array;
+      g.dispose();
+      return v;
+    };
+    const cpu = await grad('cpu');
+    const wasm = await grad('wasm');
+    const scale = cpu.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    expect(scale).toBeGreaterThan(0);
+    expect(wasm.reduce((m, v, i) => Math.max(m, Math.abs(v - cpu[i])), 0)).toBeLessThan(1e-4 * Math.max(1, scale));
+  });
+});

@@ -1,4 +1,5 @@
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import sharp from 'sharp';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RunStore, executeStage, initBackend, readTensorFile } from '@id3/core';
@@ -51,6 +52,19 @@ describe('prepare stage', () => {
       for (let c = 1; c < 4; c++) expect(Math.abs(attrs[r * 4 + c])).toBeLessThanOrEqual(90);
     }
     expect(result.manifest.outputs.hist_age.bytes).toBeGreaterThan(1000);
+  });
+
+  it('an image with no face is rejected with the reason when the fallback is reject', async () => {
+    const src = requireDataPath('orl');
+    const dir = mkdtempSync(join(tmpdir(), 'id3-prepare-noface-'));
+    mkdirSync(join(dir, 'a'));
+    copyFileSync(join(src, 's1', '1.pgm'), join(dir, 'a', 'face.pgm'));
+    writeFileSync(join(dir, 'a', 'wall.png'), await sharp({ create: { width: 120, height: 120, channels: 3, background: '#8a8f99' } }).png().toBuffer());
+    const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-prepare-run-')));
+    const r = await executeStage(prepareStage, { seed: 0, source: { kind: 'folders', path: dir }, fallback: 'reject' }, { store, progress: () => undefined, backend: 'wasm' });
+    const rejects = JSON.parse(readFileSync(store.abs(r.manifest.outputs.rejects.path), 'utf8')).rejects as { path: string; reason: string }[];
+    expect(rejects).toEqual([{ path: join(dir, 'a', 'wall.png'), reason: 'no face detected' }]);
+    expect(r.manifest.metrics.accepted).toBe(1);
   });
 
   it('a missing source folder is invalid input naming the field', async () => {

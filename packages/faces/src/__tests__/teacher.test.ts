@@ -43,3 +43,22 @@ describe.each([
     expect(wins / 64).toBeGreaterThan(0.9);
   });
 });
+
+describe.each([
+  ['face-api', loadFaceApiTeacher],
+  ['MobileFace', loadMobileFaceTeacher],
+])('%s teacher is differentiable', (_name, load: () => Promise<TeacherEmbedder>) => {
+  it('the gradient of ⟨f(x), y⟩ with respect to the input pixels is finite and non-zero', async () => {
+    await initBackend('wasm', () => undefined);
+    const teacher = await load();
+    const s = teacher.inputSize;
+    const x = tf.randomUniform([2, s, s, 3], 0, 255, 'float32', 1) as tf.Tensor4D;
+    const y = tf.tidy(() => tf.div(tf.ones([2, teacher.dim]), Math.sqrt(teacher.dim)));
+    const g = tf.grad((input: tf.Tensor) => tf.sum(tf.mul(teacher.embed(input as tf.Tensor4D), y)))(x);
+    const values = (await g.data()) as Float32Array;
+    expect(g.shape).toEqual([2, s, s, 3]);
+    expect(values.every(Number.isFinite)).toBe(true);
+    expect(values.reduce((m, v) => Math.max(m, Math.abs(v)), 0)).toBeGreaterThan(0);
+    tf.dispose([x, y, g]);
+  });
+});
