@@ -6,7 +6,6 @@ module.exports = {
     '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
   },
   moduleFileExtensions: ['ts', 'js', 'json'],
+  // Each test file gets its own module registry (Jest's default), so every file selects its own tfjs backend.
   testMatch: ['<rootDir>/src/**/*.test.ts'],
-  // tfjs-wasm installs process-level handlers; a fresh module registry per file keeps tests independent.
-  resetModules: false,
 };
