@@ -191,43 +191,46 @@ export function conv2dFilterGradient(
 
 let installed = false;
 
-/** Replace the Conv2D gradient so that on wasm it runs through forward convolutions. */
+type GradFunc = NonNullable<ReturnType<typeof tf.getGradient>>['gradFunc'];
+
+/**
+ * Wrap a kernel's registered gradient: on wasm (NHWC, dilation 1) `wasmGrad` supplies the
+ * gradients, given the original ones to fall back on per input; elsewhere the original runs.
+ */
+function overrideOnWasm(
+  kernelName: string,
+  wasmGrad: (dy: tf.Tensor4D, x: tf.Tensor4D, filter: tf.Tensor4D, a: Conv2DAttrs, original: () => ReturnType<GradFunc>) => ReturnType<GradFunc>,
+): void {
+  const registered = tf.getGradient(kernelName);
+  if (!registered) throw new Error(`tfjs-core has no ${kernelName} gradient registered to wrap`);
+  tf.registerGradient({
+    kernelName,
+    inputsToSave: ['x', 'filter'],
+    gradFunc: (dy, saved, attrs) => {
+      const a = attrs as unknown as Conv2DAttrs;
+      const [dh, dw] = pair(a.dilations, 1);
+      const original = () => registered.gradFunc(dy, saved, attrs);
+      if (tf.getBackend() !== 'wasm' || (a.dataFormat ?? 'NHWC') !== 'NHWC' || dh !== 1 || dw !== 1) return original();
+      const [x, filter] = saved as [tf.Tensor4D, tf.Tensor4D];
+      return wasmGrad(dy as tf.Tensor4D, x, filter, a, original);
+    },
+  });
+}
+
+/** Replace the Conv2D and depthwise gradients so that on wasm they run through forward convolutions. */
 export function installWasmConvGradients(): void {
   if (installed) return;
-  const original = tf.getGradient('Conv2D');
-  if (!original) throw new Error('tfjs-core has no Conv2D gradient registered to wrap');
-  tf.registerGradient({
-    kernelName: 'Conv2D',
-    inputsToSave: ['x', 'filter'],
-    gradFunc: (dy, saved, attrs) => {
-      const a = attrs as unknown as Conv2DAttrs;
-      const [sh, sw] = pair(a.strides, 1);
-      const [dh, dw] = pair(a.dilations, 1);
-      if (tf.getBackend() !== 'wasm' || (a.dataFormat ?? 'NHWC') !== 'NHWC' || dh !== 1 || dw !== 1) {
-        return original.gradFunc(dy, saved, attrs);
-      }
-      const [x, filter] = saved as [tf.Tensor4D, tf.Tensor4D];
-      const g = dy as tf.Tensor4D;
-      return {
-        x: () => conv2dInputGradient(g, filter, x.shape, [sh, sw], a.pad, a.dimRoundingMode),
-        filter: () => conv2dFilterGradient(x, g, filter.shape, [sh, sw], a.pad, a.dimRoundingMode),
-      };
-    },
+  overrideOnWasm('Conv2D', (dy, x, filter, a) => {
+    const strides = pair(a.strides, 1);
+    return {
+      x: () => conv2dInputGradient(dy, filter, x.shape, strides, a.pad, a.dimRoundingMode),
+      filter: () => conv2dFilterGradient(x, dy, filter.shape, strides, a.pad, a.dimRoundingMode),
+    };
   });
-  const depthwise = tf.getGradient('DepthwiseConv2dNative');
-  if (!depthwise) throw new Error('tfjs-core has no DepthwiseConv2dNative gradient registered to wrap');
-  tf.registerGradient({
-    kernelName: 'DepthwiseConv2dNative',
-    inputsToSave: ['x', 'filter'],
-    gradFunc: (dy, saved, attrs) => {
-      const a = attrs as unknown as Conv2DAttrs;
-      const [dh, dw] = pair(a.dilations, 1);
-      const fallback = depthwise.gradFunc(dy, saved, attrs);
-      if (tf.getBackend() !== 'wasm' || dh !== 1 || dw !== 1) return fallback;
-      const [x, filter] = saved as [tf.Tensor4D, tf.Tensor4D];
-      // The filter gradient keeps the original path (not needed for frozen networks such as teachers).
-      return { x: () => depthwiseInputGradient(dy as tf.Tensor4D, filter, x.shape, pair(a.strides, 1), a.pad, a.dimRoundingMode), filter: fallback.filter };
-    },
-  });
+  // The depthwise filter gradient keeps the original path (not needed for frozen networks such as teachers).
+  overrideOnWasm('DepthwiseConv2dNative', (dy, x, filter, a, original) => ({
+    x: () => depthwiseInputGradient(dy, filter, x.shape, pair(a.strides, 1), a.pad, a.dimRoundingMode),
+    filter: original().filter,
+  }));
   installed = true;
 }

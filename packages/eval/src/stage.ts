@@ -1,8 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { InvalidInputError, sha256, svgToPng, tf, writeFileAtomic, writeJsonAtomic, type StageDefinition } from '@id3/core';
 import {
-  decodeImage, decodeImageBytes, detectAndAlign, embedWithFlip, loadFaceApiTeacher, readCfpPairs, readInsightfaceBin, readLfwPairs,
+  decodeImageBytes, detectAndAlign, embedWithFlip, loadFaceApiTeacher, readCfpPairs, readInsightfaceBin, readLfwPairs,
   resolveSourcePath, type RgbImage, type TeacherEmbedder,
 } from '@id3/faces';
 import { EmbeddingCache } from './embedding-cache';
@@ -67,11 +68,18 @@ function loadBenchmark(spec: z.output<typeof benchmarkSchema>): LoadedBenchmark 
 
 /** Detect, cut the teacher's dlib chip, embed image + flip (cached by image hash). */
 async function embedRef(ref: ImageRef, teacher: TeacherEmbedder, cache: EmbeddingCache, o: { detector: 'tiny' | 'ssd'; fallbackFraction: number }, counters: { fallbacks: number; computed: number }): Promise<Float32Array> {
-  const bytes = 'bytes' in ref ? ref.bytes : undefined;
-  const image: RgbImage = bytes ? await decodeImageBytes(bytes, (ref as { source: string }).source) : await decodeImage((ref as { path: string }).path);
-  const hash = sha256(Buffer.concat([Buffer.from(`${o.detector}:${o.fallbackFraction}:`), Buffer.from(image.data)]));
+  // Key on the file's bytes (plus what changes the crop), so a cache hit decodes nothing.
+  const source = 'bytes' in ref ? ref.source : ref.path;
+  let bytes: Buffer;
+  try {
+    bytes = 'bytes' in ref ? ref.bytes : readFileSync(ref.path);
+  } catch (err) {
+    throw new InvalidInputError(`cannot read image ${source}: ${(err as Error).message}`, { file: source });
+  }
+  const hash = sha256(Buffer.concat([Buffer.from(`${o.detector}:${o.fallbackFraction}:`), bytes]));
   const hit = cache.get(hash, teacher.dim);
   if (hit) return hit;
+  const image: RgbImage = await decodeImageBytes(bytes, source);
   const aligned = await detectAndAlign(image, { size: teacher.inputSize, template: 'dlib', padding: 0.25, detector: o.detector, fallback: 'center-crop', fallbackFraction: o.fallbackFraction });
   if (!aligned.ok) throw new Error(aligned.reason);
   if (aligned.method === 'center-crop') counters.fallbacks++;

@@ -7,7 +7,7 @@ import {
 } from '@id3/core';
 import { alignDlibChip, dlibChipTemplate5, warpToTemplate } from './align';
 import { dataDir } from './data-dir';
-import { decodeImage, resizeImage, type RgbImage } from './image-io';
+import { decodeImageBytes, resizeImage, type RgbImage } from './image-io';
 import { predictAge } from './models/age';
 import { detectAndAlign } from './models/detect-align';
 import { embedWithFlip, loadFaceApiTeacher } from './models/teacher';
@@ -119,8 +119,10 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
     let fallbacks = 0;
     for (const [i, entry] of entries.entries()) {
       let image: RgbImage;
+      let bytes: Buffer;
       try {
-        image = await decodeImage(entry.path);
+        bytes = readFileSync(entry.path); // read once: decoded here, hashed for the index below
+        image = await decodeImageBytes(bytes, entry.path);
       } catch (err) {
         rejects.push({ path: entry.path, reason: (err as Error).message });
         continue;
@@ -146,7 +148,7 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
       const pose = landmarks ? headPoseFrom68(landmarks) : { pitch: 0, yaw: 0, roll: 0 };
       const age = (await predictAge(image, landmarks ?? { x: 0, y: 0, w: image.width, h: image.height })).age;
       attributes.push([age, pose.pitch, pose.yaw, pose.roll]);
-      index.push({ path: entry.path, sha256: sha256(readFileSync(entry.path)), method, ...(entry.label !== undefined ? { label: entry.label } : {}), ...(entry.labels ? { labels: entry.labels } : {}) });
+      index.push({ path: entry.path, sha256: sha256(bytes), method, ...(entry.label !== undefined ? { label: entry.label } : {}), ...(entry.labels ? { labels: entry.labels } : {}) });
       progress({ phase: 'align', step: i + 1, total: entries.length, metrics: { accepted: index.length, rejected: rejects.length } });
     }
     const seconds = (Date.now() - started) / 1000;
