@@ -1,4 +1,5 @@
 import { tf } from '@id3/core';
+import { dlibChipTemplate5, scaledTemplate, type Point } from '../align';
 import { loadFaceApiNets } from './face-api';
 
 /**
@@ -11,6 +12,12 @@ export interface TeacherEmbedder {
   readonly dim: number;
   /** Side of the square input the network itself takes (inputs are resized to it). */
   readonly inputSize: number;
+  /**
+   * The five alignment points (eye centres, nose tip, mouth corners) in the teacher's input
+   * frame: where an aligned face must put them (dlib chip for face-api, ArcFace for MobileFace).
+   * Lets other code map its own crops onto the teacher's input (the diffusion loss does).
+   */
+  readonly inputTemplate: readonly Point[];
   /** [n, h, w, 3] RGB in 0–255 (aligned crops, any size) → [n, dim] L2-normalised. */
   embed(batch: tf.Tensor4D): tf.Tensor2D;
 }
@@ -32,6 +39,7 @@ export async function loadFaceApiTeacher(): Promise<TeacherEmbedder> {
     name: 'faceapi-dlib-128',
     dim: 128,
     inputSize: 150,
+    inputTemplate: dlibChipTemplate5(150, 0.25),
     embed(batch) {
       return tf.tidy(() => {
         const resized = batch.shape[1] === 150 && batch.shape[2] === 150 ? batch : tf.image.resizeBilinear(batch, [150, 150]);
@@ -84,6 +92,7 @@ export async function loadMobileFaceTeacher(): Promise<TeacherEmbedder> {
     name: 'mobileface-256',
     dim: 256,
     inputSize: 112,
+    inputTemplate: scaledTemplate(112),
     embed(batch) {
       return tf.tidy(() => {
         const resized = batch.shape[1] === 112 && batch.shape[2] === 112 ? batch : tf.image.resizeBilinear(batch, [112, 112]);

@@ -1,0 +1,16 @@
+export { cosineBetas, ddimTimesteps, identityWeight, linearBetas, makeSchedule, scheduleConfigSchema, scheduleFromBetas } from './schedule';
+export type { NoiseSchedule, ScheduleConfig } from './schedule';
+export { GaussianDiffusion, gaussianNoise, runLoop } from './gaussian-diffusion';
+export type { DdimOptions, EpsModel, GuidanceHook, SampleOptions, SampleStep } from './gaussian-diffusion';
+export { ParamStore, groupNormWith, timestepEmbedding, upsample2x } from './layers';
+export { UNET_WEIGHTS_FORMAT, UNet, unetArchitectureSchema, unetConfigSchema } from './unet';
+export type { UNetConfig, UNetConfigInput, UNetInputs } from './unet';
+export { TeacherInput, fitAxisMap, resampleMatrix } from './teacher-input';
+export { id3LossTerms } from './loss';
+export type { Id3LossBatch, Id3LossOptions, Id3LossTerms } from './loss';
+export { CHECKPOINT_FORMAT, DiffusionTrainer, FLIP_NEGATED_ATTRIBUTES, listCheckpoints, trainerConfigSchema } from './trainer';
+export type { HistoryPoint, StepLog, TrainerConfig, TrainerConfigInput, TrainingData } from './trainer';
+export { correlationWhereDefined, embedCrops, gridPng, identityConsistency, pearson, readAttributes, sampleConditions, toImages } from './generate';
+export type { Conditions } from './generate';
+export { trainDiffusionConfigSchema, trainDiffusionStage } from './stage';
+export type { TrainDiffusionConfig } from './stage';

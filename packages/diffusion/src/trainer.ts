@@ -1,0 +1,357 @@
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { InvalidInputError, Rng, readTensorFile, tf, writeJsonAtomic, writeTensorFile, type RngState } from '@id3/core';
+import type { TeacherEmbedder } from '@id3/faces';
+import { GaussianDiffusion } from './gaussian-diffusion';
+import { id3LossTerms } from './loss';
+import { makeSchedule, type ScheduleConfig } from './schedule';
+import { TeacherInput } from './teacher-input';
+import { UNet, type UNetConfig } from './unet';
+
+export const trainerConfigSchema = z
+  .object({
+    seed: z.number().int().nonnegative(),
+    batchSize: z.number().int().positive().default(16),
+    /** Total optimiser steps. */
+    steps: z.number().int().positive(),
+    learningRate: z.number().positive().default(2e-4),
+    warmupSteps: z.number().int().nonnegative().default(200),
+    adamBeta1: z.number().min(0).lt(1).default(0.9),
+    adamBeta2: z.number().min(0).lt(1).default(0.999),
+    adamEpsilon: z.number().positive().default(1e-8),
+    /** Clip the global gradient norm to this (0 = no clipping). */
+    gradClip: z.number().nonnegative().default(1),
+    emaDecay: z.number().min(0).lt(1).default(0.999),
+    /** Probability of dropping (y, s) for a sample (classifier-free guidance training). */
+    conditionDropout: z.number().min(0).max(1).default(0.1),
+    /** Horizontal-flip augmentation (negates yaw and roll in s). */
+    flip: z.boolean().default(true),
+    /** β_t: 'gamma' (= γ_t, the method page's default) or a constant. */
+    reconWeight: z.union([z.literal('gamma'), z.number().nonnegative()]).default('gamma'),
+    identity: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** κ, the identity term's multiplier. */
+        scale: z.number().nonnegative().default(1),
+        /** Samples per step that get the identity term (a teacher forward + backward each). */
+        subBatch: z.number().int().positive().default(4),
+        /** Apply it every k-th step. */
+        every: z.number().int().positive().default(1),
+      })
+      .strict()
+      .default({}),
+    checkpointEvery: z.number().int().positive().default(500),
+    keepCheckpoints: z.number().int().positive().default(2),
+    /** Average the logged losses over this many steps per history point. */
+    logEvery: z.number().int().positive().default(10),
+  })
+  .strict();
+export type TrainerConfig = z.output<typeof trainerConfigSchema>;
+export type TrainerConfigInput = z.input<typeof trainerConfigSchema>;
+
+/** The prepared training set, in memory: uint8 crops plus conditions, rows usable for training. */
+export interface TrainingData {
+  readonly size: number;
+  readonly crops: Uint8Array;
+  readonly y: Float32Array;
+  readonly identityDim: number;
+  /** Scaled attributes [age, pitch, yaw, roll] (prepare's attributes-scaled). */
+  readonly s: Float32Array;
+  readonly attributeDim: number;
+  readonly trainRows: readonly number[];
+}
+
+/** Columns of s that change sign under a horizontal flip (yaw and roll). */
+export const FLIP_NEGATED_ATTRIBUTES = [2, 3] as const;
+
+export interface StepLog {
+  readonly step: number;
+  readonly total: number;
+  readonly denoise: number;
+  readonly recon: number;
+  readonly identity: number;
+  readonly identityCos: number;
+  readonly identityCount: number;
+  readonly gradNorm: number;
+  readonly learningRate: number;
+  readonly seconds: number;
+}
+
+export interface HistoryPoint {
+  readonly step: number;
+  readonly total: number;
+  readonly denoise: number;
+  readonly recon: number;
+  readonly identity: number;
+  readonly identityCos: number;
+  readonly imagesPerSecond: number;
+}
+
+export const CHECKPOINT_FORMAT = 'id3-diffusion-checkpoint/1';
+
+interface CheckpointState {
+  readonly format: typeof CHECKPOINT_FORMAT;
+  readonly step: number;
+  readonly rng: { state: RngState; spare: number | null };
+  readonly history: HistoryPoint[];
+  readonly pending: StepLog[];
+  /** Hash of everything that must match for a resume to be exact (configs, data). */
+  readonly key: string;
+}
+
+/** A checkpoint directory's name: zero-padded so they sort by step. */
+const checkpointName = (step: number): string => `step-${String(step).padStart(9, '0')}`;
+
+/**
+ * Trains the UNet with the ID³ loss: Adam with linear warm-up, global-norm clipping, an EMA copy
+ * of the weights (itself a UNet, so sampling uses it directly), flip augmentation, condition
+ * dropout. All randomness comes from one checkpointed RNG, and checkpoints hold the weights,
+ * EMA, Adam moments, step and RNG state, so a resumed run continues bit-for-bit.
+ */
+export class DiffusionTrainer {
+  readonly diffusion: GaussianDiffusion;
+  readonly net: UNet;
+  readonly ema: UNet;
+  private readonly adamM: tf.Variable[];
+  private readonly adamV: tf.Variable[];
+  private rng: Rng;
+  private teacherInput?: TeacherInput;
+  step = 0;
+  history: HistoryPoint[] = [];
+  private pending: StepLog[] = [];
+
+  constructor(
+    readonly unetConfig: UNetConfig,
+    readonly scheduleConfig: ScheduleConfig,
+    readonly config: TrainerConfig,
+    readonly data: TrainingData,
+    readonly teacher: TeacherEmbedder | undefined,
+    /** Changes to anything that must match for a resume (configs, data hash). */
+    readonly key: string,
+  ) {
+    if (unetConfig.resolution !== data.size) throw new InvalidInputError(`field 'unet.resolution': ${unetConfig.resolution} but the training crops are ${data.size}×${data.size}`, { field: 'unet.resolution' });
+    if (unetConfig.identityDim !== data.identityDim) throw new InvalidInputError(`field 'unet.identityDim': ${unetConfig.identityDim} but the prepared embeddings are ${data.identityDim}-d`, { field: 'unet.identityDim' });
+    if (data.trainRows.length === 0) throw new InvalidInputError('no training rows (all held out?)', { field: 'holdout' });
+    if (config.identity.enabled && !teacher) throw new Error('DiffusionTrainer: the identity term needs a teacher');
+    this.diffusion = new GaussianDiffusion(makeSchedule(scheduleConfig));
+    this.net = UNet.create(unetConfig, config.seed);
+    this.ema = UNet.create(unetConfig, config.seed);
+    this.adamM = this.net.variables.map((v) => tf.variable(tf.zerosLike(v), false));
+    this.adamV = this.net.variables.map((v) => tf.variable(tf.zerosLike(v), false));
+    this.rng = new Rng(config.seed).fork('train-diffusion');
+    if (teacher && config.identity.enabled) this.teacherInput = TeacherInput.forTeacher(teacher, data.size);
+  }
+
+  learningRate(step: number): number {
+    const { learningRate, warmupSteps } = this.config;
+    return warmupSteps > 0 ? learningRate * Math.min(1, step / warmupSteps) : learningRate;
+  }
+
+  /** Draw the next batch from the RNG: rows, flips, timesteps, noise, condition dropout. */
+  private nextBatch(): { x0: Float32Array; y: Float32Array; s: Float32Array; t: number[]; noise: Float32Array; keep: Float32Array } {
+    const { size, crops, identityDim: d, attributeDim: a, trainRows } = this.data;
+    const B = this.config.batchSize;
+    const px = size * size * 3;
+    const x0 = new Float32Array(B * px);
+    const y = new Float32Array(B * d);
+    const s = new Float32Array(B * a);
+    const t: number[] = [];
+    const keep = new Float32Array(B);
+    for (let i = 0; i < B; i++) {
+      const row = trainRows[this.rng.int(trainRows.length)];
+      const flip = this.config.flip && this.rng.uniform() < 0.5;
+      const src = row * px;
+      const dst = i * px;
+      if (!flip) {
+        for (let k = 0; k < px; k++) x0[dst + k] = crops[src + k] / 127.5 - 1;
+      } else {
+        for (let r = 0; r < size; r++) {
+          for (let c = 0; c < size; c++) {
+            const from = src + (r * size + (size - 1 - c)) * 3;
+            const to = dst + (r * size + c) * 3;
+            x0[to] = crops[from] / 127.5 - 1;
+            x0[to + 1] = crops[from + 1] / 127.5 - 1;
+            x0[to + 2] = crops[from + 2] / 127.5 - 1;
+          }
+        }
+      }
+      // y is the flip-summed teacher embedding, so it is the same for the mirrored face.
+      y.set(this.data.y.subarray(row * d, (row + 1) * d), i * d);
+      s.set(this.data.s.subarray(row * a, (row + 1) * a), i * a);
+      if (flip) for (const c of FLIP_NEGATED_ATTRIBUTES) if (c < a) s[i * a + c] = -s[i * a + c];
+      t.push(this.rng.int(this.diffusion.steps));
+      keep[i] = this.rng.uniform() < this.config.conditionDropout ? 0 : 1;
+    }
+    const noise = this.rng.fillNormal(new Float32Array(B * px));
+    return { x0, y, s, t, noise, keep };
+  }
+
+  /** One optimiser step. Resolves after the step's numbers are on the CPU. */
+  async trainStep(): Promise<StepLog> {
+    const started = performance.now();
+    const step = this.step + 1;
+    const c = this.config;
+    const B = c.batchSize;
+    const r = this.data.size;
+    const batch = this.nextBatch();
+    const identityCount = c.identity.enabled && step % c.identity.every === 0 ? Math.min(c.identity.subBatch, B) : 0;
+    const lr = this.learningRate(step);
+    const vars = this.net.variables;
+    const stats = tf.tidy(() => {
+      const inputs = {
+        x0: tf.tensor4d(batch.x0, [B, r, r, 3]),
+        y: tf.tensor2d(batch.y, [B, this.data.identityDim]),
+        s: tf.tensor2d(batch.s, [B, this.data.attributeDim]),
+        t: batch.t,
+        noise: tf.tensor4d(batch.noise, [B, r, r, 3]),
+        keepCondition: c.conditionDropout > 0 ? tf.tensor2d(batch.keep, [B, 1]) : undefined,
+        identityCount,
+      };
+      let side: tf.Tensor[] = [];
+      const { grads } = tf.variableGrads(() => {
+        const terms = id3LossTerms(this.net, this.diffusion, inputs, {
+          reconWeight: c.reconWeight,
+          identityScale: c.identity.scale,
+          teacher: this.teacher && this.teacherInput ? { embedder: this.teacher, input: this.teacherInput } : undefined,
+        });
+        side = [terms.total, terms.denoise, terms.recon, terms.identity, terms.identityCos].map((x) => tf.keep(x));
+        return terms.total;
+      }, vars);
+      const gradList = vars.map((v) => grads[v.name]);
+      const gradNorm = tf.sqrt(tf.addN(gradList.map((g) => tf.sum(tf.square(g)))));
+      const clipScale = c.gradClip > 0 ? tf.minimum(1, tf.div(c.gradClip, tf.add(gradNorm, 1e-6))) : tf.scalar(1);
+      // Adam with bias correction folded into the step size.
+      const t = step;
+      const stepSize = (lr * Math.sqrt(1 - c.adamBeta2 ** t)) / (1 - c.adamBeta1 ** t);
+      const decay = Math.min(c.emaDecay, (1 + step) / (10 + step)); // EMA warm-up for short runs
+      const emaVars = this.ema.variables;
+      vars.forEach((v, i) => {
+        const g = tf.mul(gradList[i], clipScale);
+        const m = tf.add(tf.mul(this.adamM[i], c.adamBeta1), tf.mul(g, 1 - c.adamBeta1));
+        const vv = tf.add(tf.mul(this.adamV[i], c.adamBeta2), tf.mul(tf.square(g), 1 - c.adamBeta2));
+        this.adamM[i].assign(m);
+        this.adamV[i].assign(vv);
+        v.assign(tf.sub(v, tf.mul(stepSize, tf.div(m, tf.add(tf.sqrt(vv), c.adamEpsilon)))));
+        emaVars[i].assign(tf.add(tf.mul(emaVars[i], decay), tf.mul(v, 1 - decay)));
+      });
+      const out = tf.stack([...side, gradNorm].map((x) => tf.reshape(x, [])));
+      tf.dispose(side);
+      return out;
+    });
+    const values = await stats.data();
+    stats.dispose();
+    this.step = step;
+    const [total, denoise, recon, identity, identityCos, gradNorm] = Array.from(values);
+    if (![total, gradNorm].every(Number.isFinite)) throw new Error(`train-diffusion: loss became ${total} (grad norm ${gradNorm}) at step ${step}`);
+    const log: StepLog = { step, total, denoise, recon, identity, identityCos, identityCount, gradNorm, learningRate: lr, seconds: (performance.now() - started) / 1000 };
+    this.record(log);
+    return log;
+  }
+
+  /** Fold step logs into history points of `logEvery` steps (part of the checkpointed state). */
+  private record(log: StepLog): void {
+    this.pending.push(log);
+    if (this.pending.length < this.config.logEvery) return;
+    const p = this.pending;
+    const mean = (f: (l: StepLog) => number): number => p.reduce((s, l) => s + f(l), 0) / p.length;
+    const withId = p.filter((l) => l.identityCount > 0);
+    this.history.push({
+      step: log.step,
+      total: mean((l) => l.total),
+      denoise: mean((l) => l.denoise),
+      recon: mean((l) => l.recon),
+      identity: withId.length ? withId.reduce((s, l) => s + l.identity, 0) / withId.length : 0,
+      identityCos: withId.length ? withId.reduce((s, l) => s + l.identityCos, 0) / withId.length : 0,
+      imagesPerSecond: (p.length * this.config.batchSize) / p.reduce((s, l) => s + l.seconds, 0),
+    });
+    this.pending = [];
+  }
+
+  /** Write a checkpoint directory atomically (temp dir, then rename) and prune old ones. */
+  async saveCheckpoint(root: string): Promise<string> {
+    mkdirSync(root, { recursive: true });
+    const final = join(root, checkpointName(this.step));
+    const tmp = join(root, `.tmp-${checkpointName(this.step)}-${process.pid}`);
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp);
+    await this.net.save(join(tmp, 'weights'), { step: this.step });
+    await this.ema.save(join(tmp, 'ema'), { step: this.step, emaDecay: this.config.emaDecay });
+    const total = this.net.parameterCount();
+    const moments = new Float32Array(2 * total);
+    let offset = 0;
+    for (const list of [this.adamM, this.adamV]) {
+      for (const v of list) {
+        moments.set((await v.data()) as Float32Array, offset);
+        offset += v.size;
+      }
+    }
+    writeTensorFile(join(tmp, 'adam'), 'float32', [2, total], moments, { what: 'Adam first and second moments, parameter order of weights.json' });
+    const state: CheckpointState = { format: CHECKPOINT_FORMAT, step: this.step, rng: this.rng.snapshot(), history: this.history, pending: this.pending, key: this.key };
+    writeJsonAtomic(join(tmp, 'state.json'), state);
+    rmSync(final, { recursive: true, force: true });
+    renameSync(tmp, final);
+    for (const old of listCheckpoints(root).slice(0, -this.config.keepCheckpoints)) rmSync(join(root, old.name), { recursive: true, force: true });
+    return final;
+  }
+
+  /**
+   * Restore the newest usable checkpoint under `root` whose key matches; returns its step, or
+   * undefined (fresh start). A checkpoint with another key (config or data changed) is ignored.
+   */
+  resumeFrom(root: string): { step: number; path: string } | { ignored: string } | undefined {
+    const list = listCheckpoints(root);
+    for (let i = list.length - 1; i >= 0; i--) {
+      const path = join(root, list[i].name);
+      let state: CheckpointState;
+      try {
+        state = JSON.parse(readFileSync(join(path, 'state.json'), 'utf8')) as CheckpointState;
+      } catch {
+        continue;
+      }
+      if (state.format !== CHECKPOINT_FORMAT) continue;
+      if (state.key !== this.key) return { ignored: `${path} was written for another config or dataset` };
+      this.loadFlat(this.net, join(path, 'weights'));
+      this.loadFlat(this.ema, join(path, 'ema'));
+      const { values } = readTensorFile(join(path, 'adam'));
+      let offset = 0;
+      for (const list2 of [this.adamM, this.adamV]) {
+        for (const v of list2) {
+          const t = tf.tensor((values as Float32Array).subarray(offset, offset + v.size), v.shape);
+          v.assign(t);
+          t.dispose();
+          offset += v.size;
+        }
+      }
+      this.rng = Rng.restore(state.rng);
+      this.step = state.step;
+      this.history = [...state.history];
+      this.pending = [...state.pending];
+      return { step: state.step, path };
+    }
+    return undefined;
+  }
+
+  private loadFlat(net: UNet, path: string): void {
+    const { header, values } = readTensorFile(path);
+    const params = (header.meta as { params?: unknown } | undefined)?.params;
+    if (JSON.stringify(params) !== JSON.stringify(net.layout())) throw new InvalidInputError(`${path}: parameter layout differs from this UNet`, { file: path });
+    net.setFlatWeights(values as Float32Array);
+  }
+
+  dispose(): void {
+    this.net.dispose();
+    this.ema.dispose();
+    tf.dispose([...this.adamM, ...this.adamV]);
+    this.teacherInput?.dispose();
+  }
+}
+
+/** Complete checkpoint directories under root, oldest first. */
+export function listCheckpoints(root: string): { name: string; step: number }[] {
+  if (!existsSync(root)) return [];
+  return readdirSync(root)
+    .filter((n) => /^step-\d{9}$/.test(n) && existsSync(join(root, n, 'state.json')))
+    .map((name) => ({ name, step: Number(name.slice(5)) }))
+    .sort((a, b) => a.step - b.step);
+}
