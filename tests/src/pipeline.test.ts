@@ -7,11 +7,18 @@ import { startHarness, type Harness } from './harness';
 // Real Temporal dev server + real worker + real stage processes (bin/id3 stage …).
 jest.setTimeout(240_000);
 
-// The demo pipeline (prepare on procedural faces → anchors → identities), made small.
+// The demo pipeline (prepare on procedural faces → train-diffusion → anchors → identities), made small.
 const small: PipelineInput = {
   profile: 'demo',
   overrides: {
     prepare: { source: { kind: 'procedural', identities: 4, perIdentity: 3 } },
+    'train-diffusion': {
+      unet: { baseChannels: 8, channelMult: [1, 2], attentionResolutions: [], groups: 4, conditionHidden: [32, 16] },
+      trainer: { steps: 4, batchSize: 4, warmupSteps: 2, identity: { subBatch: 1, every: 2 }, checkpointEvery: 2 },
+      holdout: 3,
+      preview: { rows: 2, samples: 2, ddimSteps: 3 },
+      evaluation: { count: 3, ddimSteps: 3 },
+    },
     anchors: { n: 300, dim: 128, iterations: 60, neighbours: 8, refreshEvery: 10 },
     identities: { m: 4 },
   },
@@ -41,28 +48,29 @@ describe('pipeline workflow against a real Temporal server', () => {
     const id = `it-pipeline-${Date.now()}`;
     const result = await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [small] });
     const r = result as PipelineResult;
-    expect(r.stages.map((s) => [s.stage, s.skipped])).toEqual([['prepare', false], ['anchors', false], ['identities', false]]);
+    expect(r.stages.map((s) => [s.stage, s.skipped])).toEqual([['prepare', false], ['train-diffusion', false], ['anchors', false], ['identities', false]]);
     expect(r.stages[0].metrics.accepted).toBeGreaterThan(0);
     for (const s of r.stages) {
       expect(existsSync(s.manifestPath)).toBe(true);
       for (const out of Object.values(s.outputs)) expect(existsSync(`${r.runDir}/${out.path}`)).toBe(true);
     }
-    expect(r.stages[1].metrics.minAngleDeg).toBeGreaterThan(r.stages[1].metrics.random_minAngleDeg);
+    expect(r.stages[1].metrics.steps).toBe(4);
+    expect(r.stages[2].metrics.minAngleDeg).toBeGreaterThan(r.stages[2].metrics.random_minAngleDeg);
 
     // Children have deterministic ids, progress is queryable, and the stage search attribute is set.
     const child = h.client.workflow.getHandle(stageWorkflowId(id, 'anchors'));
     expect((await child.describe()).status.name).toBe('COMPLETED');
     const view = await h.client.workflow.getHandle(id).query<ProgressView>('progress');
-    expect(view).toMatchObject({ phase: 'done', completedStages: ['prepare', 'anchors', 'identities'] });
+    expect(view).toMatchObject({ phase: 'done', completedStages: ['prepare', 'train-diffusion', 'anchors', 'identities'] });
     const described = await h.client.workflow.getHandle(id).describe();
     expect(described.searchAttributes.Id3Stage).toEqual(['done']);
 
     const again = (await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: `${id}-again`, args: [small] })) as PipelineResult;
     expect(again.runDir).toBe(r.runDir);
-    expect(again.stages.map((s) => s.skipped)).toEqual([true, true, true]);
+    expect(again.stages.map((s) => s.skipped)).toEqual([true, true, true, true]);
     const events = new RunStore(r.runDir).readEvents();
-    expect(events.filter((e) => e.event === 'start').map((e) => e.stage)).toEqual(['prepare', 'anchors', 'identities']);
-    expect(events.filter((e) => e.event === 'skip').map((e) => e.stage)).toEqual(['prepare', 'anchors', 'identities']);
+    expect(events.filter((e) => e.event === 'start').map((e) => e.stage)).toEqual(['prepare', 'train-diffusion', 'anchors', 'identities']);
+    expect(events.filter((e) => e.event === 'skip').map((e) => e.stage)).toEqual(['prepare', 'train-diffusion', 'anchors', 'identities']);
   });
 
   it('a single stage runs alone from a one-object input (as from the Web UI form)', async () => {

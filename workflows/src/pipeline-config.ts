@@ -20,6 +20,7 @@ export const pipelineConfigSchema = z
     seed: z.number().int().nonnegative(),
     stages: z.array(z.string()).nonempty(),
     prepare: section,
+    'train-diffusion': section,
     anchors: section,
     identities: section,
     eval: section,

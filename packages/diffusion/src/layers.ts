@@ -24,7 +24,7 @@ export class ParamStore {
     if (init === 'ones') values.fill(1);
     else if (init !== 'zeros') for (let i = 0; i < n; i++) values[i] = this.rng.range(-init.uniform, init.uniform);
     const initial = tf.tensor(values, [...shape]);
-    const v = tf.variable(initial, true, name);
+    const v = tf.variable(initial, true); // tfjs names must be unique process-wide: ours live in the map
     initial.dispose();
     this.variables.set(name, v);
     return v;

@@ -26,6 +26,12 @@ export interface Id3LossBatch {
   readonly keepCondition?: tf.Tensor2D;
   /** How many leading samples get the identity term (0 = none this step). */
   readonly identityCount: number;
+  /**
+   * Divisors of the per-sample sums when this batch is one shard of a larger one (data-parallel
+   * training): the whole batch's size and identity count, so that shard losses — and their
+   * gradients — add up exactly to the whole batch's. Default: this batch's own.
+   */
+  readonly normalizers?: { readonly batch: number; readonly identity: number };
 }
 
 export interface Id3LossOptions {
@@ -52,13 +58,14 @@ export function id3LossTerms(net: UNet, diffusion: GaussianDiffusion, batch: Id3
   const b = batch.t.length;
   const xt = diffusion.qSample(batch.x0, batch.t, batch.noise);
   const eps = net.forward({ xt, t: batch.t, y: batch.y, s: batch.s, keepCondition: batch.keepCondition });
-  const denoise = tf.mean(tf.square(tf.sub(batch.noise, eps))) as tf.Scalar;
+  const nBatch = batch.normalizers?.batch ?? b;
+  const denoise = tf.div(tf.sum(tf.mean(tf.square(tf.sub(batch.noise, eps)), [1, 2, 3])), nBatch) as tf.Scalar;
 
   const x0hat = tf.clipByValue(diffusion.predictX0FromEps(xt, batch.t, eps), -1, 1);
   const gamma = batch.t.map((t) => identityWeight(t, T));
   const beta = o.reconWeight === 'gamma' ? gamma : batch.t.map(() => o.reconWeight as number);
   const perSampleRecon = tf.mean(tf.square(tf.sub(batch.x0, x0hat)), [1, 2, 3]);
-  const recon = tf.mean(tf.mul(perSampleRecon, tf.tensor1d(beta))) as tf.Scalar;
+  const recon = tf.div(tf.sum(tf.mul(perSampleRecon, tf.tensor1d(beta))), nBatch) as tf.Scalar;
 
   let identity = tf.scalar(0);
   let identityCos = tf.scalar(0);
@@ -68,8 +75,9 @@ export function id3LossTerms(net: UNet, diffusion: GaussianDiffusion, batch: Id3
     const sub = tf.slice(x0hat, [0, 0, 0, 0], [k, -1, -1, -1]);
     const emb = o.teacher.embedder.embed(o.teacher.input.apply(sub));
     const cos = tf.sum(tf.mul(emb, tf.slice(batch.y, [0, 0], [k, -1])), 1);
-    identityCos = tf.mean(cos) as tf.Scalar;
-    identity = tf.mean(tf.mul(cos, tf.tensor1d(gamma.slice(0, k)))) as tf.Scalar;
+    const nIdentity = batch.normalizers?.identity ?? k;
+    identityCos = tf.div(tf.sum(cos), nIdentity) as tf.Scalar;
+    identity = tf.div(tf.sum(tf.mul(cos, tf.tensor1d(gamma.slice(0, k)))), nIdentity) as tf.Scalar;
   }
   const total = tf.sub(tf.add(denoise, recon), tf.mul(o.identityScale, identity)) as tf.Scalar;
   return { total, denoise, recon, identity, identityCos };

@@ -1,4 +1,5 @@
 import { cpSync, existsSync, mkdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
@@ -120,7 +121,7 @@ export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSch
   run: (ctx) => trainDiffusion(ctx),
 };
 
-async function trainDiffusion({ config, dir, inputs, progress }: StageContext<TrainDiffusionConfig>) {
+async function trainDiffusion({ config, dir, inputs, progress, backend }: StageContext<TrainDiffusionConfig>) {
   const prepared = loadPrepared(inputs, config);
   const { data, heldOut } = prepared;
   const unetConfig = parseConfig(unetConfigSchema, { ...config.unet, resolution: config.resolution, identityDim: data.identityDim, attributeDim: data.attributeDim }, 'train-diffusion config', 'train-diffusion.unet');
@@ -129,16 +130,21 @@ async function trainDiffusion({ config, dir, inputs, progress }: StageContext<Tr
   const teacher = needTeacher ? await loadTeacher(prepared.teacherName) : undefined;
   // What must match for a checkpoint to be resumed exactly. Not the step count (extending a
   // finished run continues it), nor checkpoint/preview/evaluation settings.
-  const { checkpointEvery: _ce, keepCheckpoints: _kc, steps: _st, ...trainingKnobs } = trainerConfig;
+  const trainingKnobs: Partial<typeof trainerConfig> = { ...trainerConfig };
+  delete trainingKnobs.checkpointEvery;
+  delete trainingKnobs.keepCheckpoints;
+  delete trainingKnobs.steps;
+  delete trainingKnobs.threads; // a resumed run may use another machine's cores
   const key = hashJson({ unetConfig, schedule: config.schedule, trainingKnobs, holdout: config.holdout, data: prepared.hashes });
   const trainer = new DiffusionTrainer(unetConfig, config.schedule, trainerConfig, data, teacher, key);
   const checkpoints = join(dir, 'checkpoints');
   const total = trainerConfig.steps;
   try {
+    await trainer.startWorkers(resolveThreads(trainerConfig.threads, backend), backend);
     const resumed = trainer.resumeFrom(checkpoints);
     if (resumed && 'step' in resumed) progress({ phase: 'resume', step: resumed.step, total, message: `resuming from ${resumed.path}` });
     else if (resumed) progress({ phase: 'resume', message: `starting fresh: ${resumed.ignored}` });
-    progress({ phase: 'train', step: trainer.step, total, message: `UNet ${trainer.net.parameterCount()} parameters, ${data.trainRows.length} training images at ${config.resolution}×${config.resolution}` });
+    progress({ phase: 'train', step: trainer.step, total, message: `UNet ${trainer.net.parameterCount()} parameters, ${data.trainRows.length} training images at ${config.resolution}×${config.resolution}, ${trainer.threads} thread(s)` });
 
     const previewRows = heldOut.slice(0, Math.min(config.preview.rows, heldOut.length));
     const writePreview = async (name: string): Promise<string> => {
@@ -214,8 +220,14 @@ async function trainDiffusion({ config, dir, inputs, progress }: StageContext<Tr
     }
     return { outputs, metrics };
   } finally {
-    trainer.dispose();
+    await trainer.close();
   }
+}
+
+/** 'auto': every core on the CPU backends (one thread each), one thread on GPU backends. */
+export function resolveThreads(threads: number | 'auto', backend: string): number {
+  if (threads !== 'auto') return threads;
+  return backend === 'wasm' || backend === 'cpu' ? Math.min(availableParallelism(), 8) : 1;
 }
 
 /**

@@ -55,8 +55,8 @@ export class TeacherInput {
     const crop = scaledTemplate(cropSize);
     this.mapX = fitAxisMap(crop.map((p) => p[0]), teacherTemplate.map((p) => p[0]));
     this.mapY = fitAxisMap(crop.map((p) => p[1]), teacherTemplate.map((p) => p[1]));
-    this.rxT = tf.keep(tf.transpose(tf.tensor2d(resampleMatrix(this.mapX, cropSize, teacherSize), [teacherSize, cropSize])));
-    this.ryT = tf.keep(tf.transpose(tf.tensor2d(resampleMatrix(this.mapY, cropSize, teacherSize), [teacherSize, cropSize])));
+    this.rxT = tf.tidy(() => tf.transpose(tf.tensor2d(resampleMatrix(this.mapX, cropSize, teacherSize), [teacherSize, cropSize])));
+    this.ryT = tf.tidy(() => tf.transpose(tf.tensor2d(resampleMatrix(this.mapY, cropSize, teacherSize), [teacherSize, cropSize])));
   }
 
   static forTeacher(teacher: TeacherEmbedder, cropSize: number): TeacherInput {

@@ -4,8 +4,9 @@ import { z } from 'zod';
 import { InvalidInputError, Rng, readTensorFile, tf, writeJsonAtomic, writeTensorFile, type RngState } from '@id3/core';
 import type { TeacherEmbedder } from '@id3/faces';
 import { GaussianDiffusion } from './gaussian-diffusion';
-import { id3LossTerms } from './loss';
+import { GradientWorkerPool } from './parallel';
 import { makeSchedule, type ScheduleConfig } from './schedule';
+import { shardGradients, splitBatch } from './shard';
 import { TeacherInput } from './teacher-input';
 import { UNet, type UNetConfig } from './unet';
 
@@ -41,6 +42,11 @@ export const trainerConfigSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * Threads computing gradients (data parallel, the batch split between them): 'auto' = every
+     * core on the CPU backends (tfjs-wasm uses one core per thread in Node), 1 on GPU backends.
+     */
+    threads: z.union([z.literal('auto'), z.number().int().positive().max(64)]).default('auto'),
     checkpointEvery: z.number().int().positive().default(500),
     keepCheckpoints: z.number().int().positive().default(2),
     /** Average the logged losses over this many steps per history point. */
@@ -117,6 +123,7 @@ export class DiffusionTrainer {
   private readonly adamV: tf.Variable[];
   private rng: Rng;
   private teacherInput?: TeacherInput;
+  private pool?: GradientWorkerPool;
   step = 0;
   history: HistoryPoint[] = [];
   private pending: StepLog[] = [];
@@ -137,8 +144,9 @@ export class DiffusionTrainer {
     this.diffusion = new GaussianDiffusion(makeSchedule(scheduleConfig));
     this.net = UNet.create(unetConfig, config.seed);
     this.ema = UNet.create(unetConfig, config.seed);
-    this.adamM = this.net.variables.map((v) => tf.variable(tf.zerosLike(v), false));
-    this.adamV = this.net.variables.map((v) => tf.variable(tf.zerosLike(v), false));
+    const zeros = (v: tf.Variable): tf.Variable => tf.tidy(() => tf.variable(tf.zerosLike(v), false)); // tidy frees the initial value
+    this.adamM = this.net.variables.map(zeros);
+    this.adamV = this.net.variables.map(zeros);
     this.rng = new Rng(config.seed).fork('train-diffusion');
     if (teacher && config.identity.enabled) this.teacherInput = TeacherInput.forTeacher(teacher, data.size);
   }
@@ -149,7 +157,7 @@ export class DiffusionTrainer {
   }
 
   /** Draw the next batch from the RNG: rows, flips, timesteps, noise, condition dropout. */
-  private nextBatch(): { x0: Float32Array; y: Float32Array; s: Float32Array; t: number[]; noise: Float32Array; keep: Float32Array } {
+  drawBatch(): { x0: Float32Array; y: Float32Array; s: Float32Array; t: number[]; noise: Float32Array; keep: Float32Array } {
     const { size, crops, identityDim: d, attributeDim: a, trainRows } = this.data;
     const B = this.config.batchSize;
     const px = size * size * 3;
@@ -187,43 +195,70 @@ export class DiffusionTrainer {
     return { x0, y, s, t, noise, keep };
   }
 
+  /**
+   * Compute shard gradients on this many threads (this one plus workers): tfjs-wasm uses one
+   * core per thread in Node, so data parallelism is how training uses the others. Call once,
+   * before training; `close()` stops them.
+   */
+  async startWorkers(threads: number, backend: string): Promise<void> {
+    if (threads <= 1 || this.pool) return;
+    this.pool = await GradientWorkerPool.start(threads - 1, {
+      backend,
+      unetConfig: this.unetConfig,
+      scheduleConfig: this.scheduleConfig,
+      teacher: this.teacherInput ? this.teacher?.name : undefined,
+      reconWeight: this.config.reconWeight,
+      identityScale: this.config.identity.scale,
+    });
+  }
+
+  get threads(): number {
+    return 1 + (this.pool?.size ?? 0);
+  }
+
   /** One optimiser step. Resolves after the step's numbers are on the CPU. */
   async trainStep(): Promise<StepLog> {
     const started = performance.now();
     const step = this.step + 1;
     const c = this.config;
-    const B = c.batchSize;
-    const r = this.data.size;
-    const batch = this.nextBatch();
-    const identityCount = c.identity.enabled && step % c.identity.every === 0 ? Math.min(c.identity.subBatch, B) : 0;
+    const { size: r, identityDim: d, attributeDim: a } = this.data;
+    const batch = this.drawBatch();
+    const identityCount = c.identity.enabled && step % c.identity.every === 0 ? Math.min(c.identity.subBatch, c.batchSize) : 0;
     const lr = this.learningRate(step);
+    const shards = splitBatch({ count: c.batchSize, ...batch, keep: c.conditionDropout > 0 ? batch.keep : undefined, identityCount }, this.threads, r * r * 3, d, a);
+    // Post the worker shards first (with the current weights), then compute ours meanwhile.
+    const remote = this.pool && shards.length > 1 ? this.pool.gradients(await this.net.flatWeights(), shards.slice(1)) : Promise.resolve([]);
+    const options = {
+      reconWeight: c.reconWeight,
+      identityScale: c.identity.scale,
+      teacher: this.teacher && this.teacherInput ? { embedder: this.teacher, input: this.teacherInput } : undefined,
+    };
+    const local = tf.tidy(() => shardGradients(this.net, this.diffusion, shards[0], options));
+    let others: Awaited<typeof remote>;
+    try {
+      others = await remote;
+    } catch (err) {
+      tf.dispose([...local.grads, local.terms]);
+      throw err;
+    }
     const vars = this.net.variables;
     const stats = tf.tidy(() => {
-      const inputs = {
-        x0: tf.tensor4d(batch.x0, [B, r, r, 3]),
-        y: tf.tensor2d(batch.y, [B, this.data.identityDim]),
-        s: tf.tensor2d(batch.s, [B, this.data.attributeDim]),
-        t: batch.t,
-        noise: tf.tensor4d(batch.noise, [B, r, r, 3]),
-        keepCondition: c.conditionDropout > 0 ? tf.tensor2d(batch.keep, [B, 1]) : undefined,
-        identityCount,
-      };
-      let side: tf.Tensor[] = [];
-      const { grads } = tf.variableGrads(() => {
-        const terms = id3LossTerms(this.net, this.diffusion, inputs, {
-          reconWeight: c.reconWeight,
-          identityScale: c.identity.scale,
-          teacher: this.teacher && this.teacherInput ? { embedder: this.teacher, input: this.teacherInput } : undefined,
+      // Sum in a fixed order (ours, then workers by index) so a run is reproducible.
+      let gradList = local.grads;
+      let terms: tf.Tensor = local.terms;
+      for (const other of others) {
+        let offset = 0;
+        gradList = gradList.map((g) => {
+          const part = tf.tensor(other.grads.subarray(offset, offset + g.size), g.shape);
+          offset += g.size;
+          return tf.add(g, part);
         });
-        side = [terms.total, terms.denoise, terms.recon, terms.identity, terms.identityCos].map((x) => tf.keep(x));
-        return terms.total;
-      }, vars);
-      const gradList = vars.map((v) => grads[v.name]);
+        terms = tf.add(terms, tf.tensor1d(other.terms));
+      }
       const gradNorm = tf.sqrt(tf.addN(gradList.map((g) => tf.sum(tf.square(g)))));
       const clipScale = c.gradClip > 0 ? tf.minimum(1, tf.div(c.gradClip, tf.add(gradNorm, 1e-6))) : tf.scalar(1);
       // Adam with bias correction folded into the step size.
-      const t = step;
-      const stepSize = (lr * Math.sqrt(1 - c.adamBeta2 ** t)) / (1 - c.adamBeta1 ** t);
+      const stepSize = (lr * Math.sqrt(1 - c.adamBeta2 ** step)) / (1 - c.adamBeta1 ** step);
       const decay = Math.min(c.emaDecay, (1 + step) / (10 + step)); // EMA warm-up for short runs
       const emaVars = this.ema.variables;
       vars.forEach((v, i) => {
@@ -235,10 +270,9 @@ export class DiffusionTrainer {
         v.assign(tf.sub(v, tf.mul(stepSize, tf.div(m, tf.add(tf.sqrt(vv), c.adamEpsilon)))));
         emaVars[i].assign(tf.add(tf.mul(emaVars[i], decay), tf.mul(v, 1 - decay)));
       });
-      const out = tf.stack([...side, gradNorm].map((x) => tf.reshape(x, [])));
-      tf.dispose(side);
-      return out;
+      return tf.concat([terms, tf.reshape(gradNorm, [1])]);
     });
+    tf.dispose([...local.grads, local.terms]);
     const values = await stats.data();
     stats.dispose();
     this.step = step;
@@ -337,6 +371,13 @@ export class DiffusionTrainer {
     const params = (header.meta as { params?: unknown } | undefined)?.params;
     if (JSON.stringify(params) !== JSON.stringify(net.layout())) throw new InvalidInputError(`${path}: parameter layout differs from this UNet`, { file: path });
     net.setFlatWeights(values as Float32Array);
+  }
+
+  /** Free the tensors and stop the worker threads. */
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = undefined;
+    this.dispose();
   }
 
   dispose(): void {

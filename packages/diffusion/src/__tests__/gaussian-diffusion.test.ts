@@ -48,7 +48,7 @@ function expectedStd(d: GaussianDiffusion, sigma: number, path: readonly number[
 }
 
 async function stats(x: tf.Tensor): Promise<{ mean: number; std: number }> {
-  const v = await x.data();
+  const v = Array.from(await x.data());
   const mean = v.reduce((s, a) => s + a, 0) / v.length;
   return { mean, std: Math.sqrt(v.reduce((s, a) => s + (a - mean) ** 2, 0) / v.length) };
 }

@@ -43,7 +43,9 @@ export async function loadFaceApiTeacher(): Promise<TeacherEmbedder> {
     embed(batch) {
       return tf.tidy(() => {
         const resized = batch.shape[1] === 150 && batch.shape[2] === 150 ? batch : tf.image.resizeBilinear(batch, [150, 150]);
-        const input = new api.NetInput(tf.unstack(resized) as tf.Tensor3D[], true);
+        // unstack of a 1-image batch leaves its gradient undefined in tfjs (Unpack_grad); reshape instead.
+        const images = resized.shape[0] === 1 ? [tf.reshape(resized, [resized.shape[1], resized.shape[2], resized.shape[3]]) as tf.Tensor3D] : (tf.unstack(resized) as tf.Tensor3D[]);
+        const input = new api.NetInput(images, true);
         const out = api.nets.faceRecognitionNet.forwardInput(input);
         return l2Normalise(tf.reshape(out, [batch.shape[0], 128]) as tf.Tensor2D);
       });

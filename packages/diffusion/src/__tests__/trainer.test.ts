@@ -1,0 +1,173 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Rng, initBackend, tf } from '@id3/core';
+import { loadFaceApiTeacher, type TeacherEmbedder } from '@id3/faces';
+import { gaussianNoise } from '../gaussian-diffusion';
+import { id3LossTerms } from '../loss';
+import { makeSchedule, scheduleConfigSchema } from '../schedule';
+import { GaussianDiffusion } from '../gaussian-diffusion';
+import { TeacherInput } from '../teacher-input';
+import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type TrainerConfigInput, type TrainingData } from '../trainer';
+import { UNet, unetConfigSchema } from '../unet';
+
+let teacher: TeacherEmbedder;
+beforeAll(async () => {
+  await initBackend('wasm', () => undefined);
+  teacher = await loadFaceApiTeacher();
+});
+
+const R = 16;
+const unetConfig = unetConfigSchema.parse({ resolution: R, baseChannels: 8, channelMult: [1, 2], attentionResolutions: [8], groups: 4, identityDim: 128, conditionHidden: [32, 16] });
+
+/** Synthetic prepared data: a bright left half (so a flip is visible), unit y, attributes. */
+function syntheticData(n: number): TrainingData {
+  const rng = new Rng(11);
+  const crops = new Uint8Array(n * R * R * 3);
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < R * R; p++) {
+      const x = p % R;
+      const v = (x < R / 2 ? 200 : 40) + Math.floor(rng.uniform() * 30);
+      crops.fill(v, (i * R * R + p) * 3, (i * R * R + p + 1) * 3);
+    }
+  }
+  const y = new Float32Array(n * 128);
+  for (let i = 0; i < n; i++) {
+    const row = rng.fillNormal(new Float32Array(128));
+    const norm = Math.hypot(...row);
+    y.set(row.map((v) => v / norm), i * 128);
+  }
+  const s = new Float32Array(n * 4);
+  for (let i = 0; i < n; i++) s.set([0.1 * i - 0.5, 0.05, 0.4 + 0.01 * i, 0.2], i * 4);
+  return { size: R, crops, y, identityDim: 128, s, attributeDim: 4, trainRows: Array.from({ length: n }, (_, i) => i) };
+}
+
+function makeTrainer(overrides: Partial<TrainerConfigInput> = {}): DiffusionTrainer {
+  const config = trainerConfigSchema.parse({ seed: 3, batchSize: 4, steps: 10, warmupSteps: 3, identity: { subBatch: 1, every: 3 }, logEvery: 2, ...overrides });
+  return new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), config, syntheticData(8), teacher, 'test-key');
+}
+
+describe('DiffusionTrainer', () => {
+  it('keeps tf.memory().numTensors flat over training steps (with and without the identity term)', async () => {
+    const trainer = makeTrainer();
+    await trainer.trainStep();
+    await trainer.trainStep();
+    await trainer.trainStep(); // step 3: the identity term (every 3) has run once too
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 3; i++) {
+      const log = await trainer.trainStep();
+      expect(Number.isFinite(log.total)).toBe(true);
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    trainer.dispose();
+  });
+
+  it('10 steps straight = 5 steps + checkpoint + resume in a new trainer + 5 steps, bit for bit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'id3-trainer-'));
+    try {
+      const straight = makeTrainer();
+      for (let i = 0; i < 10; i++) await straight.trainStep();
+
+      const first = makeTrainer();
+      for (let i = 0; i < 5; i++) await first.trainStep();
+      await first.saveCheckpoint(dir);
+      await first.trainStep(); // work after the checkpoint is lost on a crash
+      first.dispose();
+
+      const resumed = makeTrainer();
+      const r = resumed.resumeFrom(dir);
+      expect(r && 'step' in r ? r.step : undefined).toBe(5);
+      for (let i = 0; i < 5; i++) await resumed.trainStep();
+
+      expect(resumed.step).toBe(10);
+      expect(await resumed.net.flatWeights()).toEqual(await straight.net.flatWeights());
+      expect(await resumed.ema.flatWeights()).toEqual(await straight.ema.flatWeights());
+      expect(resumed.history).toEqual(straight.history.map((h) => ({ ...h, imagesPerSecond: expect.any(Number) as number })));
+      // and it really trained: the weights moved
+      expect(await straight.net.flatWeights()).not.toEqual(await makeTrainer().net.flatWeights());
+      straight.dispose();
+      resumed.dispose();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('checkpoints are written whole (temp dir + rename), pruned to keepCheckpoints; another key is not resumed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'id3-ckpt-'));
+    try {
+      const t = makeTrainer({ keepCheckpoints: 2, identity: { enabled: false } });
+      for (let i = 0; i < 3; i++) {
+        await t.trainStep();
+        await t.saveCheckpoint(dir);
+      }
+      expect(listCheckpoints(dir).map((c) => c.step)).toEqual([2, 3]);
+      expect(readdirSync(dir).filter((n) => n.startsWith('.tmp'))).toEqual([]);
+      const other = new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), trainerConfigSchema.parse({ seed: 3, steps: 5 }), syntheticData(8), teacher, 'another-key');
+      expect(other.resumeFrom(dir)).toEqual({ ignored: expect.stringContaining('another config') as string });
+      expect(other.step).toBe(0);
+      t.dispose();
+      other.dispose();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('flip augmentation mirrors the image and negates yaw and roll only', () => {
+    const t = makeTrainer({ batchSize: 32, conditionDropout: 0 });
+    const data = t.data;
+    const b = t.drawBatch();
+    let flipped = 0;
+    for (let i = 0; i < 32; i++) {
+      const px = R * R * 3;
+      // bright left half in the data; a flipped sample is bright on the right
+      const left = b.x0[i * px];
+      const right = b.x0[i * px + (R - 1) * 3];
+      const s = b.s.subarray(i * 4, i * 4 + 4);
+      const row = Array.from({ length: 8 }, (_, r) => r).find((r) => Math.abs(data.s[r * 4] - s[0]) < 1e-6);
+      expect(row).toBeDefined();
+      const orig = data.s.subarray(row! * 4, row! * 4 + 4);
+      if (left < right) {
+        flipped++;
+        expect(Array.from(s)).toEqual([orig[0], orig[1], -orig[2], -orig[3]]);
+      } else {
+        expect(Array.from(s)).toEqual(Array.from(orig));
+      }
+    }
+    expect(flipped).toBeGreaterThan(5);
+    expect(flipped).toBeLessThan(27);
+    t.dispose();
+  });
+
+  it('learning rate warms up linearly', () => {
+    const t = makeTrainer({ learningRate: 1e-3, warmupSteps: 4, identity: { enabled: false } });
+    expect([1, 2, 4, 100].map((s) => t.learningRate(s))).toEqual([2.5e-4, 5e-4, 1e-3, 1e-3]);
+    t.dispose();
+  });
+});
+
+describe('ID³ loss', () => {
+  it('the identity term alone gives non-zero gradients on the UNet weights (through the frozen teacher)', async () => {
+    const net = UNet.create(unetConfig, 1);
+    const rng = new Rng(4);
+    net.setFlatWeights((await net.flatWeights()).map((v) => v + 0.05 * rng.normal()));
+    const diffusion = new GaussianDiffusion(makeSchedule({ steps: 100 }));
+    const input = TeacherInput.forTeacher(teacher, R);
+    const data = syntheticData(2);
+    const batch = {
+      x0: tf.sub(tf.div(tf.tensor4d(Float32Array.from(data.crops), [2, R, R, 3]), 127.5), 1) as tf.Tensor4D,
+      y: tf.tensor2d(data.y, [2, 128]),
+      s: tf.tensor2d(data.s, [2, 4]),
+      t: [5, 20],
+      noise: gaussianNoise(rng, [2, R, R, 3]) as tf.Tensor4D,
+      identityCount: 2,
+    };
+    const { value, grads } = tf.variableGrads(() => id3LossTerms(net, diffusion, batch, { reconWeight: 'gamma', identityScale: 1, teacher: { embedder: teacher, input } }).identity, net.variables);
+    const nonZero = await Promise.all(Object.values(grads).map(async (g) => (await g.data()).some((v) => v !== 0)));
+    // Every UNet parameter on the path to ε̂ gets a gradient from ⟨f(x̂0), y⟩ alone.
+    expect(nonZero.filter(Boolean).length).toBeGreaterThan(0.9 * nonZero.length);
+    expect(Number.isFinite((await value.data())[0])).toBe(true);
+    tf.dispose([value, ...Object.values(grads), batch.x0, batch.y, batch.s, batch.noise]);
+    input.dispose();
+    net.dispose();
+  });
+});
