@@ -216,7 +216,8 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
       const evaluation = await evaluateHeldOut(trainer, teacher, prepared, config);
       outputs.evaluation = join(dir, 'evaluation.json');
       writeJsonAtomic(outputs.evaluation, evaluation);
-      Object.assign(metrics, evaluation.metrics);
+      // Correlations are undefined when fewer than 3 faces were read back: leave those out.
+      for (const [k, v] of Object.entries(evaluation.metrics)) if (Number.isFinite(v)) metrics[k] = v;
     }
     return { outputs, metrics };
   } finally {
@@ -261,6 +262,8 @@ async function evaluateHeldOut(trainer: DiffusionTrainer, teacher: TeacherEmbedd
     const ageR = correlationWhereDefined(requestedAge, realAttrs.age);
     const metrics = {
       evalCount: rows.length,
+      yawReadCount: yawS.n,
+      realYawReadCount: yawR.n,
       idCosMatched: sampleIds.matched,
       idCosMismatched: sampleIds.mismatched,
       realIdCosMatched: realIds.matched,

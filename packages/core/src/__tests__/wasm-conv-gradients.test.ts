@@ -107,3 +107,43 @@ describe('wasm depthwise conv input gradient', () => {
     expect(wasm.reduce((m, v, i) => Math.max(m, Math.abs(v - cpu[i])), 0)).toBeLessThan(1e-4 * Math.max(1, scale));
   });
 });
+
+// BatchMatMul's gradient with explicit transposes on wasm, against tfjs-core's own gradient on cpu.
+describe('wasm matMul gradients', () => {
+  beforeAll(async () => {
+    await initBackend('wasm', () => undefined);
+  });
+  afterEach(async () => {
+    await tf.setBackend('wasm');
+  });
+
+  it.each([
+    [false, false, [5, 3], [3, 7]],
+    [false, true, [5, 3], [7, 3]],
+    [true, false, [3, 5], [3, 7]],
+    [true, true, [3, 5], [7, 3]],
+    [true, false, [40, 9], [40, 2]], // tall pᵀq with a narrow q: the (qᵀp)ᵀ path
+    [false, false, [2, 4, 3], [2, 3, 6]], // batched
+  ])('transposeA=%s transposeB=%s %j·%j equals the cpu gradient', async (ta, tb, as, bs) => {
+    const size = (s: number[]) => s.reduce((x, y) => x * y, 1);
+    const a = Float32Array.from({ length: size(as) }, (_, i) => Math.sin(i * 1.3));
+    const b = Float32Array.from({ length: size(bs) }, (_, i) => Math.cos(i * 0.7));
+    const run = async (backend: string) => {
+      await tf.setBackend(backend);
+      const [ga, gb] = tf.tidy(() => {
+        const f = (x: tf.Tensor, y: tf.Tensor) => {
+          const out = tf.matMul(x, y, ta, tb);
+          return tf.sum(tf.mul(out, tf.reshape(tf.range(0, out.size), out.shape)));
+        };
+        return tf.grads(f)([tf.tensor(a, as), tf.tensor(b, bs)]);
+      });
+      const out = [Array.from(await ga.data()), Array.from(await gb.data())];
+      tf.dispose([ga, gb]);
+      return out;
+    };
+    const [wa, wb] = await run('wasm');
+    const [ca, cb] = await run('cpu');
+    wa.forEach((v, i) => expect(v).toBeCloseTo(ca[i], 3));
+    wb.forEach((v, i) => expect(v).toBeCloseTo(cb[i], 3));
+  });
+});

@@ -138,6 +138,27 @@ describe('DiffusionTrainer', () => {
     t.dispose();
   });
 
+  it('data-parallel: 2 threads (a worker thread with its own wasm backend) give the 1-thread losses and weights', async () => {
+    const one = makeTrainer({ threads: 1, identity: { enabled: false } });
+    const two = makeTrainer({ threads: 2, identity: { enabled: false } });
+    await two.startWorkers(2, 'wasm');
+    expect(two.threads).toBe(2);
+    for (let i = 0; i < 3; i++) {
+      const [a, b] = [await one.trainStep(), await two.trainStep()];
+      expect(b.total).toBeCloseTo(a.total, 5);
+      expect(b.gradNorm).toBeCloseTo(a.gradNorm, 4);
+    }
+    const [wa, wb] = [await one.net.flatWeights(), await two.net.flatWeights()];
+    let maxDiff = 0;
+    for (let k = 0; k < wa.length; k++) maxDiff = Math.max(maxDiff, Math.abs(wa[k] - wb[k]));
+    expect(maxDiff).toBeLessThan(1e-6); // only the order of float sums differs
+    const before = tf.memory().numTensors;
+    await two.trainStep();
+    expect(tf.memory().numTensors).toBe(before);
+    one.dispose();
+    await two.close();
+  });
+
   it('learning rate warms up linearly', () => {
     const t = makeTrainer({ learningRate: 1e-3, warmupSteps: 4, identity: { enabled: false } });
     expect([1, 2, 4, 100].map((s) => t.learningRate(s))).toEqual([2.5e-4, 5e-4, 1e-3, 1e-3]);
