@@ -50,7 +50,7 @@ describe('TeacherInput (generator crops → the teacher own input frame)', () =>
           teacher.embed(tf.image.resizeBilinear(tf.tensor4d(Float32Array.from(aligned.image.data), [1, 112, 112, 3]), [150, 150])),
         ];
       });
-      const [o, m, r] = await Promise.all([own.data(), mapped.data(), resized.data()]);
+      const [o, m, r] = (await Promise.all([own.data(), mapped.data(), resized.data()])).map((v) => Array.from(v));
       cosMapped.push(o.reduce((s, v, k) => s + v * m[k], 0));
       cosResized.push(o.reduce((s, v, k) => s + v * r[k], 0));
       tf.dispose([own, mapped, resized]);
