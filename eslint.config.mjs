@@ -5,7 +5,7 @@ import { builtinModules } from 'node:module';
 const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '.id3/**', '.nx/**', 'coverage/**', '**/*.js', '**/*.mjs', 'bench/**/*.py'] },
+  { ignores: ['**/node_modules/**', '.id3/**', '.nx/**', 'coverage/**', '**/*.js', '**/*.cjs', '**/*.mjs', 'bench/**/*.py'] },
   ...tseslint.configs.recommended,
   {
     files: ['**/*.ts'],
