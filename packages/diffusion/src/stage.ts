@@ -150,7 +150,7 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
     const writePreview = async (name: string): Promise<string> => {
       const per = config.preview.samples;
       const rows = previewRows.flatMap((r) => new Array<number>(per).fill(r));
-      const samples = await sampleConditions(trainer.ema, trainer.diffusion, { y: pick(data.y, data.identityDim, rows), s: pick(data.s, data.attributeDim, rows), count: rows.length }, { ddimSteps: config.preview.ddimSteps, seed: config.seed });
+      const samples = await sampleConditions(trainer.emaNet(), trainer.diffusion, { y: pick(data.y, data.identityDim, rows), s: pick(data.s, data.attributeDim, rows), count: rows.length }, { ddimSteps: config.preview.ddimSteps, seed: config.seed });
       const images = toImages(samples, data.size);
       const px = data.size * data.size * 3;
       const grid = previewRows.map((r, i) => [
@@ -242,7 +242,7 @@ async function evaluateHeldOut(trainer: DiffusionTrainer, teacher: TeacherEmbedd
   const rows = heldOut.slice(0, Math.min(config.evaluation.count, heldOut.length));
   const d = data.identityDim;
   const cond = { y: pick(data.y, d, rows), s: pick(data.s, data.attributeDim, rows), count: rows.length };
-  const samples = await sampleConditions(trainer.ema, trainer.diffusion, cond, { ddimSteps: config.evaluation.ddimSteps, seed: config.seed + 1 });
+  const samples = await sampleConditions(trainer.emaNet(), trainer.diffusion, cond, { ddimSteps: config.evaluation.ddimSteps, seed: config.seed + 1 });
   const px = data.size * data.size * 3;
   const real = new Float32Array(rows.length * px);
   rows.forEach((r, i) => {

@@ -169,6 +169,17 @@ export class UNet {
     return out;
   }
 
+  /** flatWeights, synchronously (CPU backends; used at construction). */
+  flatWeightsSync(): Float32Array {
+    const out = new Float32Array(this.parameterCount());
+    let offset = 0;
+    for (const v of this.params.variables.values()) {
+      out.set(v.dataSync() as Float32Array, offset);
+      offset += v.size;
+    }
+    return out;
+  }
+
   setFlatWeights(values: Float32Array): void {
     if (values.length !== this.parameterCount()) throw new RangeError(`setFlatWeights: ${values.length} values for ${this.parameterCount()} parameters`);
     let offset = 0;
@@ -189,9 +200,11 @@ export class UNet {
    * Save as an id3 tensor file: `<path>.bin` holds every parameter as little-endian float32,
    * concatenated in `meta.params` order; `<path>.json` holds the config, the layout and the
    * data's sha256. `UNet.load` rebuilds the network from the config and checks the layout.
+   * `values` saves other weights of the same layout (e.g. the EMA copy) instead of this net's.
    */
-  async save(path: string, extraMeta: Record<string, unknown> = {}): Promise<string> {
-    const flat = await this.flatWeights();
+  async save(path: string, extraMeta: Record<string, unknown> = {}, values?: Float32Array): Promise<string> {
+    const flat = values ?? (await this.flatWeights());
+    if (flat.length !== this.parameterCount()) throw new RangeError(`save: ${flat.length} values for ${this.parameterCount()} parameters`);
     return writeTensorFile(path, 'float32', [flat.length], flat, { format: UNET_WEIGHTS_FORMAT, config: this.config, params: this.layout(), ...extraMeta });
   }
 
