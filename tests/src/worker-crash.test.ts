@@ -94,4 +94,37 @@ describe('a worker killed in the middle of a stage', () => {
     const attempts = (history.events ?? []).map((e) => e.activityTaskStartedEventAttributes?.attempt).filter((a) => a !== undefined && a !== null);
     expect(Math.max(...(attempts as number[]))).toBeGreaterThanOrEqual(2);
   });
+
+  it('a generator training killed mid-run resumes from its newest checkpoint, not from scratch', async () => {
+    const trainInput: PipelineInput = {
+      profile: 'demo',
+      runName: 'it-worker-crash-train',
+      stages: ['prepare', 'train-diffusion'],
+      overrides: {
+        prepare: { source: { kind: 'procedural', identities: 4, perIdentity: 3 } },
+        'train-diffusion': {
+          unet: { baseChannels: 8, channelMult: [1, 2], attentionResolutions: [], groups: 4, conditionHidden: [32, 16] },
+          trainer: { steps: 300, batchSize: 4, warmupSteps: 2, threads: 1, identity: { subBatch: 1, every: 10 }, checkpointEvery: 20 },
+          holdout: 3,
+          preview: { rows: 1, samples: 1, ddimSteps: 2 },
+          evaluation: { enabled: false },
+        },
+      },
+      timing: { heartbeatTimeoutSeconds: 5, maximumAttempts: 5 },
+    };
+    worker = startWorker();
+    const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-crash-train-${Date.now()}`, args: [trainInput] });
+    const checkpoints = join(h.runsDir, 'it-worker-crash-train', 'train-diffusion', 'checkpoints');
+    await waitFor('the second generator checkpoint', () => existsSync(join(checkpoints, 'step-000000040')), 240_000);
+    await kill(worker);
+    await sleep(2000);
+    worker = startWorker();
+    const result = (await handle.result()) as PipelineResult;
+    const train = result.stages.find((s) => s.stage === 'train-diffusion');
+    expect(train?.metrics.steps).toBe(300);
+    expect(train?.metrics.resumedFromStep).toBeGreaterThanOrEqual(40);
+    const events = new RunStore(join(h.runsDir, 'it-worker-crash-train')).readEvents();
+    expect(events.filter((e) => e.stage === 'train-diffusion' && e.event === 'start')).toHaveLength(2);
+    expect(events.filter((e) => e.stage === 'prepare' && e.event === 'start')).toHaveLength(1);
+  });
 });

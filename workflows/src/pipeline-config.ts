@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { InvalidInputError, hashJson, loadProfile, mergeConfig, parseConfig, readJsonFile, writeJsonAtomic } from '@id3/core';
+import { unetConfigSchema } from '@id3/diffusion';
 import { TEACHER_DIMS } from '@id3/faces';
 import type { PipelineInput, RunPlan } from './contracts';
 import { runsDir } from './paths';
@@ -70,6 +71,7 @@ export function planRun(input: PipelineInput): RunPlan {
       throw new InvalidInputError(`field 'anchors.dim': ${String(sections.anchors.dim)} differs from the teacher's embedding size ${teacherDim} (prepare.teacher '${String(sections.prepare.teacher)}')`, { field: 'anchors.dim' });
     }
   }
+  if (sections['train-diffusion']) checkGeneratorSection(config, sections['train-diffusion']);
   const configHash = hashJson(config);
   if (input.runName !== undefined && !RUN_NAME.test(input.runName)) {
     throw new InvalidInputError(`field 'runName': '${input.runName}' must be 1-128 letters, digits, '.', '_' or '-'`, { field: 'runName' });
@@ -80,6 +82,21 @@ export function planRun(input: PipelineInput): RunPlan {
   const configPath = join(runDir, 'config.json');
   writeJsonAtomic(configPath, config);
   return { runName, runDir, configPath, configHash, stages, force: input.force ?? false };
+}
+
+/**
+ * The generator trains on prepare's crops at one of its sizes, in its teacher's embedding space:
+ * check both before anything runs, and the UNet's shape constraints (resolution divisible by the
+ * levels, channels by the groups), which only the stage itself would otherwise meet.
+ */
+function checkGeneratorSection(config: PipelineConfig, section: Record<string, unknown>): void {
+  const prepare = config.prepare ? validateStageSection(config, 'prepare') : undefined;
+  const resolution = section.resolution as number;
+  if (prepare && !(prepare.sizes as number[]).includes(resolution)) {
+    throw new InvalidInputError(`field 'train-diffusion.resolution': ${resolution} is not one of prepare.sizes [${(prepare.sizes as number[]).join(', ')}]`, { field: 'train-diffusion.resolution' });
+  }
+  const identityDim = prepare ? TEACHER_DIMS[prepare.teacher as keyof typeof TEACHER_DIMS] : 128;
+  parseConfig(unetConfigSchema, { ...(section.unet as object), resolution, identityDim }, `profile '${config.profile}'`, 'train-diffusion.unet');
 }
 
 /** Validate one stage's section with the stage's schema; errors name fields as `<stage>.<field>`. */

@@ -42,7 +42,8 @@ function detailsMarkdown(view: ProgressView): string {
   if (view.metrics) {
     lines.push(
       Object.entries(view.metrics)
-        .map(([k, v]) => `${k}: ${Number.isInteger(v) ? v : v.toPrecision(5)}`)
+        // Metrics arrive as JSON: a non-finite number is null there; never let display crash the workflow.
+        .map(([k, v]) => `${k}: ${typeof v !== 'number' ? String(v) : Number.isInteger(v) ? v : v.toPrecision(5)}`)
         .join(' · '),
     );
   }

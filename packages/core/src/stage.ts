@@ -87,6 +87,8 @@ export async function executeStage<S extends z.ZodTypeAny>(
   }
   const outputs: Record<string, OutputRecord> = {};
   for (const [name, path] of Object.entries(result.outputs)) outputs[name] = await store.describeFile(path);
+  // JSON has no NaN/Infinity (they become null): an undefined metric is left out, not recorded.
+  const metrics = Object.fromEntries(Object.entries(result.metrics).filter(([, v]) => Number.isFinite(v)));
   const finishedAt = new Date();
   const manifest: StageManifest = {
     format: 'id3-stage-manifest/1',
@@ -96,7 +98,7 @@ export async function executeStage<S extends z.ZodTypeAny>(
     config,
     inputs,
     outputs,
-    metrics: result.metrics,
+    metrics,
     backend: options.backend,
     startedAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
@@ -104,6 +106,6 @@ export async function executeStage<S extends z.ZodTypeAny>(
   };
   store.writeManifest(manifest);
   store.logEvent(def.name, 'complete', { durationMs: manifest.durationMs });
-  emit({ phase: 'done', metrics: result.metrics });
+  emit({ phase: 'done', metrics });
   return { stage: def.name, skipped: false, manifest };
 }

@@ -142,6 +142,7 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
   try {
     await trainer.startWorkers(resolveThreads(trainerConfig.threads, backend), backend);
     const resumed = trainer.resumeFrom(checkpoints);
+    const resumedFromStep = resumed && 'step' in resumed ? resumed.step : 0;
     if (resumed && 'step' in resumed) progress({ phase: 'resume', step: resumed.step, total, message: `resuming from ${resumed.path}` });
     else if (resumed) progress({ phase: 'resume', message: `starting fresh: ${resumed.ignored}` });
     progress({ phase: 'train', step: trainer.step, total, message: `UNet ${trainer.net.parameterCount()} parameters, ${data.trainRows.length} training images at ${config.resolution}×${config.resolution}, ${trainer.threads} thread(s)` });
@@ -205,6 +206,7 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
     const mean = (f: (h: HistoryPoint) => number): number => (recent.length ? recent.reduce((s, h) => s + f(h), 0) / recent.length : Number.NaN);
     const metrics: Record<string, number> = {
       steps: trainer.step,
+      resumedFromStep,
       parameters: trainer.net.parameterCount(),
       trainImages: data.trainRows.length,
       finalLoss: mean((h) => h.total),

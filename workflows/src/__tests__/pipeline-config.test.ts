@@ -30,7 +30,7 @@ describe('planRun', () => {
   });
 
   it('the real profile is valid and runs prepare first', () => {
-    expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'anchors', 'identities', 'eval']);
+    expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'train-diffusion', 'anchors', 'identities', 'eval']);
   });
 
   it('anchors must live in the teacher’s embedding space when prepare runs', () => {
@@ -43,6 +43,9 @@ describe('planRun', () => {
     [{ overrides: { anchors: { iterations: -1 } } }, /field 'anchors\.iterations'/],
     [{ overrides: { sampler: {} } }, /field 'sampler': Unrecognized key/],
     [{ stages: ['anchors', 'nope'] }, /field 'stages\[1\]': unknown stage 'nope'/],
+    [{ profile: 'real', overrides: { 'train-diffusion': { resolution: 48 } } }, /field 'train-diffusion\.resolution': 48 is not one of prepare\.sizes \[112, 64, 32\]/],
+    [{ profile: 'real', overrides: { 'train-diffusion': { unet: { channelMult: [1, 2, 2, 2, 2, 2, 2] } } } }, /train-diffusion\.unet\.resolution.*not divisible/],
+    [{ profile: 'real', overrides: { 'train-diffusion': { trainer: { batchSize: 0 } } } }, /field 'train-diffusion\.trainer\.batchSize'/],
   ])('rejects %j naming the field', (input, message) => {
     expect(() => planRun(input)).toThrow(message);
   });

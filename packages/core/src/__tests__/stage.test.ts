@@ -18,7 +18,7 @@ function makeStage(calls: { count: number }): StageDefinition<typeof schema> {
       const out = join(dir, 'out.txt');
       writeFileAtomic(out, `${config.text}:${config.seed}`);
       if (config.fail) throw new Error('boom after writing');
-      return { outputs: { out }, metrics: { length: config.text.length } };
+      return { outputs: { out }, metrics: { length: config.text.length, undefinedRatio: config.text.length ? Number.NaN : 0 } };
     },
   };
 }
@@ -34,7 +34,7 @@ describe('executeStage', () => {
     const first = await executeStage(stage, { seed: 1, text: 'hi' }, opts(store));
     expect(first.skipped).toBe(false);
     expect(first.manifest.outputs.out.path).toBe('echo/out.txt');
-    expect(first.manifest.metrics).toEqual({ length: 2 });
+    expect(first.manifest.metrics).toEqual({ length: 2 }); // the NaN metric is left out (JSON would make it null)
     expect(JSON.parse(readFileSync(store.manifestPath('echo'), 'utf8')).configHash).toBe(first.manifest.configHash);
 
     const second = await executeStage(stage, { seed: 1, text: 'hi' }, opts(store));
