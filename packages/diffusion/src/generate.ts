@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { Rng, tf } from '@id3/core';
-import { detectAndAlign, headPoseFrom68, predictAge, resizeImage, type RgbImage, type TeacherEmbedder } from '@id3/faces';
+import { correlation, detectAndAlign, headPoseFrom68, predictAge, resizeImage, type RgbImage, type TeacherEmbedder } from '@id3/faces';
 import { GaussianDiffusion, runLoop } from './gaussian-diffusion';
 import type { TeacherInput } from './teacher-input';
 import type { UNet } from './unet';
@@ -94,20 +94,9 @@ export async function embedCrops(teacher: TeacherEmbedder, input: TeacherInput, 
   return out;
 }
 
+/** Pearson correlation; undefined (NaN) for fewer than 3 pairs. */
 export function pearson(a: readonly number[], b: readonly number[]): number {
-  const n = a.length;
-  if (n < 3) return Number.NaN;
-  const ma = a.reduce((s, v) => s + v, 0) / n;
-  const mb = b.reduce((s, v) => s + v, 0) / n;
-  let cov = 0;
-  let va = 0;
-  let vb = 0;
-  for (let i = 0; i < n; i++) {
-    cov += (a[i] - ma) * (b[i] - mb);
-    va += (a[i] - ma) ** 2;
-    vb += (b[i] - mb) ** 2;
-  }
-  return cov / Math.sqrt(va * vb);
+  return a.length < 3 ? Number.NaN : correlation(a, b);
 }
 
 export interface AttributeReadout {

@@ -71,26 +71,25 @@ export interface TrainingData {
 /** Columns of s that change sign under a horizontal flip (yaw and roll). */
 export const FLIP_NEGATED_ATTRIBUTES = [2, 3] as const;
 
-export interface StepLog {
-  readonly step: number;
+/** The logged ID³ loss terms (identity terms as subtracted: γ-weighted, and the raw cosine). */
+export interface LossValues {
   readonly total: number;
   readonly denoise: number;
   readonly recon: number;
   readonly identity: number;
   readonly identityCos: number;
+}
+
+export interface StepLog extends LossValues {
+  readonly step: number;
   readonly identityCount: number;
   readonly gradNorm: number;
   readonly learningRate: number;
   readonly seconds: number;
 }
 
-export interface HistoryPoint {
+export interface HistoryPoint extends LossValues {
   readonly step: number;
-  readonly total: number;
-  readonly denoise: number;
-  readonly recon: number;
-  readonly identity: number;
-  readonly identityCos: number;
   readonly imagesPerSecond: number;
 }
 

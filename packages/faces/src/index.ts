@@ -20,7 +20,7 @@ export type { AlignOptions, AlignResult, DetectorName } from './models/detect-al
 export { headPoseFrom68, projectModel } from './pose';
 export type { HeadPose } from './pose';
 export { landmarkBox, predictAge } from './models/age';
-export { ATTRIBUTE_NAMES, prepareConfigSchema, prepareStage, resolveSourcePath, scaleAttributes } from './prepare';
+export { ATTRIBUTE_NAMES, correlation, prepareConfigSchema, prepareStage, resolveSourcePath, scaleAttributes } from './prepare';
 export type { PrepareConfig } from './prepare';
 export { randomAttributes, randomIdentity, renderFacePng, renderFaceSvg, writeProceduralFaces } from './procedural';
 export type { FaceAttributes, FaceIdentity } from './procedural';
