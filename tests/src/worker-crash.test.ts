@@ -112,6 +112,7 @@ describe('a worker killed in the middle of a stage', () => {
       },
       timing: { heartbeatTimeoutSeconds: 5, maximumAttempts: 5 },
     };
+    if (worker && worker.exitCode === null) await kill(worker); // the first test's last worker
     worker = startWorker();
     const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-crash-train-${Date.now()}`, args: [trainInput] });
     const checkpoints = join(h.runsDir, 'it-worker-crash-train', 'train-diffusion', 'checkpoints');
