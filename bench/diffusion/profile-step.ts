@@ -38,6 +38,10 @@ async function main(): Promise<void> {
   console.log(`kernels ${info.kernels.length}, kernel time ${total.toFixed(0)} ms`);
   for (const [name, v] of rows.slice(0, 25)) console.log(`${name.padEnd(28)} ${v.ms.toFixed(1).padStart(8)} ms  ×${v.n}`);
   if (process.env.TOP) await topKernels(info);
+  // Conv2D split: batch-16 inputs are forward or input-gradient convolutions; others are filter gradients.
+  const convs = info.kernels.filter((k) => k.name === 'Conv2D');
+  const fw = convs.filter((k) => (k.inputShapes[0] as number[])[0] === b).reduce((acc, k) => acc + (k.kernelTimeMs as number), 0);
+  console.log(`Conv2D on the batch (forward + input gradients): ${fw.toFixed(0)} ms; filter gradients: ${(convs.reduce((acc, k) => acc + (k.kernelTimeMs as number), 0) - fw).toFixed(0)} ms`);
 }
 void main();
 // (debug) top single kernels with shapes

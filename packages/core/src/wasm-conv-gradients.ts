@@ -152,8 +152,13 @@ export function conv2dInputGradient(
       const flat = matMulExplicitTranspose(tf.reshape(dy, [-1, cout]), tf.reshape(filter, [cin, cout]), false, true);
       return tf.reshape(flat, inShape) as tf.Tensor4D;
     }
-    const padded = spreadForTransposedConv(dy, inH, inW, kh, kw, [sh, sw], geo.pad);
     const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+    const p = geo.pad;
+    if (sh === 1 && sw === 1 && kh % 2 === 1 && kw % 2 === 1 && p.top === (kh - 1) / 2 && p.bottom === p.top && p.left === (kw - 1) / 2 && p.right === p.left) {
+      // Stride 1 with symmetric 'same' padding: the transposed conv is itself a 'same' conv (no pad copy).
+      return tf.conv2d(dy, flipped, 1, 'same');
+    }
+    const padded = spreadForTransposedConv(dy, inH, inW, kh, kw, [sh, sw], geo.pad);
     return tf.conv2d(padded, flipped, 1, 'valid');
   });
 }
