@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { Rng, tf } from '@id3/core';
-import { correlation, detectAndAlign, headPoseFrom68, predictAge, resizeImage, type RgbImage, type TeacherEmbedder } from '@id3/faces';
+import { correlation, headPoseFrom68, landmarksOfCrop, predictAge, resizeImage, type RgbImage, type TeacherEmbedder } from '@id3/faces';
 import { GaussianDiffusion, runLoop } from './gaussian-diffusion';
 import type { TeacherInput } from './teacher-input';
 import type { UNet } from './unet';
@@ -100,43 +100,24 @@ export function pearson(a: readonly number[], b: readonly number[]): number {
 }
 
 export interface AttributeReadout {
-  /** Images where the face detector found a face (landmarks fitted). */
-  readonly detected: number;
-  readonly yaw: (number | undefined)[];
-  readonly age: (number | undefined)[];
+  readonly yaw: number[];
+  readonly age: number[];
 }
 
-/** Predicted yaw (68-point head pose) and age (face-api) of crops, upscaled to 112 first. */
+/**
+ * Yaw (68-point head pose) and age (face-api) read back from face crops, upscaled to 112: the
+ * landmark net runs on the crop itself (see landmarksOfCrop), the age net on its landmark box.
+ */
 export async function readAttributes(images: readonly RgbImage[]): Promise<AttributeReadout> {
-  const yaw: (number | undefined)[] = [];
-  const age: (number | undefined)[] = [];
-  let detected = 0;
+  const yaw: number[] = [];
+  const age: number[] = [];
   for (const img of images) {
     const big = img.width >= 112 ? img : await resizeImage(img, 112, 112);
-    const found = await detectAndAlign(big, { size: 112, detector: 'tiny', fallback: 'reject' });
-    if (found.ok && found.landmarks68) {
-      detected++;
-      yaw.push(headPoseFrom68(found.landmarks68).yaw);
-      age.push((await predictAge(big, found.landmarks68)).age);
-    } else {
-      yaw.push(undefined);
-      age.push(undefined);
-    }
+    const landmarks = await landmarksOfCrop(big);
+    yaw.push(headPoseFrom68(landmarks).yaw);
+    age.push((await predictAge(big, landmarks)).age);
   }
-  return { detected, yaw, age };
-}
-
-/** Pearson correlation over the rows where the prediction exists. */
-export function correlationWhereDefined(requested: readonly number[], predicted: readonly (number | undefined)[]): { r: number; n: number } {
-  const a: number[] = [];
-  const b: number[] = [];
-  predicted.forEach((p, i) => {
-    if (p !== undefined) {
-      a.push(requested[i]);
-      b.push(p);
-    }
-  });
-  return { r: pearson(a, b), n: a.length };
+  return { yaw, age };
 }
 
 /** Mean of ⟨e_i, y_i⟩ (matched) and of ⟨e_i, y_{i+shift}⟩ (mismatched conditions). */

@@ -10,7 +10,7 @@ export { id3LossTerms } from './loss';
 export type { Id3LossBatch, Id3LossOptions, Id3LossTerms } from './loss';
 export { CHECKPOINT_FORMAT, DiffusionTrainer, FLIP_NEGATED_ATTRIBUTES, listCheckpoints, trainerConfigSchema } from './trainer';
 export type { HistoryPoint, LossValues, StepLog, TrainerConfig, TrainerConfigInput, TrainingData } from './trainer';
-export { correlationWhereDefined, embedCrops, gridPng, identityConsistency, pearson, readAttributes, sampleConditions, toImages } from './generate';
+export { embedCrops, gridPng, identityConsistency, pearson, readAttributes, sampleConditions, toImages } from './generate';
 export type { Conditions } from './generate';
 export { trainDiffusionConfigSchema, trainDiffusionStage } from './stage';
 export type { TrainDiffusionConfig } from './stage';

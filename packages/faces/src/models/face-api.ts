@@ -24,7 +24,9 @@ interface FaceApiModule {
   readonly nets: {
     readonly tinyFaceDetector: FaceApiNet;
     readonly ssdMobilenetv1: FaceApiNet;
-    readonly faceLandmark68Net: FaceApiNet;
+    readonly faceLandmark68Net: FaceApiNet & {
+      detectLandmarks(input: tf.Tensor3D): Promise<{ readonly positions: readonly { readonly x: number; readonly y: number }[] }>;
+    };
     readonly faceRecognitionNet: FaceApiNet & { forwardInput(input: unknown): tf.Tensor2D };
     readonly ageGenderNet: FaceApiNet & {
       predictAgeAndGender(input: tf.Tensor3D): Promise<{ age: number; gender: string; genderProbability: number }>;
