@@ -237,6 +237,7 @@ export class DiffusionTrainer {
     const shards = splitBatch({ count: c.batchSize, ...batch, keep: c.conditionDropout > 0 ? batch.keep : undefined, identityCount }, this.threads, r * r * 3, d, a);
     // Post the worker shards first (with the current weights), then compute ours meanwhile.
     const remote = this.pool && shards.length > 1 ? this.pool.gradients(this.weights, shards.slice(1)) : Promise.resolve([]);
+    remote.catch(() => undefined); // awaited below; never an unhandled rejection if ours throws first
     const options = {
       reconWeight: c.reconWeight,
       identityScale: c.identity.scale,
@@ -329,7 +330,8 @@ export class DiffusionTrainer {
 
   /**
    * Restore the newest usable checkpoint under `root` whose key matches; returns its step, or
-   * undefined (fresh start). A checkpoint with another key (config or data changed) is ignored.
+   * undefined (fresh start). Checkpoints of another key (config or data changed) are moved
+   * aside to `<root>.stale-<time>` — kept, but never resumed nor mixed with the new run's.
    */
   resumeFrom(root: string): { step: number; path: string } | { ignored: string } | undefined {
     const list = listCheckpoints(root);
@@ -342,7 +344,11 @@ export class DiffusionTrainer {
         continue;
       }
       if (state.format !== CHECKPOINT_FORMAT) continue;
-      if (state.key !== this.key) return { ignored: `${path} was written for another config or dataset` };
+      if (state.key !== this.key) {
+        const aside = `${root}.stale-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+        renameSync(root, aside);
+        return { ignored: `${path} was written for another config or dataset; moved the old checkpoints to ${aside}` };
+      }
       this.weights = this.readFlat(join(path, 'weights'));
       this.emaWeights = this.readFlat(join(path, 'ema'));
       const { values } = readTensorFile(join(path, 'adam'));

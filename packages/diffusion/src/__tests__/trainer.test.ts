@@ -106,10 +106,18 @@ describe('DiffusionTrainer', () => {
       const other = new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), trainerConfigSchema.parse({ seed: 3, steps: 5 }), syntheticData(8), teacher, 'another-key');
       expect(other.resumeFrom(dir)).toEqual({ ignored: expect.stringContaining('another config') as string });
       expect(other.step).toBe(0);
+      // The old run's checkpoints are moved aside, so the new run's own checkpoints resume.
+      expect(listCheckpoints(dir)).toEqual([]);
+      await other.trainStep();
+      await other.saveCheckpoint(dir);
+      const again = new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), trainerConfigSchema.parse({ seed: 3, steps: 5 }), syntheticData(8), teacher, 'another-key');
+      expect(again.resumeFrom(dir)).toMatchObject({ step: 1 });
+      again.dispose();
       t.dispose();
       other.dispose();
     } finally {
       rmSync(dir, { recursive: true, force: true });
+      for (const stale of readdirSync(tmpdir()).filter((n) => n.startsWith(`${dir.split('/').pop()}.stale-`))) rmSync(join(tmpdir(), stale), { recursive: true, force: true });
     }
   });
 
