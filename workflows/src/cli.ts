@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
@@ -100,13 +101,27 @@ async function ensureServer(foreground = false): Promise<void> {
   }
 }
 
+/**
+ * Whether a live worker polls the task queue. The server lists pollers for minutes after they
+ * stop; a poller's identity is `pid@host` (the SDK default), so one on this host whose process is
+ * gone does not count (a worker killed a moment ago would otherwise leave a run with none).
+ */
 async function hasPollers(client: Client): Promise<boolean> {
   const res = await client.workflowService.describeTaskQueue({
     namespace: temporalNamespace(),
     taskQueue: { name: TASK_QUEUE },
     taskQueueType: 1, // TASK_QUEUE_TYPE_WORKFLOW
   });
-  return (res.pollers ?? []).length > 0;
+  return (res.pollers ?? []).some((p) => {
+    const m = /^(\d+)@(.+)$/.exec(p.identity ?? '');
+    if (!m || m[2] !== hostname()) return true; // another host: trust the server
+    try {
+      process.kill(Number(m[1]), 0);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 async function ensureWorker(client: Client): Promise<void> {
