@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Rng, initBackend, tf } from '@id3/core';
 import { loadFaceApiTeacher, type TeacherEmbedder } from '@id3/faces';
 import { gaussianNoise } from '../gaussian-diffusion';
+import { pearson, sampleConditions } from '../generate';
 import { id3LossTerms } from '../loss';
 import { makeSchedule, scheduleConfigSchema } from '../schedule';
 import { GaussianDiffusion } from '../gaussian-diffusion';
@@ -172,6 +173,36 @@ describe('DiffusionTrainer', () => {
     const t = makeTrainer({ learningRate: 1e-3, warmupSteps: 4, identity: { enabled: false } });
     expect([1, 2, 4, 100].map((s) => t.learningRate(s))).toEqual([2.5e-4, 5e-4, 1e-3, 1e-3]);
     t.dispose();
+  });
+});
+
+describe('conditioning is learned end to end', () => {
+  it('a generator trained on images whose brightness is attribute s0 samples brightness that follows the requested s0', async () => {
+    // 16×16 flat images, brightness b ∈ [-0.8, 0.8] stored as s0; y is random (uninformative).
+    const n = 64;
+    const rng = new Rng(21);
+    const bright = Array.from({ length: n }, (_, i) => -0.8 + (1.6 * i) / (n - 1));
+    const crops = new Uint8Array(n * R * R * 3);
+    bright.forEach((b, i) => crops.fill(Math.round((b + 1) * 127.5), i * R * R * 3, (i + 1) * R * R * 3));
+    const y = new Float32Array(n * 128);
+    for (let i = 0; i < n; i++) {
+      const v = rng.fillNormal(new Float32Array(128));
+      const norm = Math.hypot(...v);
+      y.set(v.map((x) => x / norm), i * 128);
+    }
+    const s = new Float32Array(n * 4);
+    bright.forEach((b, i) => (s[i * 4] = b));
+    const data: TrainingData = { size: R, crops, y, identityDim: 128, s, attributeDim: 4, trainRows: Array.from({ length: n }, (_, i) => i) };
+    const config = trainerConfigSchema.parse({ seed: 5, steps: 250, batchSize: 16, learningRate: 2e-3, warmupSteps: 20, emaDecay: 0.9, conditionDropout: 0, flip: false, threads: 1, identity: { enabled: false } });
+    const trainer = new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({}), config, data, undefined, 'conditioning');
+    for (let i = 0; i < 250; i++) await trainer.trainStep();
+    const requested = [-0.7, -0.35, 0, 0.35, 0.7];
+    const cond = { y: y.slice(0, requested.length * 128), s: Float32Array.from(requested.flatMap((b) => [b, 0, 0, 0])), count: requested.length };
+    const samples = await sampleConditions(trainer.emaNet(), trainer.diffusion, cond, { ddimSteps: 20, seed: 1 });
+    const px = R * R * 3;
+    const got = requested.map((_, i) => samples.subarray(i * px, (i + 1) * px).reduce((a, v) => a + v, 0) / px);
+    expect(pearson(requested, got)).toBeGreaterThan(0.9);
+    trainer.dispose();
   });
 });
 
