@@ -21,6 +21,17 @@ beforeAll(async () => {
 const R = 16;
 const unetConfig = unetConfigSchema.parse({ resolution: R, baseChannels: 8, channelMult: [1, 2], attentionResolutions: [8], groups: 4, identityDim: 128, conditionHidden: [32, 16] });
 
+/** n random unit rows of width d (stand-ins for teacher embeddings). */
+function unitRows(rng: Rng, n: number, d: number): Float32Array {
+  const out = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) {
+    const v = rng.fillNormal(new Float32Array(d));
+    const norm = Math.hypot(...v);
+    out.set(v.map((x) => x / norm), i * d);
+  }
+  return out;
+}
+
 /** Synthetic prepared data: a bright left half (so a flip is visible), unit y, attributes. */
 function syntheticData(n: number): TrainingData {
   const rng = new Rng(11);
@@ -32,12 +43,7 @@ function syntheticData(n: number): TrainingData {
       crops.fill(v, (i * R * R + p) * 3, (i * R * R + p + 1) * 3);
     }
   }
-  const y = new Float32Array(n * 128);
-  for (let i = 0; i < n; i++) {
-    const row = rng.fillNormal(new Float32Array(128));
-    const norm = Math.hypot(...row);
-    y.set(row.map((v) => v / norm), i * 128);
-  }
+  const y = unitRows(rng, n, 128);
   const s = new Float32Array(n * 4);
   for (let i = 0; i < n; i++) s.set([0.1 * i - 0.5, 0.05, 0.4 + 0.01 * i, 0.2], i * 4);
   return { size: R, crops, y, identityDim: 128, s, attributeDim: 4, trainRows: Array.from({ length: n }, (_, i) => i) };
@@ -184,12 +190,7 @@ describe('conditioning is learned end to end', () => {
     const bright = Array.from({ length: n }, (_, i) => -0.8 + (1.6 * i) / (n - 1));
     const crops = new Uint8Array(n * R * R * 3);
     bright.forEach((b, i) => crops.fill(Math.round((b + 1) * 127.5), i * R * R * 3, (i + 1) * R * R * 3));
-    const y = new Float32Array(n * 128);
-    for (let i = 0; i < n; i++) {
-      const v = rng.fillNormal(new Float32Array(128));
-      const norm = Math.hypot(...v);
-      y.set(v.map((x) => x / norm), i * 128);
-    }
+    const y = unitRows(rng, n, 128);
     const s = new Float32Array(n * 4);
     bright.forEach((b, i) => (s[i * 4] = b));
     const data: TrainingData = { size: R, crops, y, identityDim: 128, s, attributeDim: 4, trainRows: Array.from({ length: n }, (_, i) => i) };
