@@ -192,12 +192,17 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
     mkdirSync(modelDir, { recursive: true });
     const newest = join(checkpoints, listCheckpoints(checkpoints).at(-1)?.name ?? '');
     for (const f of ['ema.json', 'ema.bin', 'weights.json', 'weights.bin']) cpSync(join(newest, f), join(modelDir, f));
+    // The last checkpoint's preview already shows these weights with the same fixed noise.
+    const lastPreview = join(dir, `preview-step-${String(trainer.step).padStart(7, '0')}.png`);
+    const finalPreview = join(dir, 'preview-final.png');
+    if (existsSync(lastPreview)) cpSync(lastPreview, finalPreview);
+    else await writePreview('preview-final.png');
     const outputs: Record<string, string> = {
       ema: join(modelDir, 'ema.json'),
       emaData: join(modelDir, 'ema.bin'),
       weights: join(modelDir, 'weights.json'),
       weightsData: join(modelDir, 'weights.bin'),
-      preview: await writePreview('preview-final.png'),
+      preview: finalPreview,
     };
     outputs.history = join(dir, 'history.json');
     writeJsonAtomic(outputs.history, { history: trainer.history });
