@@ -15,7 +15,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Rng, initBackend, tf } from '@id3/core';
-import { loadFaceApiTeacher, type TeacherEmbedder } from '@id3/faces';
+import { loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { DiffusionTrainer, scheduleConfigSchema, trainerConfigSchema, unetConfigSchema, type TrainingData } from '@id3/diffusion';
 
 const ARCH = { baseChannels: 32, channelMult: [1, 2, 2], resBlocks: 1, attentionResolutions: [8], groups: 8, identityDim: 128, attributeDim: 4, conditionHidden: [512, 256] };
@@ -40,7 +40,7 @@ function syntheticData(size: number, n = 256): TrainingData {
   };
 }
 
-async function measure(size: number, threads: number, identityPerStep: number, steps: number, backend: string, teacher: TeacherEmbedder) {
+async function measure(size: number, threads: number, identityPerStep: number, steps: number, backend: string, teacher: FaceEmbedder) {
   const trainer = new DiffusionTrainer(
     unetConfigSchema.parse({ ...ARCH, resolution: size }),
     scheduleConfigSchema.parse({}),
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   const steps = Number(values.steps);
   const resolutions = values.resolutions.split(',').map(Number);
   const backend = await initBackend();
-  const teacher = await loadFaceApiTeacher();
+  const teacher = await loadEmbedder('faceapi-dlib-128');
   const rows: Record<string, unknown>[] = [];
   for (const size of resolutions) {
     // id3 first, the reference after: measured here, a wasm run straight after the PyTorch

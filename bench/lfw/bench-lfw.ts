@@ -3,7 +3,10 @@
  * protocol (6,000 pairs of ../shared/data/lfw), through id3's own detection, 5-point alignment,
  * flip-summed embeddings and the insightface verification protocol.
  *
- *   npm run bench:lfw -- [--teacher faceapi|mobileface] [--folds 10] [--template dlib|arcface] [--padding P] [--detector tiny|ssd] [--workers 2]
+ *   npm run bench:lfw -- [--teacher NAME] [--folds 10] [--template dlib|arcface] [--padding P] [--detector tiny|ssd] [--workers 2]
+ *
+ * `--teacher` is a face embedder's registry name (faceapi-dlib-128, mobileface-256, …; the short
+ * `faceapi` and `mobileface` still work); the crop and its padding default to the registry's.
  *
  * Images are processed by `--workers` child processes (tfjs-wasm is single-threaded); embeddings
  * are cached by model key and image hash in .id3/cache/embeddings, so a re-run is instant.
@@ -14,7 +17,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend, sha256, tf } from '@id3/core';
 import { EmbeddingCache, evaluateVerification } from '@id3/eval';
-import { decodeImage, detectAndAlign, embedWithFlip, loadFaceApiTeacher, loadMobileFaceTeacher, readLfwPairs, requireDataPath, type DetectorName } from '@id3/faces';
+import { alignForEmbedder, decodeImage, detectAndAlign, embedImage, embedderInfo, loadEmbedder, readLfwPairs, requireDataPath, type DetectorName, type EmbedderEntry } from '@id3/faces';
 
 const ROOT = resolve(__dirname, '../..');
 const { values } = parseArgs({
@@ -23,23 +26,26 @@ const { values } = parseArgs({
     padding: { type: 'string' },
     detector: { type: 'string', default: 'tiny' },
     template: { type: 'string' },
-    teacher: { type: 'string', default: 'faceapi' },
+    teacher: { type: 'string', default: 'faceapi-dlib-128' },
     workers: { type: 'string', default: '2' },
     worker: { type: 'string' },
     'paths-file': { type: 'string' },
   },
 });
-const padding = Number(values.padding ?? (values.teacher === 'mobileface' ? 0 : 0.25));
+const SHORT_NAMES: Readonly<Record<string, string>> = { faceapi: 'faceapi-dlib-128', mobileface: 'mobileface-256' };
+const teacherName = SHORT_NAMES[values.teacher!] ?? values.teacher!;
+const entry = embedderInfo(teacherName, '--teacher');
 const detector = values.detector as DetectorName;
-const teacherName = values.teacher as 'faceapi' | 'mobileface';
-// Each network on the crop it was trained on: dlib chips for face-api's, ArcFace crops for MobileFace.
-const template = (values.template ?? (teacherName === 'faceapi' ? 'dlib' : 'arcface')) as 'dlib' | 'arcface';
-const modelKey = `${teacherName === 'faceapi' ? 'faceapi-dlib-128' : 'mobileface-256'}_${detector}-ssd-border_${template}_pad${padding}_flip`;
+// Each network on the crop it was trained on (the registry's), unless --template/--padding say otherwise.
+const template = (values.template ?? (entry.alignment === 'dlib-chip' ? 'dlib' : 'arcface')) as 'dlib' | 'arcface';
+const padding = Number(values.padding ?? entry.padding);
+const crop: EmbedderEntry = { ...entry, alignment: template === 'dlib' ? 'dlib-chip' : 'arcface', padding };
+const modelKey = `${teacherName}_${detector}-ssd-border_${template}_pad${padding}_flip`;
 const cache = new EmbeddingCache(join(ROOT, '.id3', 'cache', 'embeddings'), modelKey);
 
 async function workerMain(index: number, count: number, pathsFile: string): Promise<void> {
   await initBackend('wasm', () => undefined);
-  const teacher = teacherName === 'faceapi' ? await loadFaceApiTeacher() : await loadMobileFaceTeacher();
+  const teacher = await loadEmbedder(teacherName, '--teacher');
   const paths = (JSON.parse(readFileSync(pathsFile, 'utf8')) as string[]).filter((_, i) => i % count === index);
   const stats = { images: 0, cached: 0, fallback: 0, msAlign: 0, msEmbed: 0, msDecode: 0 };
   const fallbacks: string[] = [];
@@ -54,17 +60,16 @@ async function workerMain(index: number, count: number, pathsFile: string): Prom
     const img = await decodeImage(path);
     stats.msDecode += performance.now() - t;
     t = performance.now();
-    const aligned = await detectAndAlign(img, { size: teacher.inputSize, padding, detector, template });
+    const found = await detectAndAlign(img, { detector });
+    if (!found.ok) throw new Error(`${path}: ${found.reason}`);
+    const chip = alignForEmbedder(img, found, crop);
     stats.msAlign += performance.now() - t;
-    if (!aligned.ok) throw new Error(`${path}: ${aligned.reason}`);
-    if (aligned.method !== 'landmarks') {
+    if (found.method !== 'landmarks') {
       stats.fallback++;
       fallbacks.push(path);
     }
     t = performance.now();
-    const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(aligned.image.data), [1, teacher.inputSize, teacher.inputSize, 3])));
-    cache.set(hash, (await e.data()) as Float32Array);
-    e.dispose();
+    cache.set(hash, await embedImage(teacher, chip));
     stats.msEmbed += performance.now() - t;
     if (stats.images % 200 === 0) process.stderr.write(`worker ${index}: ${stats.images}/${paths.length}\n`);
   }
@@ -97,7 +102,7 @@ async function main(): Promise<void> {
     ),
   );
   const wallSeconds = (Date.now() - t0) / 1000;
-  const dim = teacherName === 'faceapi' ? 128 : 256;
+  const dim = entry.dim;
   const embed = (p: string) => cache.get(sha256(readFileSync(p)), dim)!;
   const a = new Float32Array(pairs.length * dim);
   const b = new Float32Array(pairs.length * dim);

@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { INVALID_INPUT_EXIT_CODE, isInvalidInput, parseProgressLine, type ProgressEvent } from '@id3/core';
-import type { PipelineInput, ProgressSignal, RunPlan, RunStageActivityInput, StageSummary } from './contracts';
+import type { PipelineInput, ProgressSignal, RunPlan, RunStageActivityInput, ShardSummary, StagePlanSummary, StageSummary } from './contracts';
 import { ID3_BIN } from './paths';
-import { planRun } from './pipeline-config';
+import { localRunDir, planRun } from './pipeline-config';
 import { RESULT_LINE_PREFIX } from './stage-command';
 
 export interface ActivityDeps {
@@ -41,92 +43,118 @@ export function createActivities(deps: ActivityDeps = {}) {
     },
 
     /**
-     * Run one stage as a child process (tfjs work is CPU-bound and would starve this worker's
-     * event loop). Heartbeats carry its latest progress; cancellation kills it; the result is
-     * the stage's summary (paths, hashes, metrics). A retried attempt starts the stage again,
-     * and the stage itself skips finished work (manifest) or resumes from its checkpoint.
+     * Decide what is left of a sharded stage (in a stage process: it reads the stage's inputs):
+     * nothing (current: its summary), or the shards still to do before the merge.
+     */
+    async planStage(input: RunStageActivityInput): Promise<StagePlanSummary> {
+      return runStageProcess<StagePlanSummary>(input, ['--plan-only']);
+    },
+
+    /** One shard of a sharded stage; any worker may take it, and a done shard is not redone. */
+    async runShard(input: RunStageActivityInput & { shard: string }): Promise<ShardSummary> {
+      return runStageProcess<ShardSummary>(input, ['--shard', input.shard]);
+    },
+
+    /**
+     * Run one stage (for a sharded stage: whatever shards are left, then the merge). A retried
+     * attempt starts the stage again, and the stage itself skips finished work (manifest,
+     * shard records) or resumes from its checkpoint.
      */
     async runStage(input: RunStageActivityInput): Promise<StageSummary> {
-      const ctx = Context.current();
-      const { stage, plan } = input;
-      const args = ['stage', stage, '--config', plan.configPath, '--run-dir', plan.runDir, '--json-progress', '--exit-with-parent'];
-      if (plan.force) args.push('--force');
-      const child = spawn(deps.id3Bin ?? ID3_BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env, detached: false });
-      let latest: ProgressEvent = { stage, phase: 'starting', message: `attempt ${ctx.info.attempt}` };
-      let result: StageSummary | undefined;
-      const stderrTail: string[] = [];
-      let lastSignal = 0;
-      let lastPhase = '';
-
-      const signalProgress = (event: ProgressEvent, force = false): void => {
-        if (!deps.client || !input.progressWorkflowId) return;
-        const now = Date.now();
-        if (!force && event.phase === lastPhase && now - lastSignal < signalEvery) return;
-        lastSignal = now;
-        lastPhase = event.phase;
-        const payload: ProgressSignal = { ...event };
-        deps.client.workflow
-          .getHandle(input.progressWorkflowId)
-          .signal('progress', payload)
-          .catch(() => undefined); // progress is best effort; the heartbeat carries it too
-      };
-
-      createInterface({ input: child.stdout }).on('line', (line) => {
-        if (line.startsWith(RESULT_LINE_PREFIX)) {
-          try {
-            result = JSON.parse(line.slice(RESULT_LINE_PREFIX.length)) as StageSummary;
-          } catch {
-            stderrTail.push(`unparseable result line: ${line.slice(0, 200)}`); // reported as a stage failure below
-          }
-          return;
-        }
-        const event = parseProgressLine(line);
-        if (event) {
-          latest = event;
-          ctx.heartbeat(latest);
-          signalProgress(event);
-        }
-      });
-      createInterface({ input: child.stderr }).on('line', (line) => {
-        stderrTail.push(line);
-        if (stderrTail.length > 40) stderrTail.shift();
-        ctx.log.debug(`[${stage}] ${line}`);
-      });
-
-      // Heartbeat on a timer too: a stage may spend longer than the heartbeat timeout inside
-      // one computation, and cancellation is only delivered to a heartbeating activity.
-      const timer = setInterval(() => ctx.heartbeat(latest), heartbeatEvery);
-      const kill = (): void => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        child.kill('SIGTERM');
-        setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-      };
-      const onCancel = (): void => kill();
-      ctx.cancellationSignal.addEventListener('abort', onCancel);
-      try {
-        ctx.heartbeat(latest);
-        const code = await new Promise<number | null>((resolve, reject) => {
-          child.on('error', reject);
-          child.on('close', (c) => resolve(c));
-        });
-        if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-        const tail = stderrTail.filter((l) => !l.startsWith('[id3] tfjs backend')).slice(-12).join('\n');
-        if (code === INVALID_INPUT_EXIT_CODE) {
-          const message = stderrTail.find((l) => l.startsWith('id3: invalid input:'))?.slice('id3: invalid input: '.length) ?? tail;
-          throw invalidInput(`stage '${stage}': ${message}`);
-        }
-        if (code !== 0 || !result) {
-          throw ApplicationFailure.create({ type: 'StageFailed', message: `stage '${stage}' exited with ${code}:\n${tail}` });
-        }
-        signalProgress({ stage, phase: result.skipped ? 'skipped' : 'done', metrics: result.metrics }, true);
-        return result;
-      } finally {
-        clearInterval(timer);
-        ctx.cancellationSignal.removeEventListener('abort', onCancel);
-        kill();
-      }
+      return runStageProcess<StageSummary>(input, []);
     },
   };
+
+  /**
+   * Run a stage process (tfjs work is CPU-bound and would starve this worker's event loop).
+   * Heartbeats carry its latest progress; cancellation kills it; the result is its one result
+   * line (paths, hashes, metrics). The run directory is resolved by name under this worker's
+   * own runs directory, so workers on other machines may mount the shared one elsewhere.
+   */
+  async function runStageProcess<T>(input: RunStageActivityInput, extraArgs: string[]): Promise<T> {
+    const ctx = Context.current();
+    const { stage, plan } = input;
+    const runDir = localRunDir(plan);
+    const label = input.shard ? `${stage}/${input.shard}` : stage;
+    const args = ['stage', stage, '--config', join(runDir, 'config.json'), '--run-dir', runDir, '--json-progress', '--exit-with-parent', ...extraArgs];
+    if (plan.force && extraArgs.length === 0) args.push('--force');
+    const env = { ...process.env, ID3_WORKER_IDENTITY: `${process.pid}@${hostname()}` };
+    const child = spawn(deps.id3Bin ?? ID3_BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env, detached: false });
+    let latest: ProgressEvent = { stage, phase: 'starting', message: `${label}: attempt ${ctx.info.attempt}` };
+    let result: T | undefined;
+    const stderrTail: string[] = [];
+    let lastSignal = 0;
+    let lastPhase = '';
+
+    const signalProgress = (event: ProgressEvent, force = false): void => {
+      if (!deps.client || !input.progressWorkflowId) return;
+      const now = Date.now();
+      if (!force && event.phase === lastPhase && now - lastSignal < signalEvery) return;
+      lastSignal = now;
+      lastPhase = event.phase;
+      const payload: ProgressSignal = { ...event, ...(input.shard ? { shard: input.shard } : {}) };
+      deps.client.workflow
+        .getHandle(input.progressWorkflowId)
+        .signal('progress', payload)
+        .catch(() => undefined); // progress is best effort; the heartbeat carries it too
+    };
+
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line.startsWith(RESULT_LINE_PREFIX)) {
+        try {
+          result = JSON.parse(line.slice(RESULT_LINE_PREFIX.length)) as T;
+        } catch {
+          stderrTail.push(`unparseable result line: ${line.slice(0, 200)}`); // reported as a stage failure below
+        }
+        return;
+      }
+      const event = parseProgressLine(line);
+      if (event) {
+        latest = event;
+        ctx.heartbeat(latest);
+        signalProgress(event);
+      }
+    });
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      stderrTail.push(line);
+      if (stderrTail.length > 40) stderrTail.shift();
+      ctx.log.debug(`[${label}] ${line}`);
+    });
+
+    // Heartbeat on a timer too: a stage may spend longer than the heartbeat timeout inside
+    // one computation, and cancellation is only delivered to a heartbeating activity.
+    const timer = setInterval(() => ctx.heartbeat(latest), heartbeatEvery);
+    const kill = (): void => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    };
+    const onCancel = (): void => kill();
+    ctx.cancellationSignal.addEventListener('abort', onCancel);
+    try {
+      ctx.heartbeat(latest);
+      const code = await new Promise<number | null>((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', (c) => resolve(c));
+      });
+      if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
+      const tail = stderrTail.filter((l) => !l.startsWith('[id3] tfjs backend')).slice(-12).join('\n');
+      if (code === INVALID_INPUT_EXIT_CODE) {
+        const message = stderrTail.find((l) => l.startsWith('id3: invalid input:'))?.slice('id3: invalid input: '.length) ?? tail;
+        throw invalidInput(`stage '${stage}': ${message}`);
+      }
+      if (code !== 0 || !result) {
+        throw ApplicationFailure.create({ type: 'StageFailed', message: `stage '${label}' exited with ${code}:\n${tail}` });
+      }
+      const done = result as { skipped?: boolean; metrics?: Record<string, number> };
+      if (extraArgs.length === 0) signalProgress({ stage, phase: done.skipped ? 'skipped' : 'done', metrics: done.metrics }, true);
+      return result;
+    } finally {
+      clearInterval(timer);
+      ctx.cancellationSignal.removeEventListener('abort', onCancel);
+      kill();
+    }
+  }
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -25,12 +25,16 @@ Usage:
       --no-wait                    start and print the Web UI link, do not follow
   id3 stage NAME [options]         run one stage in this process, without Temporal
       --profile NAME | --config FILE, --set ..., --run-name NAME | --run-dir DIR, --force
+      --plan-only                  only say whether it is current and which of its shards are left
+      --shard ID                   run only this shard of a sharded stage (eval)
   id3 server [--foreground]        start the Temporal dev server (127.0.0.1:7233, Web UI :8233, SQLite in .id3/)
-  id3 worker                       run a worker for the '${TASK_QUEUE}' task queue (foreground)
+  id3 worker [--runs-dir DIR]      run a worker for the '${TASK_QUEUE}' task queue (foreground); workers on
+                                   several machines share one runs directory (mounted anywhere)
   id3 status                       server, worker and recent runs
   id3 stop                         stop the background server and worker started by id3
 
-Environment: ID3_BACKEND=auto|tensorflow|webgpu|wasm|cpu, ID3_STATE_DIR, TEMPORAL_ADDRESS, TEMPORAL_CLI_PATH.`;
+Environment: ID3_BACKEND=auto|tensorflow|webgpu|wasm|cpu, ID3_STATE_DIR, ID3_RUNS_DIR, ID3_EXTRA_STAGES, TEMPORAL_ADDRESS,
+TEMPORAL_CLI_PATH.`;
 
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
@@ -204,8 +208,8 @@ async function runCommand(values: Record<string, unknown>): Promise<number> {
     const single = input.stages?.length === 1 ? input.stages[0] : undefined;
     const workflowId = single ? `id3-${plan.runName}--${single}` : `id3-${plan.runName}`;
     try {
-      if (single) await client.workflow.start('stage', { taskQueue: TASK_QUEUE, workflowId, args: [{ ...input, stage: single }] });
-      else await client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId, args: [input] });
+      if (single) await client.workflow.start('stage', { taskQueue: TASK_QUEUE, workflowId, args: [{ ...input, stage: single }], staticSummary: `${single} (run ${plan.runName})` });
+      else await client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId, args: [input], staticSummary: `pipeline: ${plan.stages.join(' → ')} (run ${plan.runName})` });
       log(`Started workflow ${workflowId} (run directory ${plan.runDir})`);
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
@@ -261,6 +265,7 @@ async function stageCommand(positionals: string[], values: Record<string, unknow
     force: Boolean(values.force),
     jsonProgress: Boolean(values['json-progress']),
     exitWithParent: Boolean(values['exit-with-parent']),
+    mode: values['plan-only'] ? { kind: 'plan' } : values.shard ? { kind: 'shard', shard: values.shard as string } : { kind: 'run' },
   });
 }
 
@@ -318,10 +323,15 @@ export async function main(argv: string[]): Promise<number> {
       foreground: { type: 'boolean' },
       'json-progress': { type: 'boolean' },
       'exit-with-parent': { type: 'boolean' },
+      'plan-only': { type: 'boolean' },
+      shard: { type: 'string' },
+      'runs-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   mkdirSync(stateDir(), { recursive: true });
+  // Where run directories live (stage processes spawned from here inherit it).
+  if (values['runs-dir']) process.env.ID3_RUNS_DIR = resolve(values['runs-dir']);
   const command = positionals[0];
   switch (command) {
     case 'demo':

@@ -33,6 +33,8 @@ export interface StageTiming {
   readonly heartbeatTimeoutSeconds?: number;
   readonly startToCloseTimeoutMinutes?: number;
   readonly maximumAttempts?: number;
+  /** At most this many shards of one stage in flight at once (each is one activity any worker may take). */
+  readonly maxParallelShards?: number;
 }
 
 /** Input of the `stage` workflow (also startable from the Web UI: {"stage": "anchors", "profile": "demo"}). */
@@ -50,6 +52,8 @@ export interface RunPlan {
   readonly configPath: string;
   readonly configHash: string;
   readonly stages: readonly string[];
+  /** Those of `stages` whose work splits into shards (the stage workflow fans them out). */
+  readonly shardedStages?: readonly string[];
   readonly force: boolean;
 }
 
@@ -58,6 +62,21 @@ export interface RunStageActivityInput {
   readonly plan: RunPlan;
   /** The workflow to signal with progress (the stage workflow). */
   readonly progressWorkflowId?: string;
+  /** Run only this shard of the stage (else the whole stage: remaining shards, then the merge). */
+  readonly shard?: string;
+}
+
+/** What is left of a sharded stage: nothing (current), or these shards, then the merge. */
+export type StagePlanSummary =
+  | { readonly kind: 'plan'; readonly stage: string; readonly current: StageSummary; readonly shards: readonly [] }
+  | { readonly kind: 'plan'; readonly stage: string; readonly current?: undefined; readonly reason: string; readonly shards: readonly string[]; readonly totalShards: number };
+
+export interface ShardSummary {
+  readonly kind: 'shard';
+  readonly stage: string;
+  readonly shard: string;
+  readonly skipped: boolean;
+  readonly metrics: Readonly<Record<string, number>>;
 }
 
 /** What a stage returns through Temporal: paths, hashes and metrics only. */
@@ -92,6 +111,8 @@ export interface ProgressView {
 
 export interface ProgressSignal {
   readonly stage: string;
+  /** Set when the progress comes from one shard of the stage. */
+  readonly shard?: string;
   readonly phase: string;
   readonly step?: number;
   readonly total?: number;

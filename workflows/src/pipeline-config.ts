@@ -1,37 +1,40 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { InvalidInputError, hashJson, loadProfile, mergeConfig, parseConfig, readJsonFile, writeJsonAtomic } from '@id3/core';
-import { unetConfigSchema } from '@id3/diffusion';
-import { TEACHER_DIMS } from '@id3/faces';
+import { InvalidInputError, hashJson, loadProfile, mergeConfig, parseConfig, readJsonFile, writeJsonAtomic, type PipelineSections } from '@id3/core';
 import type { PipelineInput, RunPlan } from './contracts';
 import { runsDir } from './paths';
-import { STAGES, STAGE_ORDER, type StageName } from './stages';
-
-const section = z.record(z.unknown()).optional();
+import { stageRegistry, type StageRegistry } from './stages';
 
 /**
- * The whole pipeline config: a profile file merged with overrides. Top-level shape here; each
- * stage section is validated by that stage's own schema (field names prefixed by the section).
+ * The whole pipeline config: a profile file merged with overrides. Its top-level keys are the
+ * pipeline's own fields plus one optional section per registered stage; each section is
+ * validated by that stage's own schema (field names prefixed by the section).
  */
-export const pipelineConfigSchema = z
-  .object({
-    profile: z.string(),
-    description: z.string().optional(),
-    seed: z.number().int().nonnegative(),
-    stages: z.array(z.string()).nonempty(),
-    prepare: section,
-    'train-diffusion': section,
-    anchors: section,
-    identities: section,
-    eval: section,
-  })
-  .strict();
-export type PipelineConfig = z.output<typeof pipelineConfigSchema>;
+export function pipelineConfigSchema(registry: StageRegistry = stageRegistry()) {
+  const section = z.record(z.unknown()).optional();
+  return z
+    .object({
+      profile: z.string(),
+      description: z.string().optional(),
+      seed: z.number().int().nonnegative(),
+      stages: z.array(z.string()).nonempty(),
+      ...Object.fromEntries(registry.names.map((name) => [name, section])),
+    })
+    .strict();
+}
+
+export interface PipelineConfig {
+  readonly profile: string;
+  readonly description?: string;
+  readonly seed: number;
+  readonly stages: readonly string[];
+  readonly [section: string]: unknown;
+}
 
 /** The config section a stage's CLI validates: its own section plus the pipeline seed. */
-export function stageSection(config: PipelineConfig, stage: StageName): Record<string, unknown> {
-  const own = (config as unknown as Record<string, Record<string, unknown>>)[stage] ?? {};
+export function stageSection(config: PipelineConfig, stage: string): Record<string, unknown> {
+  const own = (config[stage] as Record<string, unknown> | undefined) ?? {};
   return { seed: config.seed, ...own };
 }
 
@@ -45,33 +48,29 @@ export function buildPipelineConfig(input: PipelineInput): PipelineConfig {
   const profileName = input.profile ?? 'demo';
   const base = loadProfile(profileName);
   const merged = mergeConfig({ ...base, profile: profileName }, input.overrides ?? {});
-  return parseConfig(pipelineConfigSchema, merged, `profile '${profileName}' + overrides`);
+  return parseConfig(pipelineConfigSchema(), merged, `profile '${profileName}' + overrides`) as PipelineConfig;
 }
 
 /**
  * Resolve an input into a run plan: validate everything up front (the section of every stage
- * that will run, so a typo in a late stage fails before hours of work), pick the run directory,
+ * that will run or is configured, then each stage's own checks against the others, so a typo or
+ * an impossible combination in a late stage fails before hours of work), pick the run directory,
  * write config.json.
  */
 export function planRun(input: PipelineInput): RunPlan {
+  const registry = stageRegistry();
   const config = buildPipelineConfig(input);
   const requested = input.stages ?? config.stages;
   const field = input.stages ? 'stages' : 'profile.stages';
   for (const [i, s] of requested.entries()) {
-    if (!(STAGE_ORDER as readonly string[]).includes(s)) {
-      throw new InvalidInputError(`field '${field}[${i}]': unknown stage '${s}' (known: ${STAGE_ORDER.join(', ')})`, { field: `${field}[${i}]` });
+    if (!registry.get(s)) {
+      throw new InvalidInputError(`field '${field}[${i}]': unknown stage '${s}' (known: ${registry.names.join(', ')})`, { field: `${field}[${i}]` });
     }
   }
-  const stages = STAGE_ORDER.filter((s) => requested.includes(s));
-  const sections = Object.fromEntries(stages.map((stage) => [stage, validateStageSection(config, stage)])) as Record<string, Record<string, unknown>>;
-  // The anchors live in the teacher's embedding space: their dimension must be the teacher's.
-  if (sections.prepare && sections.anchors) {
-    const teacherDim = TEACHER_DIMS[sections.prepare.teacher as keyof typeof TEACHER_DIMS];
-    if (sections.anchors.dim !== teacherDim) {
-      throw new InvalidInputError(`field 'anchors.dim': ${String(sections.anchors.dim)} differs from the teacher's embedding size ${teacherDim} (prepare.teacher '${String(sections.prepare.teacher)}')`, { field: 'anchors.dim' });
-    }
-  }
-  if (sections['train-diffusion']) checkGeneratorSection(config, sections['train-diffusion']);
+  const stages = registry.names.filter((s) => requested.includes(s));
+  const configured = registry.names.filter((s) => stages.includes(s) || config[s] !== undefined);
+  const sections: Record<string, Record<string, unknown>> = Object.fromEntries(configured.map((s) => [s, validateStageSection(config, s)]));
+  for (const s of stages) registry.get(s)?.check?.(sections[s], sections as PipelineSections);
   const configHash = hashJson(config);
   if (input.runName !== undefined && !RUN_NAME.test(input.runName)) {
     throw new InvalidInputError(`field 'runName': '${input.runName}' must be 1-128 letters, digits, '.', '_' or '-'`, { field: 'runName' });
@@ -81,30 +80,26 @@ export function planRun(input: PipelineInput): RunPlan {
   mkdirSync(runDir, { recursive: true });
   const configPath = join(runDir, 'config.json');
   writeJsonAtomic(configPath, config);
-  return { runName, runDir, configPath, configHash, stages, force: input.force ?? false };
-}
-
-/**
- * The generator trains on prepare's crops at one of its sizes, in its teacher's embedding space:
- * check both before anything runs, and the UNet's shape constraints (resolution divisible by the
- * levels, channels by the groups), which only the stage itself would otherwise meet.
- */
-function checkGeneratorSection(config: PipelineConfig, section: Record<string, unknown>): void {
-  const prepare = config.prepare ? validateStageSection(config, 'prepare') : undefined;
-  const resolution = section.resolution as number;
-  if (prepare && !(prepare.sizes as number[]).includes(resolution)) {
-    throw new InvalidInputError(`field 'train-diffusion.resolution': ${resolution} is not one of prepare.sizes [${(prepare.sizes as number[]).join(', ')}]`, { field: 'train-diffusion.resolution' });
-  }
-  const identityDim = prepare ? TEACHER_DIMS[prepare.teacher as keyof typeof TEACHER_DIMS] : 128;
-  parseConfig(unetConfigSchema, { ...(section.unet as object), resolution, identityDim }, `profile '${config.profile}'`, 'train-diffusion.unet');
+  const shardedStages = stages.filter((s) => registry.get(s)?.shards);
+  return { runName, runDir, configPath, configHash, stages, shardedStages, force: input.force ?? false };
 }
 
 /** Validate one stage's section with the stage's schema; errors name fields as `<stage>.<field>`. */
-export function validateStageSection(config: PipelineConfig, stage: StageName): Record<string, unknown> {
-  return parseConfig(STAGES[stage].schema, stageSection(config, stage), `profile '${config.profile}'`, stage) as Record<string, unknown>;
+export function validateStageSection(config: PipelineConfig, stage: string): Record<string, unknown> {
+  const def = stageRegistry().get(stage);
+  if (!def) throw new InvalidInputError(`unknown stage '${stage}' (known: ${stageRegistry().names.join(', ')})`, { field: 'stage' });
+  return parseConfig(def.schema, stageSection(config, stage), `profile '${config.profile}'`, stage) as Record<string, unknown>;
 }
 
 /** Read a config.json written by planRun (the stage CLI's input). */
 export function readPipelineConfig(path: string): PipelineConfig {
-  return parseConfig(pipelineConfigSchema, readJsonFile(path), path);
+  return parseConfig(pipelineConfigSchema(), readJsonFile(path), path) as PipelineConfig;
+}
+
+/**
+ * The run directory of a plan on this machine: workers that share the runs directory may mount
+ * it at different paths, so each resolves the run by name under its own ID3_RUNS_DIR.
+ */
+export function localRunDir(plan: Pick<RunPlan, 'runName'>): string {
+  return resolve(runsDir(), plan.runName);
 }

@@ -1,13 +1,15 @@
 import {
-  INVALID_INPUT_EXIT_CODE, InvalidInputError, RunStore, consoleSink, executeStage, initBackend, isInvalidInput, jsonLineSink, throttled,
-  type ProgressSink, type StageDefinition, type StageRunResult,
+  INVALID_INPUT_EXIT_CODE, InvalidInputError, RunStore, consoleSink, executeShard, executeStage, initBackend, isInvalidInput, jsonLineSink,
+  prepareStageRun, throttled, type AnyStageDefinition, type ProgressSink, type StageRunOptions, type StageRunResult,
 } from '@id3/core';
-import type { z } from 'zod';
-import type { StageSummary } from './contracts';
+import type { ShardSummary, StagePlanSummary, StageSummary } from './contracts';
 import { readPipelineConfig, stageSection } from './pipeline-config';
-import { STAGES, isStageName } from './stages';
+import { stageRegistry } from './stages';
 
 export const RESULT_LINE_PREFIX = '@@id3-result ';
+
+/** What one stage process does: the whole stage (default), only decide what is left, or one shard. */
+export type StageCommandMode = { readonly kind: 'run' } | { readonly kind: 'plan' } | { readonly kind: 'shard'; readonly shard: string };
 
 export interface StageCommandOptions {
   readonly stage: string;
@@ -17,6 +19,7 @@ export interface StageCommandOptions {
   readonly force?: boolean;
   /** Print progress as JSON lines on stdout (for the activity) instead of human lines on stderr. */
   readonly jsonProgress?: boolean;
+  readonly mode?: StageCommandMode;
 }
 
 export function summarise(result: StageRunResult, store: RunStore): StageSummary {
@@ -32,24 +35,32 @@ export function summarise(result: StageRunResult, store: RunStore): StageSummary
   };
 }
 
-/** Run one stage in this process: the body of `id3 stage <name>` and of every activity's child. */
-export async function runStageCommand(o: StageCommandOptions): Promise<StageSummary> {
-  if (!isStageName(o.stage)) throw new InvalidInputError(`unknown stage '${o.stage}' (known: ${Object.keys(STAGES).join(', ')})`, { field: 'stage' });
+function stageDefinition(stage: string): AnyStageDefinition {
+  const def = stageRegistry().get(stage);
+  if (!def) throw new InvalidInputError(`unknown stage '${stage}' (known: ${stageRegistry().names.join(', ')})`, { field: 'stage' });
+  return def;
+}
+
+/** Run one stage (or plan it, or one of its shards) in this process: `id3 stage <name>` and every activity's child. */
+export async function runStageCommand(o: StageCommandOptions): Promise<StageSummary | StagePlanSummary | ShardSummary> {
+  const def = stageDefinition(o.stage);
   const config = readPipelineConfig(o.configPath);
-  const backend = await initBackend();
+  const mode = o.mode ?? { kind: 'run' };
+  const backend = mode.kind === 'plan' ? { name: 'none' } : await initBackend();
   const store = new RunStore(o.runDir);
   const progress: ProgressSink = o.jsonProgress ? throttled(jsonLineSink, 1000) : throttled(consoleSink, 2000);
-  // The registry's union of definitions, viewed through the common interface.
-  const def = STAGES[o.stage] as StageDefinition<z.ZodTypeAny>;
-  const result = await executeStage(def, stageSection(config, o.stage), {
-    store,
-    progress,
-    backend: backend.name,
-    force: o.force,
-    configSource: o.configPath,
-    fieldPrefix: o.stage,
-  });
-  return summarise(result, store);
+  const options: StageRunOptions = { store, progress, backend: backend.name, force: o.force, configSource: o.configPath, fieldPrefix: o.stage };
+  const section = stageSection(config, o.stage);
+  if (mode.kind === 'plan') {
+    const plan = await prepareStageRun(def, section, options);
+    if (plan.current) return { kind: 'plan', stage: o.stage, current: summarise(plan.result, store), shards: [] };
+    return { kind: 'plan', stage: o.stage, reason: plan.reason, shards: plan.shards.filter((s) => !s.done).map((s) => s.id), totalShards: plan.shards.length };
+  }
+  if (mode.kind === 'shard') {
+    const r = await executeShard(def, section, mode.shard, { ...options, force: false });
+    return { kind: 'shard', stage: o.stage, ...r };
+  }
+  return summarise(await executeStage(def, section, options), store);
 }
 
 /**
@@ -65,11 +76,9 @@ export async function stageCommandMain(o: StageCommandOptions & { exitWithParent
     process.stdin.resume();
   }
   try {
-    const summary = await runStageCommand(o);
-    if (o.jsonProgress) process.stdout.write(`${RESULT_LINE_PREFIX}${JSON.stringify(summary)}\n`);
-    else {
-      process.stderr.write(`[${summary.stage}] ${summary.skipped ? 'skipped (outputs current)' : 'done'} → ${summary.manifestPath}\n`);
-    }
+    const result = await runStageCommand(o);
+    if (o.jsonProgress) process.stdout.write(`${RESULT_LINE_PREFIX}${JSON.stringify(result)}\n`);
+    else process.stderr.write(`${describeResult(result)}\n`);
     return 0;
   } catch (err) {
     if (isInvalidInput(err)) {
@@ -79,4 +88,13 @@ export async function stageCommandMain(o: StageCommandOptions & { exitWithParent
     process.stderr.write(`id3: stage '${o.stage}' failed: ${(err as Error).stack ?? String(err)}\n`);
     return 1;
   }
+}
+
+function describeResult(r: StageSummary | StagePlanSummary | ShardSummary): string {
+  if ('kind' in r && r.kind === 'plan') {
+    return r.current ? `[${r.stage}] current (outputs complete)` : `[${r.stage}] to run (${r.reason}); shards left: ${r.shards.length}/${r.totalShards}${r.shards.length ? ` (${r.shards.join(', ')})` : ''}`;
+  }
+  if ('kind' in r && r.kind === 'shard') return `[${r.stage}] shard ${r.shard} ${r.skipped ? 'already done' : 'done'}`;
+  const s = r as StageSummary;
+  return `[${s.stage}] ${s.skipped ? 'skipped (outputs current)' : 'done'} → ${s.manifestPath}`;
 }

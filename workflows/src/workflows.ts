@@ -9,7 +9,7 @@ import {
 import type { Activities } from './activities';
 import {
   RUN_SEARCH_ATTRIBUTE, STAGE_SEARCH_ATTRIBUTE,
-  type PipelineInput, type PipelineResult, type ProgressSignal, type ProgressView, type RunPlan, type StageSummary,
+  type PipelineInput, type PipelineResult, type ProgressSignal, type ProgressView, type RunPlan, type ShardSummary, type StageSummary,
   type StageTiming, type StageWorkflowInput, stageWorkflowId,
 } from './contracts';
 
@@ -75,6 +75,9 @@ export async function pipeline(input: PipelineInput = {}): Promise<PipelineResul
       workflowId: stageWorkflowId(workflowInfo().workflowId, stageName),
       args: [{ stage: stageName, plan, timing: input.timing }],
       searchAttributes: { [STAGE_SEARCH_ATTRIBUTE]: [stageName], [RUN_SEARCH_ATTRIBUTE]: [plan.runName] },
+      // Every child is a `stage` workflow: its summary is what the Web UI shows to tell them apart.
+      staticSummary: stageName,
+      staticDetails: `Stage **${stageName}** of run \`${plan.runName}\` (${plan.stages.indexOf(stageName) + 1} of ${plan.stages.length})`,
     });
     summaries.push(summary);
   }
@@ -93,13 +96,51 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
   }
   let view: ProgressView = publish({ stage: input.stage, phase: 'planning', completedStages: [] });
   setHandler(progressQuery, () => view);
+  // While shards run, the view counts shards; a shard's own progress goes into the message.
+  let shards: { done: number; total: number } | undefined;
   setHandler(progressSignal, (event) => {
-    view = publish({ ...view, phase: event.phase, step: event.step, total: event.total, metrics: event.metrics, message: event.message, updatedAt: new Date().toISOString() });
+    const updatedAt = new Date().toISOString();
+    if (shards && event.shard) {
+      const own = `shard ${event.shard}: ${event.phase}${event.total ? ` ${event.step ?? 0}/${event.total}` : ''}`;
+      view = publish({ ...view, phase: 'shards', step: shards.done, total: shards.total, metrics: event.metrics, message: own, updatedAt });
+    } else {
+      view = publish({ ...view, phase: event.phase, step: event.step, total: event.total, metrics: event.metrics, message: event.message, updatedAt });
+    }
   });
   const plan: RunPlan = input.plan ?? (await planRun({ ...input, stages: [input.stage] }));
   view = publish({ ...view, runName: plan.runName, phase: 'running' });
   upsertSearchAttributes({ [STAGE_SEARCH_ATTRIBUTE]: [input.stage], [RUN_SEARCH_ATTRIBUTE]: [plan.runName] });
-  const summary = await stageActivities(input.timing).runStage({ stage: input.stage, plan, progressWorkflowId: workflowInfo().workflowId });
+  const activities = stageActivities(input.timing);
+  const base = { stage: input.stage, plan, progressWorkflowId: workflowInfo().workflowId };
+  if (plan.shardedStages?.includes(input.stage)) {
+    // Work that splits: each shard is its own activity, so any worker can take it and a retry
+    // redoes one shard only; the merge runs once all are done.
+    const left = await activities.planStage(base);
+    if (left.current) {
+      view = publish({ ...view, phase: 'skipped', metrics: left.current.metrics, completedStages: [input.stage] });
+      return left.current;
+    }
+    const counter = { done: left.totalShards - left.shards.length, total: left.totalShards };
+    shards = counter;
+    view = publish({ ...view, phase: 'shards', step: counter.done, total: counter.total, message: `${left.shards.length} shard(s) to run` });
+    await forEachLimited(left.shards, input.timing?.maxParallelShards ?? 16, async (shard) => {
+      const result: ShardSummary = await activities.runShard({ ...base, shard });
+      counter.done += 1;
+      view = publish({ ...view, phase: 'shards', step: counter.done, total: counter.total, message: `shard ${result.shard} ${result.skipped ? 'was already done' : 'done'}` });
+    });
+    shards = undefined;
+    view = publish({ ...view, phase: 'merge', step: undefined, total: undefined, message: `merging ${left.totalShards} shard(s)` });
+  }
+  const summary = await activities.runStage(base);
   view = publish({ ...view, phase: summary.skipped ? 'skipped' : 'done', metrics: summary.metrics, completedStages: [input.stage] });
   return summary;
+}
+
+/** Run `fn` over the items with at most `limit` in flight (deterministic: workflow promises). */
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, async () => {
+    while (next < items.length) await fn(items[next++]);
+  });
+  await Promise.all(lanes);
 }

@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import {
   Rng, binEdges, hashJson, histogram, histogramSvg, readTensorFile, svgToPng, tf, writeFileAtomic, writeJsonAtomic, writeTensorFile,
-  type StageDefinition,
+  InvalidInputError, type StageDefinition,
 } from '@id3/core';
+import { embedderInfo } from '@id3/faces';
 import { sampleIdentities } from './identities';
 import { pairwiseStats, type PairwiseStats } from './pairwise';
 import { randomUnitVectors } from './sphere';
@@ -46,7 +47,15 @@ export const anchorsStage: StageDefinition<typeof anchorsConfigSchema> = {
   name: 'anchors',
   version: 1,
   schema: anchorsConfigSchema,
-  inputs: () => ({}),
+  // The anchors live in the teacher's embedding space: their dimension must be the teacher's.
+  check(config, sections) {
+    const teacher = sections.prepare?.teacher;
+    if (typeof teacher !== 'string') return;
+    const dim = embedderInfo(teacher, 'prepare.teacher').dim;
+    if (config.dim !== dim) {
+      throw new InvalidInputError(`field 'anchors.dim': ${config.dim} differs from the teacher's embedding size ${dim} (prepare.teacher '${teacher}')`, { field: 'anchors.dim' });
+    }
+  },
   async run({ config, dir, progress }) {
     const checkpointPath = join(dir, 'checkpoint');
     const checkpointKey = hashJson(config);
@@ -159,7 +168,8 @@ export const identitiesStage: StageDefinition<typeof identitiesConfigSchema> = {
   name: 'identities',
   version: 1,
   schema: identitiesConfigSchema,
-  inputs: (_config, store) => ({ anchors: store.abs('anchors/anchors.json'), anchorsData: store.abs('anchors/anchors.bin') }),
+  upstream: ['anchors'],
+  reads: () => ({ anchors: ['anchors'] }),
   async run({ config, dir, inputs, progress }) {
     const { header, values } = readTensorFile(inputs.anchors);
     const [n, dim] = header.shape;

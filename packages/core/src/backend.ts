@@ -48,41 +48,70 @@ async function activate(name: string): Promise<void> {
   await tf.ready();
 }
 
-async function tryTensorflow(): Promise<{ detail: string } | { reason: string }> {
+/** Whether a backend's packages load here: what `selectBackend` decides on. */
+export type BackendAvailability = { readonly ok: true; readonly detail: string } | { readonly ok: false; readonly reason: string };
+
+/** Probes for the optional backends, called only when the request needs them. */
+export interface BackendProbes {
+  readonly tensorflow: () => BackendAvailability;
+  readonly webgpu: () => BackendAvailability;
+}
+
+function probeTensorflow(): BackendAvailability {
   const reasons: string[] = [];
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     const loaded = tryRequire(pkg);
-    if (loaded.ok && tf.findBackendFactory('tensorflow')) {
-      await activate('tensorflow');
-      return { detail: pkg };
-    }
+    if (loaded.ok && tf.findBackendFactory('tensorflow')) return { ok: true, detail: pkg };
     if (!loaded.ok) reasons.push(loaded.reason);
   }
-  return { reason: reasons.join('; ') };
+  return { ok: false, reason: reasons.join('; ') };
 }
 
-async function tryWebgpu(): Promise<{ detail: string } | { reason: string }> {
+function probeWebgpu(): BackendAvailability {
   const loaded = tryRequire('@tensorflow/tfjs-backend-webgpu');
-  if (!loaded.ok) return { reason: loaded.reason };
+  if (!loaded.ok) return { ok: false, reason: loaded.reason };
   const g = globalThis as { navigator?: { gpu?: unknown } };
   if (!g.navigator?.gpu) {
     // Dawn bindings for Node (the `webgpu` npm package) expose navigator.gpu when installed.
     const dawn = tryRequire('webgpu');
-    if (!dawn.ok) return { reason: dawn.reason };
+    if (!dawn.ok) return { ok: false, reason: dawn.reason };
   }
-  try {
-    await activate('webgpu');
-    return { detail: '@tensorflow/tfjs-backend-webgpu' };
-  } catch (err) {
-    return { reason: `webgpu: ${(err as Error).message}` };
+  return { ok: true, detail: '@tensorflow/tfjs-backend-webgpu' };
+}
+
+const WASM_DETAIL = '@tensorflow/tfjs-backend-wasm (XNNPACK, SIMD, 1 thread)';
+const CPU_DETAIL = '@tensorflow/tfjs-backend-cpu (pure JS)';
+
+/**
+ * The selection rule, without loading anything: given the request and probes saying which
+ * optional backends load, the backend to activate (wasm and cpu always load) and, for `auto`,
+ * the ones passed over and why. An explicitly requested backend that does not load throws
+ * BackendUnavailableError: never a silent fallback.
+ */
+export function selectBackend(request: BackendRequest, probes: BackendProbes): BackendChoice {
+  switch (request) {
+    case 'cpu':
+      return { name: 'cpu', detail: CPU_DETAIL, skipped: [] };
+    case 'wasm':
+      return { name: 'wasm', detail: WASM_DETAIL, skipped: [] };
+    case 'tensorflow':
+    case 'webgpu': {
+      const r = probes[request]();
+      if (!r.ok) throw new BackendUnavailableError(`ID3_BACKEND=${request} is unavailable: ${r.reason}`);
+      return { name: request, detail: r.detail, skipped: [] };
+    }
+    case 'auto': {
+      const t = probes.tensorflow();
+      if (t.ok) return { name: 'tensorflow', detail: t.detail, skipped: [] };
+      return { name: 'wasm', detail: WASM_DETAIL, skipped: [t.reason] };
+    }
   }
 }
 
-async function useWasm(): Promise<{ detail: string }> {
+async function useWasm(): Promise<void> {
   await import('@tensorflow/tfjs-backend-wasm');
   await activate('wasm');
   installWasmConvGradients();
-  return { detail: '@tensorflow/tfjs-backend-wasm (XNNPACK, SIMD, 1 thread)' };
 }
 
 /**
@@ -103,40 +132,25 @@ export async function initBackend(
     }
     return chosen;
   }
-  const skipped: string[] = [];
-  let result: { name: string; detail: string };
-  switch (wanted) {
+  const choice = selectBackend(wanted, { tensorflow: probeTensorflow, webgpu: probeWebgpu });
+  switch (choice.name) {
     case 'cpu':
-      await activate('cpu');
-      result = { name: 'cpu', detail: '@tensorflow/tfjs-backend-cpu (pure JS)' };
+    case 'tensorflow':
+      await activate(choice.name);
       break;
     case 'wasm':
-      result = { name: 'wasm', ...(await useWasm()) };
+      await useWasm();
       break;
-    case 'tensorflow': {
-      const r = await tryTensorflow();
-      if ('reason' in r) throw new BackendUnavailableError(`ID3_BACKEND=tensorflow is unavailable: ${r.reason}`);
-      result = { name: 'tensorflow', ...r };
-      break;
-    }
-    case 'webgpu': {
-      const r = await tryWebgpu();
-      if ('reason' in r) throw new BackendUnavailableError(`ID3_BACKEND=webgpu is unavailable: ${r.reason}`);
-      result = { name: 'webgpu', ...r };
-      break;
-    }
-    case 'auto': {
-      const t = await tryTensorflow();
-      if ('detail' in t) {
-        result = { name: 'tensorflow', ...t };
-        break;
+    case 'webgpu':
+      try {
+        await activate('webgpu');
+      } catch (err) {
+        throw new BackendUnavailableError(`ID3_BACKEND=webgpu is unavailable: webgpu: ${(err as Error).message}`);
       }
-      skipped.push(t.reason);
-      result = { name: 'wasm', ...(await useWasm()) };
       break;
-    }
   }
-  chosen = { ...result, skipped };
+  chosen = choice;
+  const { skipped } = chosen;
   log(`[id3] tfjs backend: ${chosen.name} (${chosen.detail})${skipped.length ? ` — skipped: ${skipped.join('; ')}` : ''}`);
   return chosen;
 }

@@ -13,7 +13,10 @@ export { ConfigError, listProfiles, loadProfile, mergeConfig, parseConfig, profi
 export type { JsonObject } from './config';
 export { RunStore, readTensorFile, writeFileAtomic, writeJsonAtomic, writeTensorFile } from './run-store';
 export type { OutputRecord, StageEvent, StageManifest, TensorDtype, TensorHeader } from './run-store';
-export { executeStage } from './stage';
-export type { StageContext, StageDefinition, StageOutputs, StageRunOptions, StageRunResult } from './stage';
+export { executeShard, executeStage, prepareStageRun, resolveUpstreamInputs } from './stage';
+export type {
+  AnyStageDefinition, CompletedShard, PipelineSections, ShardContext, StageContext, StageDefinition, StageOutputs, StagePlan, StageRunOptions,
+  StageRunResult, StageShards,
+} from './stage';
 export { binEdges, histogram, histogramSvg, lineChartSvg, svgToPng } from './plot';
 export type { HistogramPlot, HistogramSeries, LineChart, LineSeries } from './plot';

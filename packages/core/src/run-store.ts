@@ -119,7 +119,7 @@ export interface StageManifest {
   readonly durationMs: number;
 }
 
-export type StageEvent = 'start' | 'skip' | 'complete' | 'fail' | 'resume';
+export type StageEvent = 'start' | 'skip' | 'complete' | 'fail' | 'resume' | 'shard-start' | 'shard-complete' | 'shard-fail';
 
 /** The run directory of one pipeline run: one sub-directory per stage, manifests written last. */
 export class RunStore {

@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { Rng, tf } from '@id3/core';
-import { correlation, headPoseFrom68, landmarksOfCrop, predictAge, resizeImage, type RgbImage, type TeacherEmbedder } from '@id3/faces';
+import { correlation, embedWithFlip, headPoseFrom68, landmarksOfCrop, predictAge, resizeImage, type FaceEmbedder, type RgbImage } from '@id3/faces';
 import { GaussianDiffusion, runLoop } from './gaussian-diffusion';
 import type { TeacherInput } from './teacher-input';
 import type { UNet } from './unet';
@@ -77,17 +77,13 @@ export async function gridPng(rows: readonly (readonly RgbImage[])[], scale = 2)
 }
 
 /** Teacher embeddings of [-1, 1] crops, mapped onto the teacher's input, image + flip summed. */
-export async function embedCrops(teacher: TeacherEmbedder, input: TeacherInput, values: Float32Array, size: number, chunk = 16): Promise<Float32Array> {
+export async function embedCrops(teacher: FaceEmbedder, input: TeacherInput, values: Float32Array, size: number, chunk = 16): Promise<Float32Array> {
   const px = size * size * 3;
   const n = values.length / px;
   const out = new Float32Array(n * teacher.dim);
   for (let start = 0; start < n; start += chunk) {
     const m = Math.min(chunk, n - start);
-    const e = tf.tidy(() => {
-      const chip = input.apply(tf.tensor4d(values.subarray(start * px, (start + m) * px), [m, size, size, 3]));
-      const sum = tf.add(teacher.embed(chip), teacher.embed(tf.reverse(chip, 2) as tf.Tensor4D));
-      return tf.div(sum, tf.norm(sum, 2, 1, true));
-    });
+    const e = tf.tidy(() => embedWithFlip(teacher, input.apply(tf.tensor4d(values.subarray(start * px, (start + m) * px), [m, size, size, 3]))));
     out.set((await e.data()) as Float32Array, start * teacher.dim);
     e.dispose();
   }

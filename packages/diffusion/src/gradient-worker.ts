@@ -5,7 +5,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { initBackend, tf, type BackendRequest } from '@id3/core';
-import { loadFaceApiTeacher, loadMobileFaceTeacher, type TeacherEmbedder } from '@id3/faces';
+import { loadEmbedder } from '@id3/faces';
 import { GaussianDiffusion } from './gaussian-diffusion';
 import { makeSchedule } from './schedule';
 import { shardGradients, type ShardLossOptions } from './shard';
@@ -18,9 +18,8 @@ let state: { net: UNet; diffusion: GaussianDiffusion; options: ShardLossOptions 
 async function init(msg: WorkerInit): Promise<void> {
   await initBackend(msg.backend as BackendRequest, () => undefined);
   const net = UNet.create(msg.unetConfig, 0);
-  let teacher: TeacherEmbedder | undefined;
-  if (msg.teacher === 'faceapi-dlib-128') teacher = await loadFaceApiTeacher();
-  else if (msg.teacher === 'mobileface-256') teacher = await loadMobileFaceTeacher();
+  // No name: no identity term. An unknown name throws (never train silently without the teacher).
+  const teacher = msg.teacher === undefined ? undefined : await loadEmbedder(msg.teacher);
   state = {
     net,
     diffusion: new GaussianDiffusion(makeSchedule(msg.scheduleConfig)),

@@ -1,5 +1,5 @@
 import { tf } from '@id3/core';
-import type { TeacherEmbedder } from '@id3/faces';
+import type { FaceEmbedder } from '@id3/faces';
 import type { GaussianDiffusion } from './gaussian-diffusion';
 import { identityWeight } from './schedule';
 import type { TeacherInput } from './teacher-input';
@@ -39,7 +39,7 @@ export interface Id3LossOptions {
   readonly reconWeight: 'gamma' | number;
   /** κ: multiplies γ_t in the identity term. */
   readonly identityScale: number;
-  readonly teacher?: { readonly embedder: TeacherEmbedder; readonly input: TeacherInput };
+  readonly teacher?: { readonly embedder: FaceEmbedder; readonly input: TeacherInput };
 }
 
 export interface Id3LossTerms {

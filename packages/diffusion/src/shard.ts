@@ -1,5 +1,5 @@
 import { tf } from '@id3/core';
-import type { TeacherEmbedder } from '@id3/faces';
+import type { FaceEmbedder } from '@id3/faces';
 import type { GaussianDiffusion } from './gaussian-diffusion';
 import { id3LossTerms, type Id3LossOptions } from './loss';
 import type { TeacherInput } from './teacher-input';
@@ -27,7 +27,7 @@ export const TERM_NAMES = ['total', 'denoise', 'recon', 'identity', 'identityCos
 export interface ShardLossOptions {
   readonly reconWeight: Id3LossOptions['reconWeight'];
   readonly identityScale: number;
-  readonly teacher?: { readonly embedder: TeacherEmbedder; readonly input: TeacherInput };
+  readonly teacher?: { readonly embedder: FaceEmbedder; readonly input: TeacherInput };
 }
 
 /**

@@ -6,7 +6,7 @@ import {
   InvalidInputError, Rng, hashJson, lineChartSvg, parseConfig, readTensorFile, svgToPng, writeFileAtomic, writeJsonAtomic,
   type StageContext, type StageDefinition, type TensorHeader,
 } from '@id3/core';
-import { TEACHER_DIMS, loadFaceApiTeacher, loadMobileFaceTeacher, type TeacherEmbedder } from '@id3/faces';
+import { embedderInfo, loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { embedCrops, pearson, gridPng, identityConsistency, readAttributes, sampleConditions, toImages } from './generate';
 import { scheduleConfigSchema } from './schedule';
 import { TeacherInput } from './teacher-input';
@@ -45,22 +45,15 @@ export const trainDiffusionConfigSchema = z
   .strict();
 export type TrainDiffusionConfig = z.output<typeof trainDiffusionConfigSchema>;
 
-const PREPARE_FILES = ['embeddings', 'attributes', 'attributes-scaled'] as const;
-
-async function loadTeacher(name: string): Promise<TeacherEmbedder> {
-  if (name === 'faceapi-dlib-128') return loadFaceApiTeacher();
-  if (name === 'mobileface-256') return loadMobileFaceTeacher();
-  throw new InvalidInputError(`prepare's embeddings come from an unknown teacher '${name}' (known: ${Object.keys(TEACHER_DIMS).join(', ')})`, { field: 'prepare.teacher' });
-}
-
 /** The prepared dataset in memory, split into training rows and held-out rows (seeded). */
 function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDiffusionConfig) {
-  const crops = readTensorFile(inputs.crops);
+  const cropsName = `crops${config.resolution}`;
+  const crops = readTensorFile(inputs[cropsName]);
   const emb = readTensorFile(inputs.embeddings);
-  const scaled = readTensorFile(inputs['attributes-scaled']);
+  const scaled = readTensorFile(inputs.attributesScaled);
   const raw = readTensorFile(inputs.attributes);
   const n = crops.header.shape[0];
-  for (const [name, t] of [['embeddings', emb], ['attributes-scaled', scaled], ['attributes', raw]] as const) {
+  for (const [name, t] of [['embeddings', emb], ['attributesScaled', scaled], ['attributes', raw]] as const) {
     if (t.header.shape[0] !== n) throw new InvalidInputError(`${inputs[name]}: ${t.header.shape[0]} rows but ${n} crops`, { file: inputs[name] });
   }
   if (config.holdout >= n) throw new InvalidInputError(`field 'train-diffusion.holdout': ${config.holdout} held out of only ${n} prepared images`, { field: 'train-diffusion.holdout' });
@@ -106,17 +99,22 @@ export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSch
   name: 'train-diffusion',
   version: 1,
   schema: trainDiffusionConfigSchema,
-  inputs: (config, store) => {
-    const files: Record<string, string> = {};
-    for (const name of [`crops-${config.resolution}`, ...PREPARE_FILES]) {
-      const path = store.abs(`prepare/${name}.json`);
-      if (!existsSync(path)) {
-        const hint = name.startsWith('crops-') ? ` (is ${config.resolution} in prepare.sizes?)` : '';
-        throw new InvalidInputError(`train-diffusion needs the prepare stage's output ${path}${hint}: run prepare first`, { field: 'train-diffusion.resolution', file: path });
-      }
-      files[name.startsWith('crops-') ? 'crops' : name] = path;
+  upstream: ['prepare'],
+  // The crops at the training resolution, the teacher embeddings y and the attributes s.
+  reads: (config) => ({ prepare: [`crops${config.resolution}`, 'embeddings', 'attributes', 'attributesScaled'] }),
+  /**
+   * The generator trains on prepare's crops at one of its sizes, in its teacher's embedding
+   * space: check both before anything runs, and the UNet's shape constraints (resolution
+   * divisible by the levels, channels by the groups), which only training would otherwise meet.
+   */
+  check(config, sections) {
+    const prepare = sections.prepare;
+    const sizes = prepare?.sizes as number[] | undefined;
+    if (sizes && !sizes.includes(config.resolution)) {
+      throw new InvalidInputError(`field 'train-diffusion.resolution': ${config.resolution} is not one of prepare.sizes [${sizes.join(', ')}]`, { field: 'train-diffusion.resolution' });
     }
-    return files;
+    const identityDim = typeof prepare?.teacher === 'string' ? embedderInfo(prepare.teacher, 'prepare.teacher').dim : 128;
+    parseConfig(unetConfigSchema, { ...config.unet, resolution: config.resolution, identityDim }, 'train-diffusion config', 'train-diffusion.unet');
   },
   run: (ctx) => trainDiffusion(ctx),
 };
@@ -127,7 +125,7 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
   const unetConfig = parseConfig(unetConfigSchema, { ...config.unet, resolution: config.resolution, identityDim: data.identityDim, attributeDim: data.attributeDim }, 'train-diffusion config', 'train-diffusion.unet');
   const trainerConfig = trainerConfigSchema.parse({ ...config.trainer, seed: config.seed });
   const needTeacher = trainerConfig.identity.enabled || config.evaluation.enabled;
-  const teacher = needTeacher ? await loadTeacher(prepared.teacherName) : undefined;
+  const teacher = needTeacher ? await loadEmbedder(prepared.teacherName, 'prepare.teacher') : undefined;
   // What must match for a checkpoint to be resumed exactly. Not the step count (extending a
   // finished run continues it), nor checkpoint/preview/evaluation settings.
   const trainingKnobs: Partial<typeof trainerConfig> = { ...trainerConfig };
@@ -244,7 +242,7 @@ export function resolveThreads(threads: number | 'auto', backend: string): numbe
  * back from the samples versus requested), with the same read-outs on the real held-out crops
  * at the training resolution as the ceiling.
  */
-async function evaluateHeldOut(trainer: DiffusionTrainer, teacher: TeacherEmbedder, prepared: ReturnType<typeof loadPrepared>, config: TrainDiffusionConfig) {
+async function evaluateHeldOut(trainer: DiffusionTrainer, teacher: FaceEmbedder, prepared: ReturnType<typeof loadPrepared>, config: TrainDiffusionConfig) {
   const { data, heldOut, rawAttributes } = prepared;
   const rows = heldOut.slice(0, Math.min(config.evaluation.count, heldOut.length));
   const d = data.identityDim;

@@ -1,5 +1,5 @@
 import { tf } from '@id3/core';
-import { scaledTemplate, type Point, type TeacherEmbedder } from '@id3/faces';
+import { scaledTemplate, type FaceEmbedder, type Point } from '@id3/faces';
 
 /**
  * Maps the generator's ArcFace-aligned crops (side `cropSize`, values in [-1, 1]) onto a teacher's
@@ -59,7 +59,7 @@ export class TeacherInput {
     this.ryT = tf.tidy(() => tf.transpose(tf.tensor2d(resampleMatrix(this.mapY, cropSize, teacherSize), [teacherSize, cropSize])));
   }
 
-  static forTeacher(teacher: TeacherEmbedder, cropSize: number): TeacherInput {
+  static forTeacher(teacher: FaceEmbedder, cropSize: number): TeacherInput {
     return new TeacherInput(cropSize, teacher.inputSize, teacher.inputTemplate);
   }
 

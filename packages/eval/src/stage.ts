@@ -100,7 +100,6 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
   name: 'eval',
   version: 1,
   schema: evalConfigSchema,
-  inputs: () => ({}),
   async run({ config, dir, progress }) {
     const teacher = await loadFaceApiTeacher();
     const cache = new EmbeddingCache(config.cacheDir ?? process.env.ID3_CACHE_DIR ?? join(dir, 'cache'), config.model.replace(/[^A-Za-z0-9._-]/g, '_'));

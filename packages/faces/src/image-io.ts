@@ -67,11 +67,6 @@ export async function decodeImageBytes(bytes: Buffer, source: string): Promise<R
   }
 }
 
-/** Write RGB pixels as PNG. */
-export async function encodePng(image: RgbImage): Promise<Buffer> {
-  return sharp(Buffer.from(image.data), { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
-}
-
 /** Resize with sharp (Lanczos), RGB in and out. */
 export async function resizeImage(image: RgbImage, width: number, height: number): Promise<RgbImage> {
   const { data, info } = await sharp(Buffer.from(image.data), { raw: { width: image.width, height: image.height, channels: 3 } })

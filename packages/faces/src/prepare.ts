@@ -2,15 +2,16 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import {
-  InvalidInputError, binEdges, histogram, histogramSvg, sha256, svgToPng, tf, writeFileAtomic, writeJsonAtomic, writeTensorFile,
+  InvalidInputError, binEdges, histogram, histogramSvg, sha256, svgToPng, writeFileAtomic, writeJsonAtomic, writeTensorFile,
   type StageDefinition,
 } from '@id3/core';
-import { alignDlibChip, dlibChipTemplate5, warpToTemplate } from './align';
 import { dataDir } from './data-dir';
 import { decodeImageBytes, resizeImage, type RgbImage } from './image-io';
 import { predictAge } from './models/age';
+import { alignForEmbedder } from './models/align-for-embedder';
 import { detectAndAlign } from './models/detect-align';
-import { embedWithFlip, loadFaceApiTeacher } from './models/teacher';
+import { DEFAULT_EMBEDDER, embedderNames, loadEmbedder, unknownEmbedderMessage } from './models/embedders';
+import { embedImage } from './models/face-embedder';
 import { headPoseFrom68 } from './pose';
 import { readImageFolders } from './readers/folders';
 import { readUtkFace } from './readers/utkface';
@@ -53,7 +54,11 @@ export const prepareConfigSchema = z
     fallback: z.enum(['center-crop', 'reject']).default('reject'),
     /** Centre crop: the side of the ArcFace crop as a fraction of the image (LFW ~0.5, UTKFace ~0.85). */
     fallbackFraction: z.number().min(0.1).max(1).default(0.5),
-    teacher: z.literal('faceapi-dlib-128').default('faceapi-dlib-128'),
+    /** The face embedder whose embeddings are y: any registered name (embedderNames()). */
+    teacher: z
+      .string()
+      .refine((name) => embedderNames().includes(name), (name) => ({ message: unknownEmbedderMessage(name) }))
+      .default(DEFAULT_EMBEDDER),
   })
   .strict();
 export type PrepareConfig = z.output<typeof prepareConfigSchema>;
@@ -99,7 +104,6 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
   name: 'prepare',
   version: 1,
   schema: prepareConfigSchema,
-  inputs: () => ({}),
   async run({ config, dir, progress }) {
     let listing;
     try {
@@ -110,7 +114,7 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
     const entries = config.limit ? listing.entries.slice(0, config.limit) : listing.entries;
     progress({ phase: 'list', message: `${entries.length} images (${listing.rejects.length} file names refused)` });
     const rejects = [...listing.rejects];
-    const teacher = await loadFaceApiTeacher();
+    const teacher = await loadEmbedder(config.teacher, 'prepare.teacher');
     const crops = config.sizes.map(() => [] as Uint8Array[]);
     const embeddings: Float32Array[] = [];
     const attributes: number[][] = [];
@@ -136,13 +140,8 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
       if (method === 'center-crop') fallbacks++;
       const aligned = found.image;
       for (const [k, size] of config.sizes.entries()) crops[k].push((size === 112 ? aligned : await resizeImage(aligned, size, size)).data);
-      // The teacher sees its own dlib chip (it was trained on those), cut from the same landmarks.
-      const chip = landmarks
-        ? alignDlibChip(image, landmarks, teacher.inputSize, 0.25).image
-        : warpToTemplate(image, found.points, dlibChipTemplate5(teacher.inputSize, 0.25), teacher.inputSize).image;
-      const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(chip.data), [1, teacher.inputSize, teacher.inputSize, 3])));
-      embeddings.push((await e.data()) as Float32Array);
-      e.dispose();
+      // The teacher sees its own crop (a dlib chip for face-api), cut from the same landmarks.
+      embeddings.push(await embedImage(teacher, alignForEmbedder(image, found, teacher)));
       // A centre-cropped (pre-aligned) face has no landmarks: its pose is taken as frontal and its
       // age predicted on the whole image; the index records the method.
       const pose = landmarks ? headPoseFrom68(landmarks) : { pitch: 0, yaw: 0, roll: 0 };

@@ -1,8 +1,9 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { Rng, RunStore, executeStage, initBackend, writeTensorFile, type ProgressEvent } from '@id3/core';
+import { RunStore, executeStage, initBackend, type ProgressEvent } from '@id3/core';
+import { prepareStage } from '@id3/faces';
 import { trainDiffusionStage } from '../stage';
 
 jest.setTimeout(180_000);
@@ -11,25 +12,24 @@ beforeAll(async () => {
   await initBackend('wasm', () => undefined);
 });
 
-const N = 12;
 const R = 16;
+let N = 0;
+let prepared = '';
 
-/** A prepare stage's outputs, written the way prepare writes them (tensor files + headers). */
+/**
+ * The real prepare stage on the built-in procedural faces (4 people × 3 images) at the training
+ * resolution, run once; each test copies its run directory, manifest included, so the generator
+ * reads prepare's outputs the way a pipeline hands them over.
+ */
+beforeAll(async () => {
+  prepared = mkdtempSync(join(tmpdir(), 'id3-prepared-'));
+  const r = await executeStage(prepareStage, { seed: 0, source: { kind: 'procedural', identities: 4, perIdentity: 3 }, sizes: [R], fallback: 'center-crop', fallbackFraction: 0.75 }, { store: new RunStore(prepared), progress: () => undefined, backend: 'wasm' });
+  N = r.manifest.metrics.accepted;
+});
+afterAll(() => rmSync(prepared, { recursive: true, force: true }));
+
 function fakePrepare(root: string): void {
-  const rng = new Rng(9);
-  const dir = join(root, 'prepare');
-  const crops = new Uint8Array(N * R * R * 3).map(() => Math.floor(rng.uniform() * 256));
-  writeTensorFile(join(dir, `crops-${R}`), 'uint8', [N, R, R, 3], crops, { what: 'ArcFace-aligned RGB crops' });
-  const y = new Float32Array(N * 128);
-  for (let i = 0; i < N; i++) {
-    const v = rng.fillNormal(new Float32Array(128));
-    const n = Math.hypot(...v);
-    y.set(v.map((x) => x / n), i * 128);
-  }
-  writeTensorFile(join(dir, 'embeddings'), 'float32', [N, 128], y, { teacher: 'faceapi-dlib-128' });
-  const raw = Float32Array.from({ length: N * 4 }, (_, k) => (k % 4 === 0 ? 20 + k : (k % 7) - 3));
-  writeTensorFile(join(dir, 'attributes'), 'float32', [N, 4], raw);
-  writeTensorFile(join(dir, 'attributes-scaled'), 'float32', [N, 4], raw.map((v, k) => (k % 4 === 0 ? v / 50 - 1 : v / 90)));
+  cpSync(join(prepared, 'prepare'), join(root, 'prepare'), { recursive: true });
 }
 
 const config = (steps: number) => ({
@@ -84,11 +84,11 @@ describe('train-diffusion stage', () => {
 
   it('names what is missing when prepare has not run, or did not make this resolution', async () => {
     const empty = fresh();
-    await expect(run(empty, 2)).rejects.toMatchObject({ name: 'InvalidInputError', message: expect.stringMatching(/prepare\/crops-16\.json.*run prepare first/) });
+    await expect(run(empty, 2)).rejects.toMatchObject({ name: 'InvalidInputError', message: expect.stringMatching(/reads the outputs of stage 'prepare', which has not completed .*: run 'prepare' first/) });
     const other = fresh();
     fakePrepare(other);
     await expect(executeStage(trainDiffusionStage, { ...config(2), resolution: 32 }, { store: new RunStore(other), progress: () => undefined, backend: 'wasm', fieldPrefix: 'train-diffusion' }))
-      .rejects.toMatchObject({ message: expect.stringMatching(/crops-32\.json \(is 32 in prepare\.sizes\?\)/) });
+      .rejects.toMatchObject({ message: expect.stringMatching(/reads output 'crops32' of stage 'prepare', which has none by that name \(it has: crops16, /) });
     await expect(executeStage(trainDiffusionStage, { ...config(2), trainer: { steps: 0 } }, { store: new RunStore(other), progress: () => undefined, backend: 'wasm', fieldPrefix: 'train-diffusion' }))
       .rejects.toMatchObject({ message: expect.stringMatching(/train-diffusion\.trainer\.steps/) });
   });

@@ -1,15 +1,15 @@
 import { initBackend, tf } from '@id3/core';
 import {
-  alignDlibChip, decodeImage, detectAndAlign, loadFaceApiTeacher, readLfwPairs, requireDataPath, scaledTemplate, type TeacherEmbedder,
+  alignDlibChip, decodeImage, detectAndAlign, loadEmbedder, readLfwPairs, requireDataPath, scaledTemplate, type FaceEmbedder,
 } from '@id3/faces';
 import { TeacherInput, fitAxisMap, resampleMatrix } from '../teacher-input';
 
 jest.setTimeout(120_000);
 
-let teacher: TeacherEmbedder;
+let teacher: FaceEmbedder;
 beforeAll(async () => {
   await initBackend('wasm', () => undefined);
-  teacher = await loadFaceApiTeacher();
+  teacher = await loadEmbedder('faceapi-dlib-128');
 });
 
 describe('TeacherInput (generator crops → the teacher own input frame)', () => {

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng, initBackend, tf } from '@id3/core';
-import { loadFaceApiTeacher, type TeacherEmbedder } from '@id3/faces';
+import { loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { gaussianNoise } from '../gaussian-diffusion';
 import { pearson, sampleConditions } from '../generate';
 import { id3LossTerms } from '../loss';
@@ -12,10 +12,10 @@ import { TeacherInput } from '../teacher-input';
 import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type TrainerConfigInput, type TrainingData } from '../trainer';
 import { UNet, unetConfigSchema } from '../unet';
 
-let teacher: TeacherEmbedder;
+let teacher: FaceEmbedder;
 beforeAll(async () => {
   await initBackend('wasm', () => undefined);
-  teacher = await loadFaceApiTeacher();
+  teacher = await loadEmbedder('faceapi-dlib-128');
 });
 
 const R = 16;
