@@ -13,15 +13,31 @@ export interface Harness {
   readonly dir: string;
   readonly runsDir: string;
   readonly workflowBundle: WorkflowBundleWithSourceMap;
+  /** The Web UI's base URL (`http://127.0.0.1:<port>`), when started with `{ ui: true }`. */
+  readonly uiUrl: string | undefined;
   close(): Promise<void>;
 }
 
-export async function startHarness(): Promise<Harness> {
+export interface HarnessOptions {
+  /** Also serve the Web UI, on a free port (default: headless). */
+  readonly ui?: boolean;
+}
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'id3-it-'));
   const runsDir = join(dir, 'runs');
   // Stage processes (spawned by activities) inherit this: run directories go to the temp dir.
   process.env.ID3_RUNS_DIR = runsDir;
-  const server = await startDevServer({ port: await freePort(), uiPort: null, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log') });
+  const uiPort = options.ui ? await freePort() : null;
+  const server = await startDevServer({ port: await freePort(), uiPort, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log') });
+  const uiUrl = server.uiUrl;
+  if (uiUrl) {
+    // The UI server comes up alongside the frontend; don't hand out its URL before it answers.
+    await waitFor(`the Web UI at ${uiUrl}`, () => fetch(uiUrl).then((r) => r.ok, () => false), 30_000).catch(async (err: unknown) => {
+      await server.stop();
+      throw err;
+    });
+  }
   const connection = await Connection.connect({ address: server.address });
   const client = new Client({ connection, namespace: 'default' });
   const workflowBundle = await bundleWorkflowCode({
@@ -35,6 +51,7 @@ export async function startHarness(): Promise<Harness> {
     dir,
     runsDir,
     workflowBundle,
+    uiUrl,
     async close() {
       await connection.close();
       await server.stop();

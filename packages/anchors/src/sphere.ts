@@ -17,12 +17,6 @@ export function randomUnitVectors(n: number, dim: number, rng: Rng): Float32Arra
   return normaliseRows(rng.fillNormal(new Float32Array(n * dim)), dim);
 }
 
-export function dot(a: Float32Array, ai: number, b: Float32Array, bi: number, dim: number): number {
-  let s = 0;
-  for (let k = 0; k < dim; k++) s += a[ai + k] * b[bi + k];
-  return s;
-}
-
 export const degrees = (radians: number): number => (radians * 180) / Math.PI;
 
 /** Angle in degrees for a cosine, clamped against rounding just outside [-1, 1]. */

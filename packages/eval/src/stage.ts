@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { InvalidInputError, sha256, svgToPng, tf, writeFileAtomic, writeJsonAtomic, type StageDefinition } from '@id3/core';
+import { InvalidInputError, readTensorFile, sha256, svgToPng, writeFileAtomic, writeJsonAtomic, writeTensorFile, type StageDefinition } from '@id3/core';
 import {
-  decodeImageBytes, detectAndAlign, embedWithFlip, loadFaceApiTeacher, readCfpPairs, readInsightfaceBin, readLfwPairs,
-  resolveSourcePath, type RgbImage, type TeacherEmbedder,
+  alignForEmbedder, decodeImageBytes, detectAndAlign, embedImage, embedderInfo, embedderNames, loadEmbedder, readCfpPairs, readInsightfaceBin,
+  readLfwPairs, resolveSourcePath, type FaceEmbedder, type RgbImage,
 } from '@id3/faces';
 import { EmbeddingCache } from './embedding-cache';
 import { PAPER_BENCHMARKS, paperTable, rocSvg, scoreHistogramSvg, type PaperBenchmark } from './report';
@@ -20,12 +20,19 @@ const benchmarkSchema = z.discriminatedUnion('kind', [
 export const evalConfigSchema = z
   .object({
     seed: z.number().int().nonnegative(),
-    /** The model under test. Until fr-train exists, the pretrained teacher. */
-    model: z.literal('teacher:faceapi-dlib-128').default('teacher:faceapi-dlib-128'),
+    /** The model under test: `teacher:<registered face embedder>` (a pretrained network). */
+    model: z
+      .string()
+      .default('teacher:faceapi-dlib-128')
+      .refine((m) => m.startsWith('teacher:') && embedderNames().includes(m.slice('teacher:'.length)), (m) => ({
+        message: `unknown model '${m}' (known: ${embedderNames().map((n) => `teacher:${n}`).join(', ')})`,
+      })),
     benchmarks: z.array(benchmarkSchema).nonempty(),
     detector: z.enum(['tiny', 'ssd']).default('tiny'),
     /** Embedding cache (by model and image hash); default: ID3_CACHE_DIR or the stage directory. */
     cacheDir: z.string().optional(),
+    /** Pairs per shard: a shard is the unit a worker takes and a killed worker loses. */
+    pairsPerShard: z.number().int().positive().default(500),
   })
   .strict();
 export type EvalConfig = z.output<typeof evalConfigSchema>;
@@ -66,8 +73,14 @@ function loadBenchmark(spec: z.output<typeof benchmarkSchema>): LoadedBenchmark 
   };
 }
 
-/** Detect, cut the teacher's dlib chip, embed image + flip (cached by image hash). */
-async function embedRef(ref: ImageRef, teacher: TeacherEmbedder, cache: EmbeddingCache, o: { detector: 'tiny' | 'ssd'; fallbackFraction: number }, counters: { fallbacks: number; computed: number }): Promise<Float32Array> {
+interface EmbedCounters {
+  fallbacks: number;
+  computed: number;
+  cached: number;
+}
+
+/** Detect, cut the crop the model was trained on, embed image + flip (cached by image bytes). */
+async function embedRef(ref: ImageRef, model: FaceEmbedder, cache: EmbeddingCache, o: { detector: 'tiny' | 'ssd'; fallbackFraction: number }, counters: EmbedCounters): Promise<Float32Array> {
   // Key on the file's bytes (plus what changes the crop), so a cache hit decodes nothing.
   const source = 'bytes' in ref ? ref.source : ref.path;
   let bytes: Buffer;
@@ -77,18 +90,46 @@ async function embedRef(ref: ImageRef, teacher: TeacherEmbedder, cache: Embeddin
     throw new InvalidInputError(`cannot read image ${source}: ${(err as Error).message}`, { file: source });
   }
   const hash = sha256(Buffer.concat([Buffer.from(`${o.detector}:${o.fallbackFraction}:`), bytes]));
-  const hit = cache.get(hash, teacher.dim);
-  if (hit) return hit;
+  const hit = cache.get(hash, model.dim);
+  if (hit) {
+    counters.cached++;
+    return hit;
+  }
   const image: RgbImage = await decodeImageBytes(bytes, source);
-  const aligned = await detectAndAlign(image, { size: teacher.inputSize, template: 'dlib', padding: 0.25, detector: o.detector, fallback: 'center-crop', fallbackFraction: o.fallbackFraction });
-  if (!aligned.ok) throw new Error(aligned.reason);
-  if (aligned.method === 'center-crop') counters.fallbacks++;
-  const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(aligned.image.data), [1, teacher.inputSize, teacher.inputSize, 3])));
-  const v = (await e.data()) as Float32Array;
-  e.dispose();
+  const found = await detectAndAlign(image, { detector: o.detector, fallback: 'center-crop', fallbackFraction: o.fallbackFraction });
+  if (!found.ok) throw new Error(`${source}: ${found.reason}`);
+  if (found.method === 'center-crop') counters.fallbacks++;
+  const v = await embedImage(model, alignForEmbedder(image, found, model));
   cache.set(hash, v);
   counters.computed++;
   return v;
+}
+
+const benchmarkKey = (name: string): string => name.replace(/[^A-Za-z0-9]/g, '');
+
+/** Shard ids: `<benchmark index>-<benchmark key>-<chunk>`, in benchmark then pair order. */
+function shardIds(config: EvalConfig, pairCounts: readonly number[]): string[] {
+  return pairCounts.flatMap((count, b) => {
+    const chunks = Math.ceil(count / config.pairsPerShard);
+    return Array.from({ length: chunks }, (_, k) => `${b}-${benchmarkKey(config.benchmarks[b].name) || 'bench'}-${String(k).padStart(4, '0')}`);
+  });
+}
+
+function parseShardId(id: string): { benchmark: number; chunk: number } {
+  const [b, , k] = id.split('-');
+  return { benchmark: Number(b), chunk: Number(k) };
+}
+
+function loadBenchmarkNamed(spec: z.output<typeof benchmarkSchema>): LoadedBenchmark {
+  try {
+    return loadBenchmark(spec);
+  } catch (err) {
+    throw new InvalidInputError(`benchmark '${spec.name}': ${(err as Error).message}`, { field: 'eval.benchmarks' });
+  }
+}
+
+function modelCache(config: EvalConfig, dir: string): EmbeddingCache {
+  return new EmbeddingCache(config.cacheDir ?? process.env.ID3_CACHE_DIR ?? join(dir, 'cache'), config.model.replace(/[^A-Za-z0-9._-]/g, '_'));
 }
 
 /**
@@ -98,49 +139,76 @@ async function embedRef(ref: ImageRef, teacher: TeacherEmbedder, cache: Embeddin
  */
 export const evalStage: StageDefinition<typeof evalConfigSchema> = {
   name: 'eval',
-  version: 1,
+  version: 2,
   schema: evalConfigSchema,
-  async run({ config, dir, progress }) {
-    const teacher = await loadFaceApiTeacher();
-    const cache = new EmbeddingCache(config.cacheDir ?? process.env.ID3_CACHE_DIR ?? join(dir, 'cache'), config.model.replace(/[^A-Za-z0-9._-]/g, '_'));
+  /**
+   * Shards: chunks of `pairsPerShard` pairs of one benchmark. Each embeds its pairs (through the
+   * embedding cache, so a killed shard resumes image by image) and writes them as one tensor file.
+   */
+  shards: {
+    plan: ({ config }) => shardIds(config, config.benchmarks.map((spec) => loadBenchmarkNamed(spec).issame.length)),
+    async run({ config, dir, shard, shardDir, progress }) {
+      const { benchmark, chunk } = parseShardId(shard);
+      const bench = loadBenchmarkNamed(config.benchmarks[benchmark]);
+      const start = chunk * config.pairsPerShard;
+      const end = Math.min(bench.issame.length, start + config.pairsPerShard);
+      const model = await loadEmbedder(config.model.slice('teacher:'.length), 'eval.model');
+      const cache = modelCache(config, dir);
+      const counters: EmbedCounters = { fallbacks: 0, computed: 0, cached: 0 };
+      const started = Date.now();
+      const count = end - start;
+      const rows = new Float32Array(2 * count * model.dim); // the a sides, then the b sides
+      const o = { detector: config.detector, fallbackFraction: bench.fallbackFraction };
+      for (let i = 0; i < count; i++) {
+        rows.set(await embedRef(bench.a[start + i], model, cache, o, counters), i * model.dim);
+        rows.set(await embedRef(bench.b[start + i], model, cache, o, counters), (count + i) * model.dim);
+        progress({ phase: `embed ${bench.name}`, step: i + 1, total: count, metrics: { computed: counters.computed, cached: counters.cached } });
+      }
+      writeTensorFile(join(shardDir, 'embeddings'), 'float32', [2, count, model.dim], rows, { benchmark: bench.name, pairs: [start, end], model: config.model });
+      return {
+        metrics: { pairs: count, computed: counters.computed, cached: counters.cached, fallbacks: counters.fallbacks, computeMs: counters.computed ? Date.now() - started : 0 },
+      };
+    },
+  },
+  async run({ config, dir, shards }) {
     const results: Record<string, VerificationResult> = {};
     const metrics: Record<string, number> = {};
     const outputs: Record<string, string> = {};
     const curves: { label: string; result: VerificationResult }[] = [];
-    for (const spec of config.benchmarks) {
-      let bench: LoadedBenchmark;
-      try {
-        bench = loadBenchmark(spec);
-      } catch (err) {
-        throw new InvalidInputError(`benchmark '${spec.name}': ${(err as Error).message}`, { field: 'eval.benchmarks' });
-      }
-      const counters = { fallbacks: 0, computed: 0 };
-      const started = Date.now();
-      const dim = teacher.dim;
+    const dim = embedderInfo(config.model.slice('teacher:'.length), 'eval.model').dim;
+    for (const [b, spec] of config.benchmarks.entries()) {
+      const bench = loadBenchmarkNamed(spec);
+      const own = shards.filter((s) => parseShardId(s.id).benchmark === b);
       const ea = new Float32Array(bench.issame.length * dim);
       const eb = new Float32Array(bench.issame.length * dim);
-      for (let i = 0; i < bench.issame.length; i++) {
-        ea.set(await embedRef(bench.a[i], teacher, cache, { detector: config.detector, fallbackFraction: bench.fallbackFraction }, counters), i * dim);
-        eb.set(await embedRef(bench.b[i], teacher, cache, { detector: config.detector, fallbackFraction: bench.fallbackFraction }, counters), i * dim);
-        progress({ phase: `embed ${bench.name}`, step: i + 1, total: bench.issame.length });
+      for (const s of own) {
+        const { header, values } = readTensorFile(join(s.dir, 'embeddings'));
+        const [start, end] = (header.meta as { pairs: [number, number] }).pairs;
+        const count = end - start;
+        if (header.shape[2] !== dim || header.shape[1] !== count) throw new Error(`${s.dir}: shard embeddings [${header.shape.join(', ')}] do not match ${count} pairs of ${dim}-d`);
+        ea.set(values.subarray(0, count * dim), start * dim);
+        eb.set(values.subarray(count * dim), start * dim);
       }
       const r = evaluateVerification(ea, eb, dim, bench.issame, bench.foldOf ? { foldOf: bench.foldOf } : {});
       results[bench.name] = r;
       curves.push({ label: bench.name, result: r });
-      const key = bench.name.replace(/[^A-Za-z0-9]/g, '');
+      const key = benchmarkKey(bench.name);
+      const sum = (k: string): number => own.reduce((t, s) => t + (s.metrics[k] ?? 0), 0);
       Object.assign(metrics, {
         [`${key}_accuracy`]: r.accuracy,
         [`${key}_accuracyStd`]: r.accuracyStd,
         [`${key}_tarAtFar1e3`]: r.tar,
         [`${key}_auc`]: r.auc,
         [`${key}_eer`]: r.eer,
-        [`${key}_fallbacks`]: counters.fallbacks,
-        [`${key}_msPerComputedImage`]: counters.computed ? (Date.now() - started) / counters.computed : 0,
+        [`${key}_fallbacks`]: sum('fallbacks'),
+        [`${key}_computedImages`]: sum('computed'),
+        [`${key}_msPerComputedImage`]: sum('computed') ? sum('computeMs') / sum('computed') : 0,
       });
       const hist = join(dir, `scores-${key}.png`);
       writeFileAtomic(hist, await svgToPng(scoreHistogramSvg(`${config.model} on ${bench.name}: genuine vs impostor`, pairDistances(ea, eb, dim), bench.issame, r.thresholds.reduce((s, t) => s + t, 0) / r.thresholds.length)));
       outputs[`scores_${key}`] = hist;
     }
+    metrics.shards = shards.length;
     const paper = Object.fromEntries(Object.entries(results).filter(([name]) => (PAPER_BENCHMARKS as readonly string[]).includes(name))) as Partial<Record<PaperBenchmark, VerificationResult>>;
     const others = Object.entries(results).filter(([name]) => !(PAPER_BENCHMARKS as readonly string[]).includes(name));
     const pct = (v: number) => (100 * v).toFixed(2);

@@ -1,13 +1,16 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { RunStore, executeStage, initBackend } from '@id3/core';
+import { RunStore, executeShard, executeStage, initBackend, prepareStageRun } from '@id3/core';
 import { evalStage } from '../index';
 
 // The eval stage with the pretrained teacher on real benchmark files: both insightface .bin
 // samples (40 LFW pairs of 112×112 crops each) and the CFP-layout sample (FP split).
 jest.setTimeout(300_000);
+
+// One embedding cache for the file: the first test fills it, later ones read what they can.
+const cacheDir = mkdtempSync(join(tmpdir(), 'id3-eval-cache-'));
 
 describe('eval stage', () => {
   beforeAll(async () => {
@@ -18,6 +21,7 @@ describe('eval stage', () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
     const config = {
       seed: 0,
+      cacheDir,
       benchmarks: [
         { kind: 'bin', name: 'lfw-sample-py2', path: 'data:samples/insightface-bin/sample-py2.bin' },
         { kind: 'bin', name: 'lfw-sample-py3', path: 'data:samples/insightface-bin/sample-py3.bin' },
@@ -36,14 +40,52 @@ describe('eval stage', () => {
     expect(report).toMatch(/Not in the paper's table: lfw-sample-py2, lfw-sample-py3/);
     expect((await sharp(store.abs(r.manifest.outputs.roc.path)).metadata()).format).toBe('png');
 
+    // One shard per benchmark here (40 pairs each, 500 per shard by default); py2 and py3 hold
+    // the same images, so the second one's shard is served from the cache the first one filled.
+    expect(m.shards).toBe(3);
+    expect(m.lfwsamplepy2_computedImages).toBeGreaterThan(0);
+    expect(m.lfwsamplepy3_computedImages).toBe(0);
+
+    // Shards gone (as on a fresh worker sharing the cache): recomputed from the embedding cache alone.
+    rmSync(join(store.stageDir('eval'), 'shards'), { recursive: true });
     const again = await executeStage(evalStage, config, { store, progress: () => undefined, backend: 'wasm', force: true });
     expect(again.manifest.metrics.lfwsamplepy2_accuracy).toBe(m.lfwsamplepy2_accuracy);
-    expect(again.manifest.metrics.lfwsamplepy2_msPerComputedImage).toBe(0); // nothing recomputed
+    expect(again.manifest.metrics.lfwsamplepy2_computedImages).toBe(0); // nothing recomputed
+    expect(again.manifest.metrics.lfwsamplepy2_msPerComputedImage).toBe(0);
   });
 
   it('a malformed benchmark file fails naming the file', async () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
     const config = { seed: 0, benchmarks: [{ kind: 'bin', name: 'broken', path: join(__dirname, 'stage.test.ts') }] };
     await expect(executeStage(evalStage, config, { store, progress: () => undefined, backend: 'wasm' })).rejects.toThrow(/benchmark 'broken': .*stage\.test\.ts: refusing pickle opcode/);
+  });
+});
+
+describe('eval shards', () => {
+  it('splits each benchmark into chunks of pairsPerShard; merging shards run out of order gives the same numbers', async () => {
+    await initBackend('wasm', () => undefined);
+    const spec = { kind: 'bin', name: 'lfw-sample', path: 'data:samples/insightface-bin/sample-py3.bin' };
+    const whole = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
+    const one = await executeStage(evalStage, { seed: 0, benchmarks: [spec], cacheDir }, { store: whole, progress: () => undefined, backend: 'wasm' });
+
+    const split = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
+    const config = { seed: 0, benchmarks: [spec], cacheDir, pairsPerShard: 15 };
+    const plan = await prepareStageRun(evalStage, config, { store: split, progress: () => undefined, backend: 'wasm' });
+    const ids = plan.current ? [] : plan.shards.map((s) => s.id);
+    expect(ids).toEqual(['0-lfwsample-0000', '0-lfwsample-0001', '0-lfwsample-0002']); // 40 pairs: 15 + 15 + 10
+    for (const id of [...ids].reverse()) await executeShard(evalStage, config, id, { store: split, progress: () => undefined, backend: 'wasm' });
+    const merged = await executeStage(evalStage, config, { store: split, progress: () => undefined, backend: 'wasm' });
+    expect(merged.manifest.metrics.lfwsample_accuracy).toBe(one.manifest.metrics.lfwsample_accuracy);
+    expect(merged.manifest.metrics.lfwsample_auc).toBe(one.manifest.metrics.lfwsample_auc);
+    expect(merged.manifest.metrics.shards).toBe(3);
+    expect(merged.manifest.metrics.lfwsample_computedImages).toBe(0); // the same cache served every image
+  });
+
+  it('an unknown model is refused naming the field and the known ones', async () => {
+    const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
+    const config = { seed: 0, model: 'teacher:arcface-r100', benchmarks: [{ kind: 'bin', name: 'x', path: 'data:samples/insightface-bin/sample-py3.bin' }] };
+    await expect(executeStage(evalStage, config, { store, progress: () => undefined, backend: 'wasm', fieldPrefix: 'eval' })).rejects.toThrow(
+      /field 'eval\.model': unknown model 'teacher:arcface-r100' \(known: teacher:faceapi-dlib-128, teacher:mobileface-256/,
+    );
   });
 });

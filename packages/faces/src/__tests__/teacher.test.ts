@@ -1,30 +1,28 @@
 import { initBackend, tf } from '@id3/core';
-import { decodeImage, detectAndAlign, embedWithFlip, loadFaceApiTeacher, loadMobileFaceTeacher, readLfwPairs, requireDataPath, type TeacherEmbedder } from '../index';
+import { alignForEmbedder, decodeImage, detectAndAlign, embedImage, loadEmbedder, readLfwPairs, requireDataPath } from '../index';
 
 // The pretrained teacher on real LFW images through id3's detection and dlib-chip alignment.
 jest.setTimeout(180_000);
 
 describe.each([
-  ['face-api (dlib ResNet, 128-d) on dlib chips', loadFaceApiTeacher, 128, 'dlib' as const, 0.25],
-  ['MobileFace (256-d) on ArcFace crops', loadMobileFaceTeacher, 256, 'arcface' as const, 0],
-])('%s, on real LFW pairs', (_name, load: () => Promise<TeacherEmbedder>, dim, template, padding) => {
+  ['face-api (dlib ResNet, 128-d) on dlib chips', 'faceapi-dlib-128', 128],
+  ['MobileFace (256-d) on ArcFace crops', 'mobileface-256', 256],
+])('%s, on real LFW pairs', (_title, name, dim) => {
   beforeAll(async () => {
     await initBackend('wasm', () => undefined);
   });
 
   it('detects, aligns and embeds: genuine pairs are far closer than impostors, without leaking tensors', async () => {
-    const teacher = await load();
+    const teacher = await loadEmbedder(name);
     expect(teacher.dim).toBe(dim);
     const list = readLfwPairs(requireDataPath('lfw', 'pairs.txt'), requireDataPath('lfw', 'lfw-deepfunneled'));
     const pairs = [...list.pairs.slice(0, 8), ...list.pairs.slice(300, 308)];
     const embedOne = async (path: string) => {
-      const aligned = await detectAndAlign(await decodeImage(path), { size: teacher.inputSize, template, padding });
-      if (!aligned.ok) throw new Error(`${path}: ${aligned.reason}`);
-      expect(aligned.method).toBe('landmarks');
-      const e = tf.tidy(() => embedWithFlip(teacher, tf.tensor4d(Float32Array.from(aligned.image.data), [1, teacher.inputSize, teacher.inputSize, 3])));
-      const v = (await e.data()) as Float32Array;
-      e.dispose();
-      return v;
+      const image = await decodeImage(path);
+      const found = await detectAndAlign(image);
+      if (!found.ok) throw new Error(`${path}: ${found.reason}`);
+      expect(found.method).toBe('landmarks');
+      return embedImage(teacher, alignForEmbedder(image, found, teacher));
     };
     await embedOne(pairs[0].a); // warm-up: model weights become resident
     const before = tf.memory().numTensors;
@@ -44,13 +42,10 @@ describe.each([
   });
 });
 
-describe.each([
-  ['face-api', loadFaceApiTeacher],
-  ['MobileFace', loadMobileFaceTeacher],
-])('%s teacher is differentiable', (_name, load: () => Promise<TeacherEmbedder>) => {
+describe.each(['faceapi-dlib-128', 'mobileface-256'])('%s teacher is differentiable', (name) => {
   it('the gradient of ⟨f(x), y⟩ with respect to the input pixels is finite and non-zero', async () => {
     await initBackend('wasm', () => undefined);
-    const teacher = await load();
+    const teacher = await loadEmbedder(name);
     const s = teacher.inputSize;
     const x = tf.randomUniform([2, s, s, 3], 0, 255, 'float32', 1) as tf.Tensor4D;
     const y = tf.tidy(() => tf.div(tf.ones([2, teacher.dim]), Math.sqrt(teacher.dim)));
