@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything id3 needs on a fresh machine: npm packages and the Temporal CLI (pinned).
+# Installs everything id3 needs on a fresh machine: npm packages, the Temporal CLI (pinned) and,
+# for the Web UI test, Chromium (apt-get, as root).
 # Idempotent and quick when already done. Part of `npm start` and `npm test`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,3 +22,20 @@ fi
 
 # 2. The Temporal CLI, pinned (later tags refuse `go install`).
 bash "$ROOT/scripts/install-temporal.sh"
+
+# 3. Chromium, for the Web UI end-to-end test (tests/src/web-ui.test.ts drives it headless through
+#    puppeteer-core, which never downloads a browser). The test uses CHROMIUM_PATH, else /usr/bin/chromium.
+chromium="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ]; then
+  if [ -n "${CHROMIUM_PATH:-}" ]; then
+    echo "setup: CHROMIUM_PATH=$CHROMIUM_PATH is not an executable" >&2; exit 1
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Chromium for the Web UI test (apt-get update && apt-get install chromium)…" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >&2
+    [ -x "$chromium" ] || { echo "setup: apt-get installed chromium but $chromium is missing; set CHROMIUM_PATH" >&2; exit 1; }
+  else
+    # Not fatal: the app runs without it; only the Web UI test needs it, and it fails naming this.
+    echo "setup: warning: Chromium not found at $chromium; the Web UI test needs it: run 'sudo apt-get install -y chromium' or set CHROMIUM_PATH" >&2
+  fi
+fi

@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { RunStore } from '@id3/core';
 import { TASK_QUEUE, createId3Worker, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView, type StageSummary } from '@id3/workflows';
@@ -29,6 +30,8 @@ describe('pipeline workflow against a real Temporal server', () => {
   let stopWorker: () => Promise<void>;
 
   beforeAll(async () => {
+    // A throwaway stage joins the registry of this worker and of the stage processes it spawns.
+    process.env.ID3_EXTRA_STAGES = resolve(__dirname, '../../workflows/src/__tests__/fixtures/throwaway-stage.ts');
     h = await startHarness();
     const { worker, close } = await createId3Worker({ address: h.server.address, workflowBundle: h.workflowBundle, activityDeps: { progressSignalEveryMs: 500 } });
     const running = worker.run();
@@ -42,6 +45,7 @@ describe('pipeline workflow against a real Temporal server', () => {
   afterAll(async () => {
     await stopWorker?.();
     await h?.close();
+    delete process.env.ID3_EXTRA_STAGES;
   });
 
   it('runs every stage as a child workflow, writes outputs, and a re-run skips them all', async () => {
@@ -73,6 +77,18 @@ describe('pipeline workflow against a real Temporal server', () => {
     expect(events.filter((e) => e.event === 'skip').map((e) => e.stage)).toEqual(['prepare', 'train-diffusion', 'anchors', 'identities']);
   });
 
+  it('a stage registered by one line (an extra stage module) runs in a pipeline after the stage it reads', async () => {
+    const id = `it-throwaway-${Date.now()}`;
+    const input: PipelineInput = { ...small, runName: 'it-throwaway', stages: ['throwaway', 'anchors'], overrides: { ...small.overrides, throwaway: { suffix: '!' } } };
+    const r = (await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [input] })) as PipelineResult;
+    expect(r.stages.map((s) => s.stage)).toEqual(['anchors', 'throwaway']);
+    const out = r.stages[1].outputs.count;
+    expect(JSON.parse(readFileSync(`${r.runDir}/${out.path}`, 'utf8'))).toEqual({ anchors: 300, note: 'counted!' });
+    // The child workflow carries the stage's own name for the Web UI.
+    const child = await h.client.workflow.getHandle(stageWorkflowId(id, 'throwaway')).describe();
+    expect(await child.staticSummary()).toBe('throwaway');
+  });
+
   it('a single stage runs alone from a one-object input (as from the Web UI form)', async () => {
     const summary = (await h.client.workflow.execute('stage', {
       taskQueue: TASK_QUEUE,
@@ -88,7 +104,7 @@ describe('pipeline workflow against a real Temporal server', () => {
     [{ anchors: { n: 'many' } }, /field 'anchors\.n': Expected number, received string/],
     [{ anchors: { nn: 5 } }, /field 'anchors\.nn': Unrecognized key/],
     [{ identities: { lb: 0.9, ub: 0.5 } }, /field 'identities\.lb': lb must not exceed ub/],
-    [{ stages: ['anchors', 'sampler'] }, /field 'profile\.stages\[1\]': unknown stage 'sampler'/],
+    [{ stages: ['anchors', 'nope'] }, /field 'profile\.stages\[1\]': unknown stage 'nope'/],
   ])('invalid config %j fails non-retryably, naming the field', async (overrides, message) => {
     const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-bad-${Date.now()}`, args: [{ profile: 'demo', overrides }] });
     const err: unknown = await handle.result().catch((e: unknown) => e);

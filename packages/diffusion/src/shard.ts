@@ -21,9 +21,6 @@ export interface BatchShard {
   readonly normalizers: { readonly batch: number; readonly identity: number };
 }
 
-/** Loss terms in a fixed order, for logging: total, denoise, recon, identity, identityCos. */
-export const TERM_NAMES = ['total', 'denoise', 'recon', 'identity', 'identityCos'] as const;
-
 export interface ShardLossOptions {
   readonly reconWeight: Id3LossOptions['reconWeight'];
   readonly identityScale: number;
@@ -32,8 +29,9 @@ export interface ShardLossOptions {
 
 /**
  * Gradients of the ID³ loss of one shard w.r.t. every UNet variable (in parameter order) and the
- * shard's loss terms as a [5] tensor. With the shard's normalisers set to the whole batch's, the
- * sum over shards of either is exactly the whole batch's. Call inside tf.tidy.
+ * shard's loss terms as a [5] tensor (total, denoise, recon, identity, identityCos). With the
+ * shard's normalisers set to the whole batch's, the sum over shards of either is exactly the
+ * whole batch's. Call inside tf.tidy.
  */
 export function shardGradients(net: UNet, diffusion: GaussianDiffusion, shard: BatchShard, o: ShardLossOptions): { grads: tf.Tensor[]; terms: tf.Tensor1D } {
   const r = net.config.resolution;

@@ -7,7 +7,9 @@ import {
   type StageContext, type StageDefinition, type TensorHeader,
 } from '@id3/core';
 import { embedderInfo, loadEmbedder, type FaceEmbedder } from '@id3/faces';
-import { embedCrops, pearson, gridPng, identityConsistency, readAttributes, sampleConditions, toImages } from './generate';
+import { embedCrops, identityConsistency, pearson, readAttributes } from './held-out-evaluation';
+import { gridPng, toImages } from './images';
+import { sampleConditions } from './sampling';
 import { scheduleConfigSchema } from './schedule';
 import { TeacherInput } from './teacher-input';
 import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type HistoryPoint, type TrainingData } from './trainer';

@@ -1,14 +1,20 @@
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { InvalidInputError, Rng, readTensorFile, tf, writeJsonAtomic, writeTensorFile, type RngState } from '@id3/core';
+import {
+  InvalidInputError, Rng, clipScale, createOptimizer, emaDecayAt, emaUpdate, emaUpdateVariables, globalNorm, globalNormTensor, learningRateAt,
+  readTensorFile, resumeCheckpoint, tf, writeCheckpoint, writeTensorFile,
+  type CheckpointStateBase, type Optimizer, type OptimizerImplementation, type RngState,
+} from '@id3/core';
 import type { TeacherEmbedder } from '@id3/faces';
 import { GaussianDiffusion } from './gaussian-diffusion';
-import { GradientWorkerPool } from './parallel';
+import { startDiffusionWorkers, type DiffusionWorkerPool } from './parallel';
 import { makeSchedule, type ScheduleConfig } from './schedule';
-import { shardGradients, splitBatch } from './shard';
+import { shardGradients, splitBatch, type BatchShard, type ShardLossOptions } from './shard';
 import { TeacherInput } from './teacher-input';
 import { UNet, type UNetConfig } from './unet';
+
+/** Complete checkpoint directories under a root, oldest first (the kit's, re-exported for the stage). */
+export { listCheckpoints } from '@id3/core';
 
 export const trainerConfigSchema = z
   .object({
@@ -95,24 +101,26 @@ export interface HistoryPoint extends LossValues {
 
 export const CHECKPOINT_FORMAT = 'id3-diffusion-checkpoint/1';
 
-interface CheckpointState {
+/** state.json of a checkpoint directory (the weights, EMA and Adam moments are tensor files beside it). */
+interface CheckpointState extends CheckpointStateBase {
   readonly format: typeof CHECKPOINT_FORMAT;
-  readonly step: number;
   readonly rng: { state: RngState; spare: number | null };
   readonly history: HistoryPoint[];
   readonly pending: StepLog[];
-  /** Hash of everything that must match for a resume to be exact (configs, data). */
-  readonly key: string;
 }
 
-/** A checkpoint directory's name: zero-padded so they sort by step. */
-const checkpointName = (step: number): string => `step-${String(step).padStart(9, '0')}`;
+/** Optional construction settings that are not part of the (hashed) trainer config. */
+export interface DiffusionTrainerOptions {
+  /** Where Adam runs; 'auto' (default) follows the active backend (optimizerImplementationFor). */
+  readonly optimizer?: OptimizerImplementation | 'auto';
+}
 
 /**
  * Trains the UNet with the ID³ loss: Adam with linear warm-up, global-norm clipping, an EMA copy
  * of the weights (itself a UNet, so sampling uses it directly), flip augmentation, condition
  * dropout. All randomness comes from one checkpointed RNG, and checkpoints hold the weights,
- * EMA, Adam moments, step and RNG state, so a resumed run continues bit-for-bit.
+ * EMA, Adam moments, step and RNG state, so a resumed run continues bit-for-bit. The optimiser,
+ * EMA, clipping, schedule and checkpoint directory are the core training kit's.
  */
 export class DiffusionTrainer {
   readonly diffusion: GaussianDiffusion;
@@ -121,17 +129,17 @@ export class DiffusionTrainer {
   private readonly ema: UNet;
   private emaStale = true;
   /**
-   * The optimiser state lives in plain Float32Arrays, updated by JS loops: on wasm one pass over
-   * 1.35 M parameters costs milliseconds, where the same Adam + EMA as tensor ops is ~2,000 small
-   * kernel launches per step. The master weights are copied into the UNet's variables per step.
+   * Adam over the UNet's variables. On the CPU backends (js-loop) the master weights, moments and
+   * EMA are flat Float32Arrays updated by JS loops (one pass over 1.35 M parameters costs
+   * milliseconds, where tensor ops are ~2,000 small kernel launches per step); on GPU backends
+   * (tfjs-ops) they stay on the device and the EMA UNet's variables are the EMA.
    */
-  private weights: Float32Array;
-  private emaWeights: Float32Array;
-  private adamM: Float32Array;
-  private adamV: Float32Array;
+  private readonly optimizer: Optimizer;
+  /** The flat EMA weights on the js-loop path (undefined on the device path). */
+  private readonly emaHost?: Float32Array;
   private rng: Rng;
   private teacherInput?: TeacherInput;
-  private pool?: GradientWorkerPool;
+  private pool?: DiffusionWorkerPool;
   step = 0;
   history: HistoryPoint[] = [];
   private pending: StepLog[] = [];
@@ -144,6 +152,7 @@ export class DiffusionTrainer {
     readonly teacher: TeacherEmbedder | undefined,
     /** Changes to anything that must match for a resume (configs, data hash). */
     readonly key: string,
+    options: DiffusionTrainerOptions = {},
   ) {
     if (unetConfig.resolution !== data.size) throw new InvalidInputError(`field 'unet.resolution': ${unetConfig.resolution} but the training crops are ${data.size}×${data.size}`, { field: 'unet.resolution' });
     if (unetConfig.identityDim !== data.identityDim) throw new InvalidInputError(`field 'unet.identityDim': ${unetConfig.identityDim} but the prepared embeddings are ${data.identityDim}-d`, { field: 'unet.identityDim' });
@@ -152,17 +161,15 @@ export class DiffusionTrainer {
     this.diffusion = new GaussianDiffusion(makeSchedule(scheduleConfig));
     this.net = UNet.create(unetConfig, config.seed);
     this.ema = UNet.create(unetConfig, config.seed);
-    this.weights = this.net.flatWeightsSync();
-    this.emaWeights = Float32Array.from(this.weights);
-    this.adamM = new Float32Array(this.weights.length);
-    this.adamV = new Float32Array(this.weights.length);
+    this.optimizer = createOptimizer({ kind: 'adam', beta1: config.adamBeta1, beta2: config.adamBeta2, epsilon: config.adamEpsilon }, this.net.variables, { implementation: options.optimizer });
+    if (this.optimizer.hostWeights) this.emaHost = Float32Array.from(this.optimizer.hostWeights);
     this.rng = new Rng(config.seed).fork('train-diffusion');
     if (teacher && config.identity.enabled) this.teacherInput = TeacherInput.forTeacher(teacher, data.size);
   }
 
   learningRate(step: number): number {
     const { learningRate, warmupSteps } = this.config;
-    return warmupSteps > 0 ? learningRate * Math.min(1, step / warmupSteps) : learningRate;
+    return learningRateAt({ learningRate, warmupSteps, decay: { kind: 'constant' } }, step);
   }
 
   /** Draw the next batch from the RNG: rows, flips, timesteps, noise, condition dropout. */
@@ -211,7 +218,7 @@ export class DiffusionTrainer {
    */
   async startWorkers(threads: number, backend: string): Promise<void> {
     if (threads <= 1 || this.pool) return;
-    this.pool = await GradientWorkerPool.start(threads - 1, {
+    this.pool = await startDiffusionWorkers(threads - 1, {
       backend,
       unetConfig: this.unetConfig,
       scheduleConfig: this.scheduleConfig,
@@ -236,15 +243,40 @@ export class DiffusionTrainer {
     const lr = this.learningRate(step);
     const shards = splitBatch({ count: c.batchSize, ...batch, keep: c.conditionDropout > 0 ? batch.keep : undefined, identityCount }, this.threads, r * r * 3, d, a);
     // Post the worker shards first (with the current weights), then compute ours meanwhile.
-    const remote = this.pool && shards.length > 1 ? this.pool.gradients(this.weights, shards.slice(1)) : Promise.resolve([]);
-    remote.catch(() => undefined); // awaited below; never an unhandled rejection if ours throws first
-    const options = {
+    const remote = this.pool && shards.length > 1 ? this.pool.gradients(this.optimizer.hostWeights ?? (await this.optimizer.readWeights()), shards.slice(1)) : undefined;
+    remote?.catch(() => undefined); // awaited below; never an unhandled rejection if ours throws first
+    const options: ShardLossOptions = {
       reconWeight: c.reconWeight,
       identityScale: c.identity.scale,
       teacher: this.teacher && this.teacherInput ? { embedder: this.teacher, input: this.teacherInput } : undefined,
     };
+    // Flat gradients on the CPU path (and to sum with workers'), device tensors otherwise.
+    const { grads, terms, gradNorm, dispose } = remote || this.optimizer.hostWeights
+      ? await this.flatGradients(shards[0], options, remote)
+      : await this.deviceGradients(shards[0], options);
+    try {
+      // Refuse the update rather than poison the weights (the last checkpoint stays good).
+      if (!Number.isFinite(terms[0]) || !Number.isFinite(gradNorm)) throw new Error(`train-diffusion: loss became ${terms[0]} (grad norm ${gradNorm}) at step ${step}`);
+      this.optimizer.apply(grads, { step, learningRate: lr, gradScale: clipScale(gradNorm, c.gradClip) });
+    } finally {
+      dispose();
+    }
+    // The EMA, warmed up for short runs.
+    const decay = emaDecayAt(c.emaDecay, step);
+    if (this.emaHost && this.optimizer.hostWeights) emaUpdate(this.emaHost, this.optimizer.hostWeights, decay);
+    else emaUpdateVariables(this.ema.variables, this.net.variables, decay);
+    this.emaStale = true;
+    this.step = step;
+    const [total, denoise, recon, identity, identityCos] = Array.from(terms);
+    const log: StepLog = { step, total, denoise, recon, identity, identityCos, identityCount, gradNorm, learningRate: lr, seconds: (performance.now() - started) / 1000 };
+    this.record(log);
+    return log;
+  }
+
+  /** Our shard's gradients downloaded flat, plus the workers' summed in a fixed order (ours, then by index) so a run is reproducible. */
+  private async flatGradients(shard: BatchShard, options: ShardLossOptions, remote: Promise<{ grads: Float32Array; terms: Float32Array }[]> | undefined) {
     const local = tf.tidy(() => {
-      const { grads, terms } = shardGradients(this.net, this.diffusion, shards[0], options);
+      const { grads, terms } = shardGradients(this.net, this.diffusion, shard, options);
       return { flat: tf.concat(grads.map((g) => tf.reshape(g, [-1]))), terms };
     });
     let grads: Float32Array;
@@ -255,36 +287,28 @@ export class DiffusionTrainer {
     } finally {
       tf.dispose([local.flat, local.terms]);
     }
-    // Sum in a fixed order (ours, then workers by index) so a run is reproducible.
-    for (const other of await remote) {
+    for (const other of (await remote) ?? []) {
       for (let k = 0; k < grads.length; k++) grads[k] += other.grads[k];
       for (let k = 0; k < terms.length; k++) terms[k] += other.terms[k];
     }
-    let sq = 0;
-    for (let k = 0; k < grads.length; k++) sq += grads[k] * grads[k];
-    const gradNorm = Math.sqrt(sq);
-    // Refuse the update rather than poison the weights (the last checkpoint stays good).
-    if (!Number.isFinite(terms[0]) || !Number.isFinite(gradNorm)) throw new Error(`train-diffusion: loss became ${terms[0]} (grad norm ${gradNorm}) at step ${step}`);
-    const clip = c.gradClip > 0 ? Math.min(1, c.gradClip / (gradNorm + 1e-6)) : 1;
-    // Adam with bias correction folded into the step size, then the EMA (warmed up for short runs).
-    const { adamBeta1: b1, adamBeta2: b2, adamEpsilon: eps } = c;
-    const stepSize = (lr * Math.sqrt(1 - b2 ** step)) / (1 - b1 ** step);
-    const decay = Math.min(c.emaDecay, (1 + step) / (10 + step));
-    const { weights: w, emaWeights: e, adamM: m, adamV: v } = this;
-    for (let k = 0; k < w.length; k++) {
-      const g = grads[k] * clip;
-      m[k] = b1 * m[k] + (1 - b1) * g;
-      v[k] = b2 * v[k] + (1 - b2) * g * g;
-      w[k] -= (stepSize * m[k]) / (Math.sqrt(v[k]) + eps);
-      e[k] = decay * e[k] + (1 - decay) * w[k];
+    return { grads, terms, gradNorm: globalNorm(grads), dispose: () => undefined };
+  }
+
+  /** Our shard's gradients left on the device; only the loss terms and the norm are downloaded. */
+  private async deviceGradients(shard: BatchShard, options: ShardLossOptions) {
+    const { grads, terms, norm } = tf.tidy(() => {
+      const out = shardGradients(this.net, this.diffusion, shard, options);
+      return { ...out, norm: globalNormTensor(out.grads) };
+    });
+    try {
+      const [termValues, normValue] = await Promise.all([terms.data(), norm.data()]);
+      return { grads, terms: Float32Array.from(termValues as Float32Array), gradNorm: normValue[0], dispose: () => tf.dispose(grads) };
+    } catch (err) {
+      tf.dispose(grads);
+      throw err;
+    } finally {
+      tf.dispose([terms, norm]);
     }
-    this.net.setFlatWeights(w);
-    this.emaStale = true;
-    this.step = step;
-    const [total, denoise, recon, identity, identityCos] = Array.from(terms);
-    const log: StepLog = { step, total, denoise, recon, identity, identityCos, identityCount, gradNorm, learningRate: lr, seconds: (performance.now() - started) / 1000 };
-    this.record(log);
-    return log;
   }
 
   /** Fold step logs into history points of `logEvery` steps (part of the checkpointed state). */
@@ -308,24 +332,22 @@ export class DiffusionTrainer {
 
   /** Write a checkpoint directory atomically (temp dir, then rename) and prune old ones. */
   async saveCheckpoint(root: string): Promise<string> {
-    mkdirSync(root, { recursive: true });
-    const final = join(root, checkpointName(this.step));
-    const tmp = join(root, `.tmp-${checkpointName(this.step)}-${process.pid}`);
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp);
-    await this.net.save(join(tmp, 'weights'), { step: this.step }, this.weights);
-    await this.net.save(join(tmp, 'ema'), { step: this.step, emaDecay: this.config.emaDecay }, this.emaWeights);
-    const total = this.weights.length;
-    const moments = new Float32Array(2 * total);
-    moments.set(this.adamM, 0);
-    moments.set(this.adamV, total);
-    writeTensorFile(join(tmp, 'adam'), 'float32', [2, total], moments, { what: 'Adam first and second moments, parameter order of weights.json' });
+    const weights = await this.optimizer.readWeights();
+    const ema = this.emaHost ?? (await this.ema.flatWeights());
+    const { slots } = await this.optimizer.readState();
     const state: CheckpointState = { format: CHECKPOINT_FORMAT, step: this.step, rng: this.rng.snapshot(), history: this.history, pending: this.pending, key: this.key };
-    writeJsonAtomic(join(tmp, 'state.json'), state);
-    rmSync(final, { recursive: true, force: true });
-    renameSync(tmp, final);
-    for (const old of listCheckpoints(root).slice(0, -this.config.keepCheckpoints)) rmSync(join(root, old.name), { recursive: true, force: true });
-    return final;
+    return writeCheckpoint(root, state, {
+      keep: this.config.keepCheckpoints,
+      writeFiles: async (dir) => {
+        await this.net.save(join(dir, 'weights'), { step: this.step }, weights);
+        await this.net.save(join(dir, 'ema'), { step: this.step, emaDecay: this.config.emaDecay }, ema);
+        const total = weights.length;
+        const moments = new Float32Array(2 * total);
+        moments.set(slots.m, 0);
+        moments.set(slots.v, total);
+        writeTensorFile(join(dir, 'adam'), 'float32', [2, total], moments, { what: 'Adam first and second moments, parameter order of weights.json' });
+      },
+    });
   }
 
   /**
@@ -334,37 +356,22 @@ export class DiffusionTrainer {
    * aside to `<root>.stale-<time>` — kept, but never resumed nor mixed with the new run's.
    */
   resumeFrom(root: string): { step: number; path: string } | { ignored: string } | undefined {
-    const list = listCheckpoints(root);
-    for (let i = list.length - 1; i >= 0; i--) {
-      const path = join(root, list[i].name);
-      let state: CheckpointState;
-      try {
-        state = JSON.parse(readFileSync(join(path, 'state.json'), 'utf8')) as CheckpointState;
-      } catch {
-        continue;
-      }
-      if (state.format !== CHECKPOINT_FORMAT) continue;
-      if (state.key !== this.key) {
-        const aside = `${root}.stale-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-        renameSync(root, aside);
-        return { ignored: `${path} was written for another config or dataset; moved the old checkpoints to ${aside}` };
-      }
-      this.weights = this.readFlat(join(path, 'weights'));
-      this.emaWeights = this.readFlat(join(path, 'ema'));
+    return resumeCheckpoint<CheckpointState>(root, { format: CHECKPOINT_FORMAT, key: this.key }, (path, state) => {
+      const weights = this.readFlat(join(path, 'weights'));
+      const ema = this.readFlat(join(path, 'ema'));
       const { values } = readTensorFile(join(path, 'adam'));
-      const total = this.weights.length;
+      const total = weights.length;
       if (values.length !== 2 * total) throw new InvalidInputError(`${path}/adam: ${values.length} values, expected ${2 * total}`, { file: path });
-      this.adamM = Float32Array.from(values.subarray(0, total));
-      this.adamV = Float32Array.from(values.subarray(total));
-      this.net.setFlatWeights(this.weights);
+      this.optimizer.writeWeights(weights);
+      this.optimizer.writeState({ kind: 'adam', slots: { m: values.subarray(0, total) as Float32Array, v: values.subarray(total) as Float32Array } });
+      if (this.emaHost) this.emaHost.set(ema);
+      else this.ema.setFlatWeights(ema);
       this.emaStale = true;
       this.rng = Rng.restore(state.rng);
       this.step = state.step;
       this.history = [...state.history];
       this.pending = [...state.pending];
-      return { step: state.step, path };
-    }
-    return undefined;
+    });
   }
 
   private readFlat(path: string): Float32Array {
@@ -376,16 +383,15 @@ export class DiffusionTrainer {
 
   /** The UNet with the EMA weights (what previews, evaluation and the sampler use). */
   emaNet(): UNet {
-    if (this.emaStale) {
-      this.ema.setFlatWeights(this.emaWeights);
-      this.emaStale = false;
-    }
+    if (this.emaStale && this.emaHost) this.ema.setFlatWeights(this.emaHost);
+    this.emaStale = false;
     return this.ema;
   }
 
   /** Copies of the current weights and EMA weights, in parameter order. */
   snapshotWeights(): { weights: Float32Array; ema: Float32Array } {
-    return { weights: Float32Array.from(this.weights), ema: Float32Array.from(this.emaWeights) };
+    const weights = this.optimizer.hostWeights ? Float32Array.from(this.optimizer.hostWeights) : this.net.flatWeightsSync();
+    return { weights, ema: this.emaHost ? Float32Array.from(this.emaHost) : this.ema.flatWeightsSync() };
   }
 
   /** Free the tensors and stop the worker threads. */
@@ -396,17 +402,9 @@ export class DiffusionTrainer {
   }
 
   dispose(): void {
+    this.optimizer.dispose();
     this.net.dispose();
     this.ema.dispose();
     this.teacherInput?.dispose();
   }
-}
-
-/** Complete checkpoint directories under root, oldest first. */
-export function listCheckpoints(root: string): { name: string; step: number }[] {
-  if (!existsSync(root)) return [];
-  return readdirSync(root)
-    .filter((n) => /^step-\d{9}$/.test(n) && existsSync(join(root, n, 'state.json')))
-    .map((name) => ({ name, step: Number(name.slice(5)) }))
-    .sort((a, b) => a.step - b.step);
 }

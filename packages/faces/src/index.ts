@@ -15,7 +15,7 @@ export type { Point, Similarity } from './align';
 export { faceApi, faceApiModelDir, loadFaceApiNets } from './models/face-api';
 export { embedImage, embedWithFlip } from './models/face-embedder';
 export type { EmbedderEntry, FaceAlignment, FaceEmbedder, TeacherEmbedder } from './models/face-embedder';
-export { DEFAULT_EMBEDDER, TEACHER_DIMS, embedderInfo, embedderNames, loadEmbedder, loadFaceApiTeacher, loadMobileFaceTeacher, registerEmbedder } from './models/embedders';
+export { DEFAULT_EMBEDDER, embedderInfo, embedderNames, loadEmbedder, registerEmbedder } from './models/embedders';
 export { alignForEmbedder } from './models/align-for-embedder';
 export { centredTemplatePoints, detectAndAlign, landmarksOfCrop } from './models/detect-align';
 export type { AlignOptions, AlignResult, DetectorName } from './models/detect-align';

@@ -14,7 +14,7 @@ describe('runStage activity', () => {
   });
 
   it('spawns the stage, heartbeats its progress and returns paths, hashes and metrics', async () => {
-    const plan = planRun({ runName: 'act-ok', stages: ['anchors'], overrides: { anchors: { n: 200, dim: 16, iterations: 40, neighbours: 8, refreshEvery: 10 } } });
+    const plan = planRun({ runName: 'act-ok', stages: ['anchors'], overrides: { anchors: { n: 200, dim: 128, iterations: 40, neighbours: 8, refreshEvery: 10 } } });
     const env = new MockActivityEnvironment();
     const beats: ProgressEvent[] = [];
     env.on('heartbeat', (d: ProgressEvent) => beats.push(d));
@@ -37,7 +37,7 @@ describe('runStage activity', () => {
   });
 
   it('kills the stage process when the activity is cancelled', async () => {
-    const plan = planRun({ runName: 'act-cancel', stages: ['anchors'], overrides: { anchors: { n: 3000, dim: 64, iterations: 5000 } } });
+    const plan = planRun({ runName: 'act-cancel', stages: ['anchors'], overrides: { anchors: { n: 3000, dim: 128, iterations: 5000 } } });
     const env = new MockActivityEnvironment();
     let started = false;
     env.on('heartbeat', (d: ProgressEvent) => {

@@ -33,15 +33,17 @@ describe('planRun', () => {
     expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'train-diffusion', 'anchors', 'identities', 'eval']);
   });
 
-  it('anchors must live in the teacher’s embedding space when prepare runs', () => {
+  it('anchors must live in the teacher’s embedding space when prepare is configured', () => {
     expect(() => planRun({ profile: 'real', overrides: { anchors: { dim: 512 } } })).toThrow(/field 'anchors\.dim': 512 differs from the teacher's embedding size 128/);
+    expect(() => planRun({ profile: 'real', stages: ['anchors'], overrides: { anchors: { dim: 512 } } })).toThrow(/field 'anchors\.dim'/);
+    expect(planRun({ profile: 'real', overrides: { prepare: { teacher: 'mobileface-256' }, anchors: { dim: 256 } } }).stages).toContain('anchors');
     expect(() => planRun({ profile: 'real', overrides: { prepare: { source: { kind: 'photos' } } } })).toThrow(/field 'prepare\.source\.kind'/);
   });
 
   it.each([
     [{ runName: '../escape' }, /field 'runName'/],
     [{ overrides: { anchors: { iterations: -1 } } }, /field 'anchors\.iterations'/],
-    [{ overrides: { sampler: {} } }, /field 'sampler': Unrecognized key/],
+    [{ overrides: { nonsense: {} } }, /field 'nonsense': Unrecognized key/],
     [{ stages: ['anchors', 'nope'] }, /field 'stages\[1\]': unknown stage 'nope'/],
     [{ profile: 'real', overrides: { 'train-diffusion': { resolution: 48 } } }, /field 'train-diffusion\.resolution': 48 is not one of prepare\.sizes \[112, 64, 32\]/],
     [{ profile: 'real', overrides: { 'train-diffusion': { unet: { channelMult: [1, 2, 2, 2, 2, 2, 2] } } } }, /train-diffusion\.unet\.resolution.*not divisible/],

@@ -9,7 +9,7 @@ describe('learning-rate schedules (1-based step numbers)', () => {
   });
 
   it('step decay: ×gamma from each milestone on (MultiStepLR)', () => {
-    const s = { learningRate: 0.1, decay: { kind: 'step', milestones: [10, 20], gamma: 0.1 } } as const;
+    const s: LrScheduleInput = { learningRate: 0.1, decay: { kind: 'step', milestones: [10, 20], gamma: 0.1 } };
     const got = at(s, [1, 9, 10, 19, 20, 500]);
     [0.1, 0.1, 0.01, 0.01, 0.001, 0.001].forEach((v, i) => expect(got[i]).toBeCloseTo(v, 15));
     // Warm-up and milestones compose.

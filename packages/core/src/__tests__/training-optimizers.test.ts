@@ -1,4 +1,4 @@
-import { JsLoopOptimizer, Rng, TfjsOpsOptimizer, createOptimizer, initBackend, optimizerImplementationFor, tf, type OptimizerConfigInput, type OptimizerImplementation } from '../index';
+import { JsLoopOptimizer, Rng, emaUpdate, emaUpdateVariables, globalNorm, globalNormTensor, TfjsOpsOptimizer, createOptimizer, initBackend, optimizerImplementationFor, tf, type OptimizerConfigInput, type OptimizerImplementation } from '../index';
 
 beforeAll(async () => {
   await initBackend('cpu', () => undefined);
@@ -132,5 +132,22 @@ describe('optimiser state and bookkeeping', () => {
     opt.dispose();
     tf.dispose([...g, ...vars]);
     expect(tf.memory().numTensors).toBe(start);
+  });
+});
+
+describe('device-side EMA and gradient norm', () => {
+  it('emaUpdateVariables and globalNormTensor match their flat-array forms', async () => {
+    const ema = variables(1);
+    const weights = variables(2);
+    const flatEma = flat(ema);
+    const before = tf.memory().numTensors;
+    emaUpdateVariables(ema, weights, 0.9);
+    emaUpdate(flatEma, flat(weights), 0.9);
+    expect(maxAbsDiff(flat(ema), flatEma)).toBeLessThan(1e-6);
+    const norm = globalNormTensor(weights);
+    expect((await norm.data())[0]).toBeCloseTo(globalNorm(flat(weights)), 4);
+    norm.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([...ema, ...weights]);
   });
 });

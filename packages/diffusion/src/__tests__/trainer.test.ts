@@ -4,12 +4,13 @@ import { join } from 'node:path';
 import { Rng, initBackend, tf } from '@id3/core';
 import { loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { gaussianNoise } from '../gaussian-diffusion';
-import { pearson, sampleConditions } from '../generate';
+import { pearson } from '../held-out-evaluation';
+import { sampleConditions } from '../sampling';
 import { id3LossTerms } from '../loss';
 import { makeSchedule, scheduleConfigSchema } from '../schedule';
 import { GaussianDiffusion } from '../gaussian-diffusion';
 import { TeacherInput } from '../teacher-input';
-import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type TrainerConfigInput, type TrainingData } from '../trainer';
+import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type DiffusionTrainerOptions, type TrainerConfigInput, type TrainingData } from '../trainer';
 import { UNet, unetConfigSchema } from '../unet';
 
 let teacher: FaceEmbedder;
@@ -49,9 +50,9 @@ function syntheticData(n: number): TrainingData {
   return { size: R, crops, y, identityDim: 128, s, attributeDim: 4, trainRows: Array.from({ length: n }, (_, i) => i) };
 }
 
-function makeTrainer(overrides: Partial<TrainerConfigInput> = {}): DiffusionTrainer {
+function makeTrainer(overrides: Partial<TrainerConfigInput> = {}, options: DiffusionTrainerOptions = {}): DiffusionTrainer {
   const config = trainerConfigSchema.parse({ seed: 3, batchSize: 4, steps: 10, warmupSteps: 3, identity: { subBatch: 1, every: 3 }, logEvery: 2, ...overrides });
-  return new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), config, syntheticData(8), teacher, 'test-key');
+  return new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), config, syntheticData(8), teacher, 'test-key', options);
 }
 
 describe('DiffusionTrainer', () => {
@@ -173,6 +174,42 @@ describe('DiffusionTrainer', () => {
     expect(tf.memory().numTensors).toBe(before);
     one.dispose();
     await two.close();
+  });
+
+  it('the tfjs-ops optimiser path (GPU backends: weights, moments and EMA on the device) trains as the js-loop path, keeps numTensors flat, resumes exactly', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'id3-trainer-ops-'));
+    try {
+      const js = makeTrainer({ identity: { enabled: false } });
+      const ops = makeTrainer({ identity: { enabled: false } }, { optimizer: 'tfjs-ops' });
+      for (let i = 0; i < 2; i++) {
+        const [a, b] = [await js.trainStep(), await ops.trainStep()];
+        expect(b.total).toBeCloseTo(a.total, 5);
+        expect(b.gradNorm).toBeCloseTo(a.gradNorm, 4);
+      }
+      await ops.saveCheckpoint(dir);
+      const before = tf.memory().numTensors;
+      for (let i = 0; i < 2; i++) {
+        await js.trainStep();
+        await ops.trainStep();
+      }
+      expect(tf.memory().numTensors).toBe(before);
+      const maxDiff = (x: Float32Array, y: Float32Array): number => x.reduce((m, v, k) => Math.max(m, Math.abs(v - y[k])), 0);
+      const [sj, so] = [js.snapshotWeights(), ops.snapshotWeights()];
+      expect(maxDiff(sj.weights, so.weights)).toBeLessThan(1e-5); // float32 tf ops vs float64 JS arithmetic
+      expect(maxDiff(sj.ema, so.ema)).toBeLessThan(1e-5);
+      expect(await ops.emaNet().flatWeights()).toEqual(so.ema);
+
+      const resumed = makeTrainer({ identity: { enabled: false } }, { optimizer: 'tfjs-ops' });
+      expect(resumed.resumeFrom(dir)).toMatchObject({ step: 2 });
+      for (let i = 0; i < 2; i++) await resumed.trainStep();
+      expect(resumed.snapshotWeights()).toEqual(so);
+      // One checkpoint format for both paths.
+      const onCpuPath = makeTrainer({ identity: { enabled: false } }, { optimizer: 'js-loop' });
+      expect(onCpuPath.resumeFrom(dir)).toMatchObject({ step: 2 });
+      [js, ops, resumed, onCpuPath].forEach((t) => t.dispose());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('learning rate warms up linearly', () => {

@@ -69,11 +69,3 @@ function builtIn(spec: Omit<EmbedderEntry, 'load'>, load: (spec: Omit<EmbedderEn
 builtIn({ name: DEFAULT_EMBEDDER, dim: 128, inputSize: 150, alignment: 'dlib-chip', padding: 0.25 }, loadFaceApiRecognition);
 // MobileFace on the plain ArcFace 112×112 crop.
 builtIn({ name: 'mobileface-256', dim: 256, inputSize: 112, alignment: 'arcface', padding: 0 }, loadMobileFace);
-
-/** @deprecated kept until workflows/src/pipeline-config.ts moves to embedderInfo(name).dim. */
-export const TEACHER_DIMS = { 'faceapi-dlib-128': 128, 'mobileface-256': 256 } as const;
-
-/** @deprecated use loadEmbedder('faceapi-dlib-128'); kept until packages/eval/src/stage.ts moves to the registry. */
-export const loadFaceApiTeacher = (): Promise<FaceEmbedder> => loadEmbedder(DEFAULT_EMBEDDER);
-/** @deprecated use loadEmbedder('mobileface-256'). */
-export const loadMobileFaceTeacher = (): Promise<FaceEmbedder> => loadEmbedder('mobileface-256');
