@@ -13,6 +13,9 @@ import { TeacherInput } from '../teacher-input';
 import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type DiffusionTrainerOptions, type TrainerConfigInput, type TrainingData } from '../trainer';
 import { UNet, unetConfigSchema } from '../unet';
 
+// Worker threads start a wasm backend each: a slow machine needs more than Jest's 5 s default.
+jest.setTimeout(120_000);
+
 let teacher: FaceEmbedder;
 beforeAll(async () => {
   await initBackend('wasm', () => undefined);
@@ -210,7 +213,7 @@ describe('DiffusionTrainer', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, 60_000);
 
   it('learning rate warms up linearly', () => {
     const t = makeTrainer({ learningRate: 1e-3, warmupSteps: 4, identity: { enabled: false } });
