@@ -35,7 +35,10 @@ export default tseslint.config(
           patterns: [
             { group: ['@tensorflow/*'], message: 'workflow code must not import tfjs' },
             { group: ['@id3/*'], message: 'workflow code must not import stage packages' },
-            { group: ['./*', '!./contracts', '!./activities'], message: 'workflow code may import only ./contracts (and ./activities as a type)' },
+            {
+              group: ['./*', '!./contracts', '!./activities'],
+              message: 'workflow code may import only ./contracts (and ./activities as a type)',
+            },
           ],
         },
       ],

@@ -42,7 +42,9 @@ async function main(): Promise<void> {
         peakRss = Math.max(peakRss, process.memoryUsage().rss);
         if (p.step % 20 === 0 || p.step === iterations) {
           reached[p.step] = (Date.now() - t) / 1000;
-          process.stderr.write(`step ${p.step}/${iterations} neighbour min angle ${p.minAngleDeg.toFixed(3)}° (${reached[p.step].toFixed(1)} s)\n`);
+          process.stderr.write(
+            `step ${p.step}/${iterations} neighbour min angle ${p.minAngleDeg.toFixed(3)}° (${reached[p.step].toFixed(1)} s)\n`,
+          );
         }
       },
     },
@@ -53,10 +55,14 @@ async function main(): Promise<void> {
   let reference: Record<string, unknown> | undefined;
   if (!values['skip-reference']) {
     process.stderr.write('running the PyTorch reference (/usr/bin/python3, 2 threads)…\n');
-    const out = execFileSync('/usr/bin/python3', [join(__dirname, 'tammes_reference.py'), String(n), String(dim), String(iterations), '2'], {
-      encoding: 'utf8',
-      maxBuffer: 1 << 20,
-    });
+    const out = execFileSync(
+      '/usr/bin/python3',
+      [join(__dirname, 'tammes_reference.py'), String(n), String(dim), String(iterations), '2'],
+      {
+        encoding: 'utf8',
+        maxBuffer: 1 << 20,
+      },
+    );
     reference = JSON.parse(out) as Record<string, unknown>;
   }
 
@@ -79,13 +85,25 @@ async function main(): Promise<void> {
   const dir = join(__dirname, '..', 'results');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'anchors.json'), `${JSON.stringify(result, null, 2)}\n`);
-  const ref = reference as { optimiseSeconds: number; tammes: { minAngleDeg: number; maxCos: number; meanNearestCos: number }; random: { minAngleDeg: number; maxCos: number; meanNearestCos: number } } | undefined;
+  const ref = reference as
+    | {
+        optimiseSeconds: number;
+        tammes: { minAngleDeg: number; maxCos: number; meanNearestCos: number };
+        random: { minAngleDeg: number; maxCos: number; meanNearestCos: number };
+      }
+    | undefined;
   const f = (v: number, d = 3) => v.toFixed(d);
-  console.log(`| implementation | time (s) | s/step | min angle | max NN cos | mean NN cos | random: min angle | random: max cos | random: mean NN cos |`);
+  console.log(
+    `| implementation | time (s) | s/step | min angle | max NN cos | mean NN cos | random: min angle | random: max cos | random: mean NN cos |`,
+  );
   console.log(`|---|---|---|---|---|---|---|---|---|`);
-  console.log(`| id3 (tfjs ${backend.name}, 1 thread) | ${f(optimiseSeconds, 1)} | ${f(optimiseSeconds / iterations, 3)} | ${f(tammes.minAngleDeg, 2)}° | ${f(tammes.maxCos, 4)} | ${f(tammes.meanNearestCos, 4)} | ${f(random.minAngleDeg, 2)}° | ${f(random.maxCos, 4)} | ${f(random.meanNearestCos, 4)} |`);
+  console.log(
+    `| id3 (tfjs ${backend.name}, 1 thread) | ${f(optimiseSeconds, 1)} | ${f(optimiseSeconds / iterations, 3)} | ${f(tammes.minAngleDeg, 2)}° | ${f(tammes.maxCos, 4)} | ${f(tammes.meanNearestCos, 4)} | ${f(random.minAngleDeg, 2)}° | ${f(random.maxCos, 4)} | ${f(random.meanNearestCos, 4)} |`,
+  );
   if (ref) {
-    console.log(`| PyTorch ${String(reference?.torch)} (2 threads) | ${f(ref.optimiseSeconds, 1)} | ${f(ref.optimiseSeconds / iterations, 3)} | ${f(ref.tammes.minAngleDeg, 2)}° | ${f(ref.tammes.maxCos, 4)} | ${f(ref.tammes.meanNearestCos, 4)} | ${f(ref.random.minAngleDeg, 2)}° | ${f(ref.random.maxCos, 4)} | ${f(ref.random.meanNearestCos, 4)} |`);
+    console.log(
+      `| PyTorch ${String(reference?.torch)} (2 threads) | ${f(ref.optimiseSeconds, 1)} | ${f(ref.optimiseSeconds / iterations, 3)} | ${f(ref.tammes.minAngleDeg, 2)}° | ${f(ref.tammes.maxCos, 4)} | ${f(ref.tammes.meanNearestCos, 4)} | ${f(ref.random.minAngleDeg, 2)}° | ${f(ref.random.maxCos, 4)} | ${f(ref.random.meanNearestCos, 4)} |`,
+    );
     console.log(`\nratio id3 / PyTorch time: ${(optimiseSeconds / ref.optimiseSeconds).toFixed(2)}×`);
   }
   console.log(`peak RSS during optimisation: ${f(peakRss / 2 ** 20, 0)} MiB`);

@@ -18,7 +18,16 @@ import { Rng, initBackend, tf } from '@id3/core';
 import { loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { DiffusionTrainer, scheduleConfigSchema, trainerConfigSchema, unetConfigSchema, type TrainingData } from '@id3/diffusion';
 
-const ARCH = { baseChannels: 32, channelMult: [1, 2, 2], resBlocks: 1, attentionResolutions: [8], groups: 8, identityDim: 128, attributeDim: 4, conditionHidden: [512, 256] };
+const ARCH = {
+  baseChannels: 32,
+  channelMult: [1, 2, 2],
+  resBlocks: 1,
+  attentionResolutions: [8],
+  groups: 8,
+  identityDim: 128,
+  attributeDim: 4,
+  conditionHidden: [512, 256],
+};
 const BATCH = 16;
 
 function syntheticData(size: number, n = 256): TrainingData {
@@ -27,7 +36,10 @@ function syntheticData(size: number, n = 256): TrainingData {
   for (let i = 0; i < n; i++) {
     const v = rng.fillNormal(new Float32Array(128));
     const norm = Math.hypot(...v);
-    y.set(v.map((x) => x / norm), i * 128);
+    y.set(
+      v.map((x) => x / norm),
+      i * 128,
+    );
   }
   return {
     size,
@@ -47,7 +59,15 @@ async function measure(size: number, threads: number, identityPerStep: number, s
     // Adam 2e-4 from the first step, as the reference: during a warm-up, near-zero updates of the
     // zero-initialised layers make denormal activations, which wasm (no flush-to-zero) computes
     // ~1.5× slower — a start-up effect, not the steady state being compared.
-    trainerConfigSchema.parse({ seed: 0, steps: 1000, batchSize: BATCH, learningRate: 2e-4, warmupSteps: 0, threads, identity: { enabled: identityPerStep > 0, subBatch: Math.max(1, identityPerStep), every: 1 } }),
+    trainerConfigSchema.parse({
+      seed: 0,
+      steps: 1000,
+      batchSize: BATCH,
+      learningRate: 2e-4,
+      warmupSteps: 0,
+      threads,
+      identity: { enabled: identityPerStep > 0, subBatch: Math.max(1, identityPerStep), every: 1 },
+    }),
     syntheticData(size),
     teacher,
     'bench',
@@ -90,12 +110,27 @@ async function main(): Promise<void> {
     let reference: { secondsPerStep: number; parameters: number; framework: string } | undefined;
     if (!values['skip-reference']) {
       process.stderr.write(`PyTorch reference ${size}×${size} (2 threads)…\n`);
-      const out = execFileSync('/usr/bin/python3', [join(__dirname, 'unet_reference.py'), JSON.stringify(ARCH), String(size), String(BATCH), String(steps), '2'], { encoding: 'utf8' });
+      const out = execFileSync(
+        '/usr/bin/python3',
+        [join(__dirname, 'unet_reference.py'), JSON.stringify(ARCH), String(size), String(BATCH), String(steps), '2'],
+        { encoding: 'utf8' },
+      );
       reference = JSON.parse(out) as typeof reference;
     }
     for (const m of measured) {
-      if (reference && m.parameters !== reference.parameters) throw new Error(`parameter counts differ: id3 ${m.parameters}, PyTorch ${reference.parameters}`);
-      rows.push({ resolution: size, threads: m.threads, secondsPerStep: m.seconds, imagesPerSecond: BATCH / m.seconds, referenceSecondsPerStep: reference?.secondsPerStep, ratioToReference: reference ? m.seconds / reference.secondsPerStep : undefined, parameters: m.parameters, rssMiB: m.rssMiB, reference: reference?.framework });
+      if (reference && m.parameters !== reference.parameters)
+        throw new Error(`parameter counts differ: id3 ${m.parameters}, PyTorch ${reference.parameters}`);
+      rows.push({
+        resolution: size,
+        threads: m.threads,
+        secondsPerStep: m.seconds,
+        imagesPerSecond: BATCH / m.seconds,
+        referenceSecondsPerStep: reference?.secondsPerStep,
+        ratioToReference: reference ? m.seconds / reference.secondsPerStep : undefined,
+        parameters: m.parameters,
+        rssMiB: m.rssMiB,
+        reference: reference?.framework,
+      });
     }
   }
   // The identity term's extra cost: the same step with 4 identity images (2 per thread).
@@ -103,7 +138,14 @@ async function main(): Promise<void> {
   const base = rows.find((r) => r.resolution === size && r.threads === 2)?.secondsPerStep as number;
   process.stderr.write(`id3 ${size}×${size}, 2 threads, identity term on 4 images per step…\n`);
   const withId = await measure(size, 2, 4, steps, backend.name, teacher);
-  const identity = { resolution: size, threads: 2, identityImages: 4, secondsPerStep: withId.seconds, extraSecondsPerStep: withId.seconds - base, extraSecondsPerImage: (withId.seconds - base) / 4 };
+  const identity = {
+    resolution: size,
+    threads: 2,
+    identityImages: 4,
+    secondsPerStep: withId.seconds,
+    extraSecondsPerStep: withId.seconds - base,
+    extraSecondsPerImage: (withId.seconds - base) / 4,
+  };
 
   const result = { backend: backend.name, batch: BATCH, steps, architecture: ARCH, rows, identity, date: new Date().toISOString() };
   mkdirSync(join(__dirname, '..', 'results'), { recursive: true });
@@ -112,9 +154,13 @@ async function main(): Promise<void> {
   console.log('|---|---|---|---|---|---|');
   for (const r of rows) {
     const ratio = r.ratioToReference as number | undefined;
-    console.log(`| ${r.resolution as number}×${r.resolution as number} | ${r.threads as number} | ${(r.secondsPerStep as number).toFixed(3)} | ${r.referenceSecondsPerStep ? (r.referenceSecondsPerStep as number).toFixed(3) : '—'} | ${ratio ? `${ratio.toFixed(2)}×` : '—'} | ${(r.imagesPerSecond as number).toFixed(1)} |`);
+    console.log(
+      `| ${r.resolution as number}×${r.resolution as number} | ${r.threads as number} | ${(r.secondsPerStep as number).toFixed(3)} | ${r.referenceSecondsPerStep ? (r.referenceSecondsPerStep as number).toFixed(3) : '—'} | ${ratio ? `${ratio.toFixed(2)}×` : '—'} | ${(r.imagesPerSecond as number).toFixed(1)} |`,
+    );
   }
-  console.log(`\nIdentity term (${size}×${size}, 2 threads, 4 images/step): ${identity.secondsPerStep.toFixed(3)} s/step, +${identity.extraSecondsPerStep.toFixed(3)} s (${identity.extraSecondsPerImage.toFixed(3)} s per image)`);
+  console.log(
+    `\nIdentity term (${size}×${size}, 2 threads, 4 images/step): ${identity.secondsPerStep.toFixed(3)} s/step, +${identity.extraSecondsPerStep.toFixed(3)} s (${identity.extraSecondsPerImage.toFixed(3)} s per image)`,
+  );
 }
 
 void main();

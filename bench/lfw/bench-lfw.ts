@@ -17,7 +17,18 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend, sha256, tf } from '@id3/core';
 import { EmbeddingCache, evaluateVerification } from '@id3/eval';
-import { alignForEmbedder, decodeImage, detectAndAlign, embedImage, embedderInfo, loadEmbedder, readLfwPairs, requireDataPath, type DetectorName, type EmbedderEntry } from '@id3/faces';
+import {
+  alignForEmbedder,
+  decodeImage,
+  detectAndAlign,
+  embedImage,
+  embedderInfo,
+  loadEmbedder,
+  readLfwPairs,
+  requireDataPath,
+  type DetectorName,
+  type EmbedderEntry,
+} from '@id3/faces';
 
 const ROOT = resolve(__dirname, '../..');
 const { values } = parseArgs({
@@ -89,16 +100,40 @@ async function main(): Promise<void> {
   process.stderr.write(`${pairs.length} pairs, ${unique.length} images, ${workers} workers, model ${modelKey}\n`);
   const t0 = Date.now();
   const results = await Promise.all(
-    Array.from({ length: workers }, (_, i) =>
-      new Promise<Record<string, number> & { fallbacks: string[] }>((resolveWorker, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--worker', `${i}/${workers}`, '--paths-file', pathsFile, '--padding', String(padding), '--detector', detector, '--template', template, '--teacher', teacherName], {
-          cwd: ROOT,
-          stdio: ['ignore', 'pipe', 'inherit'],
-        });
-        let out = '';
-        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-        child.on('close', (code) => (code === 0 ? resolveWorker(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`worker ${i} exited ${code}`))));
-      }),
+    Array.from(
+      { length: workers },
+      (_, i) =>
+        new Promise<Record<string, number> & { fallbacks: string[] }>((resolveWorker, reject) => {
+          const child = spawn(
+            process.execPath,
+            [
+              '--import',
+              'tsx',
+              __filename,
+              '--worker',
+              `${i}/${workers}`,
+              '--paths-file',
+              pathsFile,
+              '--padding',
+              String(padding),
+              '--detector',
+              detector,
+              '--template',
+              template,
+              '--teacher',
+              teacherName,
+            ],
+            {
+              cwd: ROOT,
+              stdio: ['ignore', 'pipe', 'inherit'],
+            },
+          );
+          let out = '';
+          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          child.on('close', (code) =>
+            code === 0 ? resolveWorker(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`worker ${i} exited ${code}`)),
+          );
+        }),
     ),
   );
   const wallSeconds = (Date.now() - t0) / 1000;
@@ -110,7 +145,13 @@ async function main(): Promise<void> {
     a.set(embed(p.a), i * dim);
     b.set(embed(p.b), i * dim);
   });
-  const r = evaluateVerification(a, b, dim, pairs.map((p) => p.same), { foldOf: pairs.map((p) => p.fold) });
+  const r = evaluateVerification(
+    a,
+    b,
+    dim,
+    pairs.map((p) => p.same),
+    { foldOf: pairs.map((p) => p.fold) },
+  );
   const sum = (k: string) => results.reduce((s, w) => s + (w[k] as number), 0);
   const computed = sum('images') - sum('cached');
   const summary = {
@@ -127,7 +168,9 @@ async function main(): Promise<void> {
     thresholds: r.thresholds,
     fallbackCenterCrops: sum('fallback'),
     computedImages: computed,
-    msPerImage: computed ? { decode: sum('msDecode') / computed, detectAlign: sum('msAlign') / computed, embedWithFlip: sum('msEmbed') / computed } : undefined,
+    msPerImage: computed
+      ? { decode: sum('msDecode') / computed, detectAlign: sum('msAlign') / computed, embedWithFlip: sum('msEmbed') / computed }
+      : undefined,
     wallSeconds,
     workers,
   };

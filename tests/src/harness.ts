@@ -29,11 +29,24 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   // Stage processes (spawned by activities) inherit this: run directories go to the temp dir.
   process.env.ID3_RUNS_DIR = runsDir;
   const uiPort = options.ui ? await freePort() : null;
-  const server = await startDevServer({ port: await freePort(), uiPort, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log') });
+  const server = await startDevServer({
+    port: await freePort(),
+    uiPort,
+    dbFile: join(dir, 'temporal.db'),
+    logFile: join(dir, 'temporal.log'),
+  });
   const uiUrl = server.uiUrl;
   if (uiUrl) {
     // The UI server comes up alongside the frontend; don't hand out its URL before it answers.
-    await waitFor(`the Web UI at ${uiUrl}`, () => fetch(uiUrl).then((r) => r.ok, () => false), 30_000).catch(async (err: unknown) => {
+    await waitFor(
+      `the Web UI at ${uiUrl}`,
+      () =>
+        fetch(uiUrl).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      30_000,
+    ).catch(async (err: unknown) => {
       await server.stop();
       throw err;
     });
@@ -62,7 +75,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Poll until `check` returns a value (not undefined/false), or fail after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 120_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

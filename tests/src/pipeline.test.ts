@@ -2,7 +2,15 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { RunStore } from '@id3/core';
-import { TASK_QUEUE, createId3Worker, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView, type StageSummary } from '@id3/workflows';
+import {
+  TASK_QUEUE,
+  createId3Worker,
+  stageWorkflowId,
+  type PipelineInput,
+  type PipelineResult,
+  type ProgressView,
+  type StageSummary,
+} from '@id3/workflows';
 import { startHarness, type Harness } from './harness';
 
 // Real Temporal dev server + real worker + real stage processes (bin/id3 stage …).
@@ -33,7 +41,11 @@ describe('pipeline workflow against a real Temporal server', () => {
     // A throwaway stage joins the registry of this worker and of the stage processes it spawns.
     process.env.ID3_EXTRA_STAGES = resolve(__dirname, '../../workflows/src/__tests__/fixtures/throwaway-stage.ts');
     h = await startHarness();
-    const { worker, close } = await createId3Worker({ address: h.server.address, workflowBundle: h.workflowBundle, activityDeps: { progressSignalEveryMs: 500 } });
+    const { worker, close } = await createId3Worker({
+      address: h.server.address,
+      workflowBundle: h.workflowBundle,
+      activityDeps: { progressSignalEveryMs: 500 },
+    });
     const running = worker.run();
     stopWorker = async () => {
       worker.shutdown();
@@ -52,7 +64,12 @@ describe('pipeline workflow against a real Temporal server', () => {
     const id = `it-pipeline-${Date.now()}`;
     const result = await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [small] });
     const r = result as PipelineResult;
-    expect(r.stages.map((s) => [s.stage, s.skipped])).toEqual([['prepare', false], ['train-diffusion', false], ['anchors', false], ['identities', false]]);
+    expect(r.stages.map((s) => [s.stage, s.skipped])).toEqual([
+      ['prepare', false],
+      ['train-diffusion', false],
+      ['anchors', false],
+      ['identities', false],
+    ]);
     expect(r.stages[0].metrics.accepted).toBeGreaterThan(0);
     for (const s of r.stages) {
       expect(existsSync(s.manifestPath)).toBe(true);
@@ -69,7 +86,11 @@ describe('pipeline workflow against a real Temporal server', () => {
     const described = await h.client.workflow.getHandle(id).describe();
     expect(described.searchAttributes.Id3Stage).toEqual(['done']);
 
-    const again = (await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: `${id}-again`, args: [small] })) as PipelineResult;
+    const again = (await h.client.workflow.execute('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `${id}-again`,
+      args: [small],
+    })) as PipelineResult;
     expect(again.runDir).toBe(r.runDir);
     expect(again.stages.map((s) => s.skipped)).toEqual([true, true, true, true]);
     const events = new RunStore(r.runDir).readEvents();
@@ -79,7 +100,12 @@ describe('pipeline workflow against a real Temporal server', () => {
 
   it('a stage registered by one line (an extra stage module) runs in a pipeline after the stage it reads', async () => {
     const id = `it-throwaway-${Date.now()}`;
-    const input: PipelineInput = { ...small, runName: 'it-throwaway', stages: ['throwaway', 'anchors'], overrides: { ...small.overrides, throwaway: { suffix: '!' } } };
+    const input: PipelineInput = {
+      ...small,
+      runName: 'it-throwaway',
+      stages: ['throwaway', 'anchors'],
+      overrides: { ...small.overrides, throwaway: { suffix: '!' } },
+    };
     const r = (await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [input] })) as PipelineResult;
     expect(r.stages.map((s) => s.stage)).toEqual(['anchors', 'throwaway']);
     const out = r.stages[1].outputs.count;
@@ -106,11 +132,16 @@ describe('pipeline workflow against a real Temporal server', () => {
     [{ identities: { lb: 0.9, ub: 0.5 } }, /field 'identities\.lb': lb must not exceed ub/],
     [{ stages: ['anchors', 'nope'] }, /field 'profile\.stages\[1\]': unknown stage 'nope'/],
   ])('invalid config %j fails non-retryably, naming the field', async (overrides, message) => {
-    const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-bad-${Date.now()}`, args: [{ profile: 'demo', overrides }] });
+    const handle = await h.client.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `it-bad-${Date.now()}`,
+      args: [{ profile: 'demo', overrides }],
+    });
     const err: unknown = await handle.result().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
     // Failure chain: workflow failed ← activity failed ← ApplicationFailure(InvalidInput, nonRetryable)
-    let cause = (err as WorkflowFailedError).cause as { cause?: unknown; message: string; type?: string; nonRetryable?: boolean } | undefined;
+    let cause = (err as WorkflowFailedError).cause as
+      { cause?: unknown; message: string; type?: string; nonRetryable?: boolean } | undefined;
     while (cause?.cause) cause = cause.cause as typeof cause;
     expect(cause?.type).toBe('InvalidInput');
     expect(cause?.nonRetryable).toBe(true);
@@ -122,7 +153,11 @@ describe('pipeline workflow against a real Temporal server', () => {
   });
 
   it('an unknown profile fails non-retryably with the known profiles listed', async () => {
-    const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-bad-profile-${Date.now()}`, args: [{ profile: 'nope' }] });
+    const handle = await h.client.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `it-bad-profile-${Date.now()}`,
+      args: [{ profile: 'nope' }],
+    });
     await expect(handle.result()).rejects.toThrow(WorkflowFailedError);
     const err = await handle.result().catch((e: WorkflowFailedError) => e);
     let cause = (err as WorkflowFailedError).cause as { cause?: unknown; message: string } | undefined;

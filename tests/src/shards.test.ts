@@ -18,7 +18,10 @@ const input: PipelineInput = {
   runName: 'it-shards',
   stages: ['eval'],
   overrides: {
-    eval: { benchmarks: [{ kind: 'bin', name: 'lfw-sample', path: 'data:samples/insightface-bin/sample-py3.bin' }], pairsPerShard: PER_SHARD },
+    eval: {
+      benchmarks: [{ kind: 'bin', name: 'lfw-sample', path: 'data:samples/insightface-bin/sample-py3.bin' }],
+      pairsPerShard: PER_SHARD,
+    },
   },
   // A dead worker's shard is handed to the other one within seconds.
   timing: { heartbeatTimeoutSeconds: 5, maximumAttempts: 5 },
@@ -69,10 +72,14 @@ describe('a sharded stage on two workers', () => {
     };
 
     // Both workers take shards.
-    await waitFor('both workers to finish a shard', () => {
-      const done = events().filter((e) => e.event === 'shard-complete');
-      return done.some((e) => e.worker === idOf(a)) && done.some((e) => e.worker === idOf(b));
-    }, 240_000);
+    await waitFor(
+      'both workers to finish a shard',
+      () => {
+        const done = events().filter((e) => e.event === 'shard-complete');
+        return done.some((e) => e.worker === idOf(a)) && done.some((e) => e.worker === idOf(b));
+      },
+      240_000,
+    );
     // Worker a starts another shard; kill it once that shard has embedded a few images.
     const killed = await waitFor('worker a to start another shard', () => {
       const es = events();
@@ -101,7 +108,9 @@ describe('a sharded stage on two workers', () => {
     expect(starts(killed).map((e) => e.worker)).toEqual([idOf(a), idOf(b)]);
 
     // What a embedded before dying is in the cache and was reused by the shard's second run.
-    const records = readdirSync(join(runDir, 'eval', 'shards')).map((s) => JSON.parse(readFileSync(join(runDir, 'eval', 'shards', s, 'done.json'), 'utf8')) as ShardRecord);
+    const records = readdirSync(join(runDir, 'eval', 'shards')).map(
+      (s) => JSON.parse(readFileSync(join(runDir, 'eval', 'shards', s, 'done.json'), 'utf8')) as ShardRecord,
+    );
     const computedByFinishedRuns = records.reduce((t, r) => t + r.metrics.computed, 0);
     const embeddedByDeadRun = cacheFiles() - computedByFinishedRuns;
     expect(embeddedByDeadRun).toBeGreaterThanOrEqual(1);

@@ -81,7 +81,11 @@ describe('the Temporal Web UI', () => {
     page.setDefaultTimeout(STEP_MS);
 
     h = await startHarness({ ui: true });
-    const { worker, close } = await createId3Worker({ address: h.server.address, workflowBundle: h.workflowBundle, activityDeps: { progressSignalEveryMs: 500 } });
+    const { worker, close } = await createId3Worker({
+      address: h.server.address,
+      workflowBundle: h.workflowBundle,
+      activityDeps: { progressSignalEveryMs: 500 },
+    });
     const running = worker.run();
     stopWorker = async () => {
       worker.shutdown();
@@ -104,8 +108,16 @@ describe('the Temporal Web UI', () => {
       return await fn(p);
     } catch (err) {
       const base = join(h.dir, `web-ui-${name.replace(/[^a-z0-9]+/gi, '-')}`);
-      const shot = await p.screenshot({ path: `${base}.png`, fullPage: true }).then(() => `${base}.png`, (e: Error) => `no screenshot: ${e.message}`);
-      const text = await p.evaluate(() => document.body.innerText).then((t) => (writeFileSync(`${base}.txt`, `${p.url()}\n\n${t}`), `${base}.txt`), () => 'no page text');
+      const shot = await p.screenshot({ path: `${base}.png`, fullPage: true }).then(
+        () => `${base}.png`,
+        (e: Error) => `no screenshot: ${e.message}`,
+      );
+      const text = await p
+        .evaluate(() => document.body.innerText)
+        .then(
+          (t) => (writeFileSync(`${base}.txt`, `${p.url()}\n\n${t}`), `${base}.txt`),
+          () => 'no page text',
+        );
       const e = err instanceof Error ? err : new Error(String(err));
       e.message = `Web UI step '${name}' failed at ${p.url()}: ${e.message}\n  screenshot: ${shot}\n  page text: ${text}\n  server log: ${join(h.dir, 'temporal.log')}`;
       throw e;
@@ -136,9 +148,11 @@ describe('the Temporal Web UI', () => {
       last = `rendered so far: ${JSON.stringify(out)}`;
       return headings.every((h) => h in out) ? out : undefined;
     };
-    return waitFor(`markdown under ${headings.join(', ')}`, () => read().catch((err: Error) => void (last = err.message)), STEP_MS).catch((err: Error) => {
-      throw new Error(`${err.message} (${last})`);
-    });
+    return waitFor(`markdown under ${headings.join(', ')}`, () => read().catch((err: Error) => void (last = err.message)), STEP_MS).catch(
+      (err: Error) => {
+        throw new Error(`${err.message} (${last})`);
+      },
+    );
   }
 
   it('starts a pipeline from the Start Workflow form, then shows each stage by name', async () => {
@@ -200,8 +214,9 @@ describe('the Temporal Web UI', () => {
       // Each child start is an event row carrying the child's summary (the stage's own name).
       const rows = await p.waitForFunction(
         (n: number) => {
-          const texts = Array.from(document.querySelectorAll('tr[data-testid="event-summary-row"]'), (r) => r.innerText)
-            .filter((t) => t.includes('Start Child Workflow Execution Initiated'));
+          const texts = Array.from(document.querySelectorAll('tr[data-testid="event-summary-row"]'), (r) => r.innerText).filter((t) =>
+            t.includes('Start Child Workflow Execution Initiated'),
+          );
           return texts.length >= n && texts;
         },
         {},
@@ -212,7 +227,9 @@ describe('the Temporal Web UI', () => {
         expect(texts.some((t) => /Workflow Type Name\s+stage\b/.test(t) && new RegExp(`Summary\\s+${stage}\\b`).test(t))).toBe(true);
       }
       // The timeline above it labels each child workflow's bar.
-      const labels = await p.$$eval('#event-history-timeline-graph text', (els) => els.map((e) => (e as unknown as DomElement).textContent?.trim()));
+      const labels = await p.$$eval('#event-history-timeline-graph text', (els) =>
+        els.map((e) => (e as unknown as DomElement).textContent?.trim()),
+      );
       expect(labels).toEqual(expect.arrayContaining([...STAGES]));
     });
 
@@ -239,7 +256,10 @@ describe('the Temporal Web UI', () => {
       await p.goto(`${ui}/namespaces/default/workflows`);
       for (const stage of STAGES) {
         const row = await p.waitForFunction(
-          (wid: string) => Array.from(document.querySelectorAll('tr'), (r) => r.innerText).find((t) => t.includes(wid) && /\bCompleted\b/.test(t) && /\bstage\b/.test(t)),
+          (wid: string) =>
+            Array.from(document.querySelectorAll('tr'), (r) => r.innerText).find(
+              (t) => t.includes(wid) && /\bCompleted\b/.test(t) && /\bstage\b/.test(t),
+            ),
           {},
           stageWorkflowId(id, stage),
         );

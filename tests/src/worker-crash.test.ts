@@ -55,7 +55,11 @@ describe('a worker killed in the middle of a stage', () => {
 
   it('lets the run finish without repeating completed stages', async () => {
     worker = startWorker();
-    const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-crash-${Date.now()}`, args: [input] });
+    const handle = await h.client.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `it-crash-${Date.now()}`,
+      args: [input],
+    });
     const runDir = join(h.runsDir, 'it-worker-crash');
     const store = () => new RunStore(runDir);
 
@@ -68,7 +72,14 @@ describe('a worker killed in the middle of a stage', () => {
     worker = startWorker();
 
     // Kill 2: inside identities, after anchors completed.
-    await waitFor('identities to start', () => store().readEvents().some((e) => e.stage === 'identities' && e.event === 'start'), 240_000);
+    await waitFor(
+      'identities to start',
+      () =>
+        store()
+          .readEvents()
+          .some((e) => e.stage === 'identities' && e.event === 'start'),
+      240_000,
+    );
     await sleep(2000);
     expect(existsSync(join(runDir, 'identities', 'manifest.json'))).toBe(false);
     await kill(worker);
@@ -76,7 +87,10 @@ describe('a worker killed in the middle of a stage', () => {
     worker = startWorker();
 
     const result = (await handle.result()) as PipelineResult;
-    expect(result.stages.map((s) => [s.stage, s.skipped])).toEqual([['anchors', false], ['identities', false]]);
+    expect(result.stages.map((s) => [s.stage, s.skipped])).toEqual([
+      ['anchors', false],
+      ['identities', false],
+    ]);
 
     const events = store().readEvents();
     const count = (stage: string, event: string) => events.filter((e) => e.stage === stage && e.event === event).length;
@@ -91,7 +105,9 @@ describe('a worker killed in the middle of a stage', () => {
     expect(count('identities', 'complete')).toBe(1);
     // Temporal saw the retries as further attempts of the same activities.
     const history = await h.client.workflow.getHandle(`${handle.workflowId}--identities`).fetchHistory();
-    const attempts = (history.events ?? []).map((e) => e.activityTaskStartedEventAttributes?.attempt).filter((a) => a !== undefined && a !== null);
+    const attempts = (history.events ?? [])
+      .map((e) => e.activityTaskStartedEventAttributes?.attempt)
+      .filter((a) => a !== undefined && a !== null);
     expect(Math.max(...(attempts as number[]))).toBeGreaterThanOrEqual(2);
   });
 
@@ -114,7 +130,11 @@ describe('a worker killed in the middle of a stage', () => {
     };
     if (worker && worker.exitCode === null) await kill(worker); // the first test's last worker
     worker = startWorker();
-    const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: `it-crash-train-${Date.now()}`, args: [trainInput] });
+    const handle = await h.client.workflow.start('pipeline', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `it-crash-train-${Date.now()}`,
+      args: [trainInput],
+    });
     const checkpoints = join(h.runsDir, 'it-worker-crash-train', 'train-diffusion', 'checkpoints');
     await waitFor('the second generator checkpoint', () => existsSync(join(checkpoints, 'step-000000040')), 240_000);
     await kill(worker);

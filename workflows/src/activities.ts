@@ -6,7 +6,15 @@ import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { INVALID_INPUT_EXIT_CODE, isInvalidInput, parseProgressLine, type ProgressEvent } from '@id3/core';
-import type { PipelineInput, ProgressSignal, RunPlan, RunStageActivityInput, ShardSummary, StagePlanSummary, StageSummary } from './contracts';
+import type {
+  PipelineInput,
+  ProgressSignal,
+  RunPlan,
+  RunStageActivityInput,
+  ShardSummary,
+  StagePlanSummary,
+  StageSummary,
+} from './contracts';
 import { ID3_BIN } from './paths';
 import { localRunDir, planRun } from './pipeline-config';
 import { RESULT_LINE_PREFIX } from './stage-command';
@@ -76,7 +84,17 @@ export function createActivities(deps: ActivityDeps = {}) {
     const { stage, plan } = input;
     const runDir = localRunDir(plan);
     const label = input.shard ? `${stage}/${input.shard}` : stage;
-    const args = ['stage', stage, '--config', join(runDir, 'config.json'), '--run-dir', runDir, '--json-progress', '--exit-with-parent', ...extraArgs];
+    const args = [
+      'stage',
+      stage,
+      '--config',
+      join(runDir, 'config.json'),
+      '--run-dir',
+      runDir,
+      '--json-progress',
+      '--exit-with-parent',
+      ...extraArgs,
+    ];
     if (plan.force && extraArgs.length === 0) args.push('--force');
     const env = { ...process.env, ID3_WORKER_IDENTITY: `${process.pid}@${hostname()}` };
     const child = spawn(deps.id3Bin ?? ID3_BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env, detached: false });
@@ -138,7 +156,10 @@ export function createActivities(deps: ActivityDeps = {}) {
         child.on('close', (c) => resolve(c));
       });
       if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-      const tail = stderrTail.filter((l) => !l.startsWith('[id3] tfjs backend')).slice(-12).join('\n');
+      const tail = stderrTail
+        .filter((l) => !l.startsWith('[id3] tfjs backend'))
+        .slice(-12)
+        .join('\n');
       if (code === INVALID_INPUT_EXIT_CODE) {
         const message = stderrTail.find((l) => l.startsWith('id3: invalid input:'))?.slice('id3: invalid input: '.length) ?? tail;
         throw invalidInput(`stage '${stage}': ${message}`);

@@ -99,7 +99,9 @@ async function ensureServer(foreground = false): Promise<void> {
     detached: !foreground,
   });
   if (server.process.pid) writeFileSync(pidFile('server'), String(server.process.pid));
-  log(`Temporal server started at ${address} — Web UI ${server.uiUrl} (SQLite ${join(dir, 'temporal.db')}, log ${join(dir, 'temporal.log')})`);
+  log(
+    `Temporal server started at ${address} — Web UI ${server.uiUrl} (SQLite ${join(dir, 'temporal.db')}, log ${join(dir, 'temporal.log')})`,
+  );
   if (foreground) {
     await new Promise<void>((r) => server.process.once('exit', () => r()));
   }
@@ -166,7 +168,14 @@ async function follow<T>(client: Client, workflowId: string, isPipeline: boolean
       const detail = isPipeline && top?.stage ? await queryProgress(client, stageWorkflowId(workflowId, top.stage)) : top;
       const view = detail ?? top;
       if (view) {
-        const line = describeProgress({ stage: view.stage ?? 'pipeline', phase: view.phase, step: view.step, total: view.total, metrics: view.metrics, message: view.message });
+        const line = describeProgress({
+          stage: view.stage ?? 'pipeline',
+          phase: view.phase,
+          step: view.step,
+          total: view.total,
+          metrics: view.metrics,
+          message: view.message,
+        });
         if (line !== lastLine) log(line);
         lastLine = line;
       }
@@ -208,8 +217,20 @@ async function runCommand(values: Record<string, unknown>): Promise<number> {
     const single = input.stages?.length === 1 ? input.stages[0] : undefined;
     const workflowId = single ? `id3-${plan.runName}--${single}` : `id3-${plan.runName}`;
     try {
-      if (single) await client.workflow.start('stage', { taskQueue: TASK_QUEUE, workflowId, args: [{ ...input, stage: single }], staticSummary: `${single} (run ${plan.runName})` });
-      else await client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId, args: [input], staticSummary: `pipeline: ${plan.stages.join(' → ')} (run ${plan.runName})` });
+      if (single)
+        await client.workflow.start('stage', {
+          taskQueue: TASK_QUEUE,
+          workflowId,
+          args: [{ ...input, stage: single }],
+          staticSummary: `${single} (run ${plan.runName})`,
+        });
+      else
+        await client.workflow.start('pipeline', {
+          taskQueue: TASK_QUEUE,
+          workflowId,
+          args: [input],
+          staticSummary: `pipeline: ${plan.stages.join(' → ')} (run ${plan.runName})`,
+        });
       log(`Started workflow ${workflowId} (run directory ${plan.runDir})`);
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
@@ -283,7 +304,9 @@ async function statusCommand(): Promise<number> {
   if (!healthy) return 0;
   const { client, connection } = await connectClient();
   try {
-    log(`worker: ${(await hasPollers(client)) ? 'polling' : 'none (id3 worker)'}${alivePid('worker') ? ` (background pid ${alivePid('worker')})` : ''}`);
+    log(
+      `worker: ${(await hasPollers(client)) ? 'polling' : 'none (id3 worker)'}${alivePid('worker') ? ` (background pid ${alivePid('worker')})` : ''}`,
+    );
     let count = 0;
     for await (const wf of client.workflow.list({ query: `WorkflowType = 'pipeline' OR WorkflowType = 'stage'` })) {
       log(`  ${wf.status.name.padEnd(10)} ${wf.type.padEnd(9)} ${wf.workflowId}  ${wf.startTime.toISOString()}`);

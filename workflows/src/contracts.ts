@@ -69,7 +69,14 @@ export interface RunStageActivityInput {
 /** What is left of a sharded stage: nothing (current), or these shards, then the merge. */
 export type StagePlanSummary =
   | { readonly kind: 'plan'; readonly stage: string; readonly current: StageSummary; readonly shards: readonly [] }
-  | { readonly kind: 'plan'; readonly stage: string; readonly current?: undefined; readonly reason: string; readonly shards: readonly string[]; readonly totalShards: number };
+  | {
+      readonly kind: 'plan';
+      readonly stage: string;
+      readonly current?: undefined;
+      readonly reason: string;
+      readonly shards: readonly string[];
+      readonly totalShards: number;
+    };
 
 export interface ShardSummary {
   readonly kind: 'shard';

@@ -5,7 +5,15 @@ export { createId3Worker } from './worker';
 export type { Id3WorkerOptions } from './worker';
 export { freePort, isServerHealthy, startDevServer } from './server';
 export type { DevServerOptions, RunningDevServer } from './server';
-export { buildPipelineConfig, localRunDir, pipelineConfigSchema, planRun, readPipelineConfig, stageSection, validateStageSection } from './pipeline-config';
+export {
+  buildPipelineConfig,
+  localRunDir,
+  pipelineConfigSchema,
+  planRun,
+  readPipelineConfig,
+  stageSection,
+  validateStageSection,
+} from './pipeline-config';
 export type { PipelineConfig } from './pipeline-config';
 export { BUILTIN_STAGES, EXTRA_STAGES_ENV, createStageRegistry, stageRegistry } from './stages';
 export type { StageRegistry } from './stages';

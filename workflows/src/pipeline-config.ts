@@ -1,7 +1,16 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { InvalidInputError, hashJson, loadProfile, mergeConfig, parseConfig, readJsonFile, writeJsonAtomic, type PipelineSections } from '@id3/core';
+import {
+  InvalidInputError,
+  hashJson,
+  loadProfile,
+  mergeConfig,
+  parseConfig,
+  readJsonFile,
+  writeJsonAtomic,
+  type PipelineSections,
+} from '@id3/core';
 import type { PipelineInput, RunPlan } from './contracts';
 import { runsDir } from './paths';
 import { stageRegistry, type StageRegistry } from './stages';
@@ -64,7 +73,9 @@ export function planRun(input: PipelineInput): RunPlan {
   const field = input.stages ? 'stages' : 'profile.stages';
   for (const [i, s] of requested.entries()) {
     if (!registry.get(s)) {
-      throw new InvalidInputError(`field '${field}[${i}]': unknown stage '${s}' (known: ${registry.names.join(', ')})`, { field: `${field}[${i}]` });
+      throw new InvalidInputError(`field '${field}[${i}]': unknown stage '${s}' (known: ${registry.names.join(', ')})`, {
+        field: `${field}[${i}]`,
+      });
     }
   }
   const stages = registry.names.filter((s) => requested.includes(s));

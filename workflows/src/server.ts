@@ -84,13 +84,20 @@ export async function startDevServer(o: DevServerOptions): Promise<RunningDevSer
   const address = `${ip}:${o.port}`;
   mkdirSync(dirname(o.dbFile), { recursive: true });
   const args = [
-    'server', 'start-dev',
-    '--ip', ip,
-    '--port', String(o.port),
-    '--db-filename', o.dbFile,
-    '--search-attribute', `${STAGE_SEARCH_ATTRIBUTE}=Keyword`,
-    '--search-attribute', `${RUN_SEARCH_ATTRIBUTE}=Keyword`,
-    '--log-level', 'warn',
+    'server',
+    'start-dev',
+    '--ip',
+    ip,
+    '--port',
+    String(o.port),
+    '--db-filename',
+    o.dbFile,
+    '--search-attribute',
+    `${STAGE_SEARCH_ATTRIBUTE}=Keyword`,
+    '--search-attribute',
+    `${RUN_SEARCH_ATTRIBUTE}=Keyword`,
+    '--log-level',
+    'warn',
   ];
   if (o.uiPort === null) args.push('--headless');
   else args.push('--ui-port', String(o.uiPort));
@@ -107,14 +114,27 @@ export async function startDevServer(o: DevServerOptions): Promise<RunningDevSer
 
   const deadline = Date.now() + (o.startupTimeoutMs ?? 60_000);
   while (!(await isServerHealthy(address, 1000))) {
-    if (exited !== undefined) throw new Error(`temporal server exited with ${exited} before becoming healthy${o.logFile ? ` (see ${o.logFile})` : ''}`);
+    if (exited !== undefined)
+      throw new Error(`temporal server exited with ${exited} before becoming healthy${o.logFile ? ` (see ${o.logFile})` : ''}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`temporal server at ${address} not healthy after ${o.startupTimeoutMs ?? 60_000} ms${o.logFile ? ` (see ${o.logFile})` : ''}`);
+      throw new Error(
+        `temporal server at ${address} not healthy after ${o.startupTimeoutMs ?? 60_000} ms${o.logFile ? ` (see ${o.logFile})` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  const retention = await run(binary, ['operator', 'namespace', 'update', '--namespace', 'default', '--retention', o.retention ?? '720h', '--address', address]);
+  const retention = await run(binary, [
+    'operator',
+    'namespace',
+    'update',
+    '--namespace',
+    'default',
+    '--retention',
+    o.retention ?? '720h',
+    '--address',
+    address,
+  ]);
   if (retention.code !== 0) throw new Error(`could not set namespace retention: ${retention.output.trim()}`);
 
   return {

@@ -1,6 +1,19 @@
 import {
-  INVALID_INPUT_EXIT_CODE, InvalidInputError, RunStore, consoleSink, executeShard, executeStage, initBackend, isInvalidInput, jsonLineSink,
-  prepareStageRun, throttled, type AnyStageDefinition, type ProgressSink, type StageRunOptions, type StageRunResult,
+  INVALID_INPUT_EXIT_CODE,
+  InvalidInputError,
+  RunStore,
+  consoleSink,
+  executeShard,
+  executeStage,
+  initBackend,
+  isInvalidInput,
+  jsonLineSink,
+  prepareStageRun,
+  throttled,
+  type AnyStageDefinition,
+  type ProgressSink,
+  type StageRunOptions,
+  type StageRunResult,
 } from '@id3/core';
 import type { ShardSummary, StagePlanSummary, StageSummary } from './contracts';
 import { readPipelineConfig, stageSection } from './pipeline-config';
@@ -49,12 +62,25 @@ export async function runStageCommand(o: StageCommandOptions): Promise<StageSumm
   const backend = mode.kind === 'plan' ? { name: 'none' } : await initBackend();
   const store = new RunStore(o.runDir);
   const progress: ProgressSink = o.jsonProgress ? throttled(jsonLineSink, 1000) : throttled(consoleSink, 2000);
-  const options: StageRunOptions = { store, progress, backend: backend.name, force: o.force, configSource: o.configPath, fieldPrefix: o.stage };
+  const options: StageRunOptions = {
+    store,
+    progress,
+    backend: backend.name,
+    force: o.force,
+    configSource: o.configPath,
+    fieldPrefix: o.stage,
+  };
   const section = stageSection(config, o.stage);
   if (mode.kind === 'plan') {
     const plan = await prepareStageRun(def, section, options);
     if (plan.current) return { kind: 'plan', stage: o.stage, current: summarise(plan.result, store), shards: [] };
-    return { kind: 'plan', stage: o.stage, reason: plan.reason, shards: plan.shards.filter((s) => !s.done).map((s) => s.id), totalShards: plan.shards.length };
+    return {
+      kind: 'plan',
+      stage: o.stage,
+      reason: plan.reason,
+      shards: plan.shards.filter((s) => !s.done).map((s) => s.id),
+      totalShards: plan.shards.length,
+    };
   }
   if (mode.kind === 'shard') {
     const r = await executeShard(def, section, mode.shard, { ...options, force: false });
@@ -92,7 +118,9 @@ export async function stageCommandMain(o: StageCommandOptions & { exitWithParent
 
 function describeResult(r: StageSummary | StagePlanSummary | ShardSummary): string {
   if ('kind' in r && r.kind === 'plan') {
-    return r.current ? `[${r.stage}] current (outputs complete)` : `[${r.stage}] to run (${r.reason}); shards left: ${r.shards.length}/${r.totalShards}${r.shards.length ? ` (${r.shards.join(', ')})` : ''}`;
+    return r.current
+      ? `[${r.stage}] current (outputs complete)`
+      : `[${r.stage}] to run (${r.reason}); shards left: ${r.shards.length}/${r.totalShards}${r.shards.length ? ` (${r.shards.join(', ')})` : ''}`;
   }
   if ('kind' in r && r.kind === 'shard') return `[${r.stage}] shard ${r.shard} ${r.skipped ? 'already done' : 'done'}`;
   const s = r as StageSummary;

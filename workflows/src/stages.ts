@@ -57,7 +57,8 @@ function loadExtraStages(spec: string | undefined): AnyStageDefinition[] {
       const file = isAbsolute(path) ? path : resolve(process.cwd(), path);
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const mod = require(file) as { stages?: AnyStageDefinition[] };
-      if (!Array.isArray(mod.stages)) throw new Error(`${EXTRA_STAGES_ENV}: ${file} does not export 'stages' (an array of stage definitions)`);
+      if (!Array.isArray(mod.stages))
+        throw new Error(`${EXTRA_STAGES_ENV}: ${file} does not export 'stages' (an array of stage definitions)`);
       return mod.stages;
     });
 }

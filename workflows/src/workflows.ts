@@ -3,14 +3,30 @@
  * (eslint enforces it) — activities are imported as a type.
  */
 import {
-  ApplicationFailure, defineQuery, defineSignal, executeChild, proxyActivities, setCurrentDetails, setHandler,
-  upsertSearchAttributes, workflowInfo,
+  ApplicationFailure,
+  defineQuery,
+  defineSignal,
+  executeChild,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from './activities';
 import {
-  RUN_SEARCH_ATTRIBUTE, STAGE_SEARCH_ATTRIBUTE,
-  type PipelineInput, type PipelineResult, type ProgressSignal, type ProgressView, type RunPlan, type ShardSummary, type StageSummary,
-  type StageTiming, type StageWorkflowInput, stageWorkflowId,
+  RUN_SEARCH_ATTRIBUTE,
+  STAGE_SEARCH_ATTRIBUTE,
+  type PipelineInput,
+  type PipelineResult,
+  type ProgressSignal,
+  type ProgressView,
+  type RunPlan,
+  type ShardSummary,
+  type StageSummary,
+  type StageTiming,
+  type StageWorkflowInput,
+  stageWorkflowId,
 } from './contracts';
 
 export const progressQuery = defineQuery<ProgressView>('progress');
@@ -92,7 +108,11 @@ export async function pipeline(input: PipelineInput = {}): Promise<PipelineResul
  */
 export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
   if (!input || typeof input.stage !== 'string') {
-    throw ApplicationFailure.create({ type: 'InvalidInput', message: "field 'stage': required, e.g. {\"stage\": \"anchors\", \"profile\": \"demo\"}", nonRetryable: true });
+    throw ApplicationFailure.create({
+      type: 'InvalidInput',
+      message: 'field \'stage\': required, e.g. {"stage": "anchors", "profile": "demo"}',
+      nonRetryable: true,
+    });
   }
   let view: ProgressView = publish({ stage: input.stage, phase: 'planning', completedStages: [] });
   setHandler(progressQuery, () => view);
@@ -104,7 +124,15 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
       const own = `shard ${event.shard}: ${event.phase}${event.total ? ` ${event.step ?? 0}/${event.total}` : ''}`;
       view = publish({ ...view, phase: 'shards', step: shards.done, total: shards.total, metrics: event.metrics, message: own, updatedAt });
     } else {
-      view = publish({ ...view, phase: event.phase, step: event.step, total: event.total, metrics: event.metrics, message: event.message, updatedAt });
+      view = publish({
+        ...view,
+        phase: event.phase,
+        step: event.step,
+        total: event.total,
+        metrics: event.metrics,
+        message: event.message,
+        updatedAt,
+      });
     }
   });
   const plan: RunPlan = input.plan ?? (await planRun({ ...input, stages: [input.stage] }));
@@ -122,11 +150,23 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
     }
     const counter = { done: left.totalShards - left.shards.length, total: left.totalShards };
     shards = counter;
-    view = publish({ ...view, phase: 'shards', step: counter.done, total: counter.total, message: `${left.shards.length} shard(s) to run` });
+    view = publish({
+      ...view,
+      phase: 'shards',
+      step: counter.done,
+      total: counter.total,
+      message: `${left.shards.length} shard(s) to run`,
+    });
     await forEachLimited(left.shards, input.timing?.maxParallelShards ?? 16, async (shard) => {
       const result: ShardSummary = await activities.runShard({ ...base, shard });
       counter.done += 1;
-      view = publish({ ...view, phase: 'shards', step: counter.done, total: counter.total, message: `shard ${result.shard} ${result.skipped ? 'was already done' : 'done'}` });
+      view = publish({
+        ...view,
+        phase: 'shards',
+        step: counter.done,
+        total: counter.total,
+        message: `shard ${result.shard} ${result.skipped ? 'was already done' : 'done'}`,
+      });
     });
     shards = undefined;
     view = publish({ ...view, phase: 'merge', step: undefined, total: undefined, message: `merging ${left.totalShards} shard(s)` });

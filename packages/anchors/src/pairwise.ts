@@ -22,7 +22,12 @@ export interface PairwiseStats {
  * Exact pairwise statistics, computed block by block so N = 10,000 at d = 512 never holds the
  * whole N×N Gram matrix (a block of `blockRows` rows at a time).
  */
-export function pairwiseStats(points: Float32Array, n: number, dim: number, opts: { bins?: number; blockRows?: number } = {}): PairwiseStats {
+export function pairwiseStats(
+  points: Float32Array,
+  n: number,
+  dim: number,
+  opts: { bins?: number; blockRows?: number } = {},
+): PairwiseStats {
   const bins = opts.bins ?? 200;
   const blockRows = opts.blockRows ?? 512;
   const hist = new Float64Array(bins);

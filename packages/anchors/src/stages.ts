@@ -2,8 +2,19 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
-  Rng, binEdges, hashJson, histogram, histogramSvg, readTensorFile, svgToPng, tf, writeFileAtomic, writeJsonAtomic, writeTensorFile,
-  InvalidInputError, type StageDefinition,
+  Rng,
+  binEdges,
+  hashJson,
+  histogram,
+  histogramSvg,
+  readTensorFile,
+  svgToPng,
+  tf,
+  writeFileAtomic,
+  writeJsonAtomic,
+  writeTensorFile,
+  InvalidInputError,
+  type StageDefinition,
 } from '@id3/core';
 import { embedderInfo } from '@id3/faces';
 import { sampleIdentities } from './identities';
@@ -53,7 +64,10 @@ export const anchorsStage: StageDefinition<typeof anchorsConfigSchema> = {
     if (typeof teacher !== 'string') return;
     const dim = embedderInfo(teacher, 'prepare.teacher').dim;
     if (config.dim !== dim) {
-      throw new InvalidInputError(`field 'anchors.dim': ${config.dim} differs from the teacher's embedding size ${dim} (prepare.teacher '${teacher}')`, { field: 'anchors.dim' });
+      throw new InvalidInputError(
+        `field 'anchors.dim': ${config.dim} differs from the teacher's embedding size ${dim} (prepare.teacher '${teacher}')`,
+        { field: 'anchors.dim' },
+      );
     }
   },
   async run({ config, dir, progress }) {
@@ -65,7 +79,12 @@ export const anchorsStage: StageDefinition<typeof anchorsConfigSchema> = {
         const { header, values } = readTensorFile(checkpointPath);
         if (header.meta?.configHash === checkpointKey && values instanceof Float32Array) {
           resume = { points: values, step: Number(header.meta.step) };
-          progress({ phase: 'resume', step: resume.step, total: config.iterations, message: `resuming from checkpoint at step ${resume.step}` });
+          progress({
+            phase: 'resume',
+            step: resume.step,
+            total: config.iterations,
+            message: `resuming from checkpoint at step ${resume.step}`,
+          });
         }
       } catch (err) {
         progress({ phase: 'resume', message: `ignoring unreadable checkpoint: ${(err as Error).message}` });
@@ -194,7 +213,9 @@ export const identitiesStage: StageDefinition<typeof identitiesConfigSchema> = {
     try {
       for (let start = 0; start < rows; start += config.blockRows) {
         const count = Math.min(config.blockRows, rows - start);
-        const block = tf.tidy(() => tf.matMul(tf.tensor2d(ids.embeddings.subarray(start * dim, (start + count) * dim), [count, dim]), anchorsT));
+        const block = tf.tidy(() =>
+          tf.matMul(tf.tensor2d(ids.embeddings.subarray(start * dim, (start + count) * dim), [count, dim]), anchorsT),
+        );
         const cos = (await block.data()) as Float32Array;
         block.dispose();
         for (let r = 0; r < count; r++) {

@@ -112,8 +112,16 @@ export function nearestNeighbours(x: tf.Tensor2D, k: number, blockRows: number):
  * copying rows with TypedArray.set.
  */
 function stepBlock(
-  x: Float32Array, dim: number, nbr: Int32Array, k: number, start: number, rows: number,
-  sharpness: number, stepSize: number, gatherBuffer: Float32Array, next: Float32Array,
+  x: Float32Array,
+  dim: number,
+  nbr: Int32Array,
+  k: number,
+  start: number,
+  rows: number,
+  sharpness: number,
+  stepSize: number,
+  gatherBuffer: Float32Array,
+  next: Float32Array,
 ): Float32Array {
   for (let r = 0; r < rows * k; r++) {
     const j = nbr[start * k + r];
@@ -138,7 +146,10 @@ function stepBlock(
 }
 
 /** Run the optimiser; returns the points (row-major [n, dim]) and the last step's statistics. */
-export async function tammesAnchors(options: TammesOptions, hooks: TammesRunHooks = {}): Promise<{ points: Float32Array; options: ResolvedTammesOptions; last: TammesProgress | undefined }> {
+export async function tammesAnchors(
+  options: TammesOptions,
+  hooks: TammesRunHooks = {},
+): Promise<{ points: Float32Array; options: ResolvedTammesOptions; last: TammesProgress | undefined }> {
   const o = resolveTammesOptions(options);
   const k = Math.min(o.neighbours, o.n - 1);
   const startStep = hooks.resume?.step ?? 0;

@@ -23,9 +23,7 @@ let chosen: BackendChoice | undefined;
 function parseRequest(raw: string | undefined): BackendRequest {
   const value = (raw ?? 'auto').trim().toLowerCase() || 'auto';
   if (!(BACKEND_REQUESTS as readonly string[]).includes(value)) {
-    throw new BackendUnavailableError(
-      `ID3_BACKEND=${raw}: unknown backend; expected one of ${BACKEND_REQUESTS.join(', ')}`,
-    );
+    throw new BackendUnavailableError(`ID3_BACKEND=${raw}: unknown backend; expected one of ${BACKEND_REQUESTS.join(', ')}`);
   }
   return value as BackendRequest;
 }
@@ -126,9 +124,7 @@ export async function initBackend(
   const wanted = parseRequest(request);
   if (chosen) {
     if (wanted !== 'auto' && wanted !== chosen.name) {
-      throw new BackendUnavailableError(
-        `backend '${chosen.name}' is already active in this process; cannot switch to '${wanted}'`,
-      );
+      throw new BackendUnavailableError(`backend '${chosen.name}' is already active in this process; cannot switch to '${wanted}'`);
     }
     return chosen;
   }

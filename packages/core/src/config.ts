@@ -10,15 +10,20 @@ export class ConfigError extends InvalidInputError {
     readonly issues: readonly { field: string; message: string }[],
     readonly source: string,
   ) {
-    super(
-      `invalid config (${source}): ${issues.map((i) => `field '${i.field}': ${i.message}`).join('; ')}`,
-      { file: source, field: issues[0]?.field },
-    );
+    super(`invalid config (${source}): ${issues.map((i) => `field '${i.field}': ${i.message}`).join('; ')}`, {
+      file: source,
+      field: issues[0]?.field,
+    });
   }
 }
 
 function fieldPath(path: readonly PropertyKey[]): string {
-  return path.length === 0 ? '(root)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+  return path.length === 0
+    ? '(root)'
+    : path
+        .map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))
+        .join('.')
+        .replace(/\.\[/g, '[');
 }
 
 /**
@@ -29,12 +34,14 @@ export function parseConfig<S extends z.ZodTypeAny>(schema: S, raw: unknown, sou
   const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data as z.output<S>;
   throw new ConfigError(
-    parsed.error.issues.map((issue) => {
-      const prefix = fieldPrefix ? [fieldPrefix] : [];
-      // Unknown keys are reported on the parent object: name them as fields.
-      const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
-      return keys.map((k) => ({ field: fieldPath([...prefix, ...issue.path, ...(k === undefined ? [] : [k])]), message: issue.message }));
-    }).flat(),
+    parsed.error.issues
+      .map((issue) => {
+        const prefix = fieldPrefix ? [fieldPrefix] : [];
+        // Unknown keys are reported on the parent object: name them as fields.
+        const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
+        return keys.map((k) => ({ field: fieldPath([...prefix, ...issue.path, ...(k === undefined ? [] : [k])]), message: issue.message }));
+      })
+      .flat(),
     source,
   );
 }

@@ -1,10 +1,22 @@
 export { initBackend, activeBackend, BackendUnavailableError, BACKEND_REQUESTS, tf } from './backend';
 export type { BackendChoice, BackendRequest } from './backend';
-export { conv2dFilterGradient, conv2dInputGradient, convGeometry, depthwiseInputGradient, installWasmConvGradients } from './wasm-conv-gradients';
+export {
+  conv2dFilterGradient,
+  conv2dInputGradient,
+  convGeometry,
+  depthwiseInputGradient,
+  installWasmConvGradients,
+} from './wasm-conv-gradients';
 export { Rng } from './rng';
 export type { RngState } from './rng';
 export {
-  PROGRESS_LINE_PREFIX, consoleSink, describeProgress, formatProgressLine, jsonLineSink, parseProgressLine, throttled,
+  PROGRESS_LINE_PREFIX,
+  consoleSink,
+  describeProgress,
+  formatProgressLine,
+  jsonLineSink,
+  parseProgressLine,
+  throttled,
 } from './progress';
 export type { ProgressEvent, ProgressSink } from './progress';
 export { canonicalJson, hashJson, sha256, sha256File } from './hash';
@@ -15,8 +27,17 @@ export { RunStore, readTensorFile, writeFileAtomic, writeJsonAtomic, writeTensor
 export type { OutputRecord, StageEvent, StageManifest, TensorDtype, TensorHeader } from './run-store';
 export { executeShard, executeStage, prepareStageRun, resolveUpstreamInputs } from './stage';
 export type {
-  AnyStageDefinition, CompletedShard, PipelineSections, ShardContext, StageContext, StageDefinition, StageOutputs, StagePlan, StageRunOptions,
-  StageRunResult, StageShards,
+  AnyStageDefinition,
+  CompletedShard,
+  PipelineSections,
+  ShardContext,
+  StageContext,
+  StageDefinition,
+  StageOutputs,
+  StagePlan,
+  StageRunOptions,
+  StageRunResult,
+  StageShards,
 } from './stage';
 export { binEdges, histogram, histogramSvg, lineChartSvg, svgToPng } from './plot';
 export type { HistogramPlot, HistogramSeries, LineChart, LineSeries } from './plot';

@@ -1,5 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { sha256, sha256File } from './hash';
 import { InvalidInputError } from './errors';
@@ -50,7 +62,11 @@ const ARRAY_TYPES = { float32: Float32Array, int32: Int32Array, uint8: Uint8Arra
  * at a missing file.
  */
 export function writeTensorFile<D extends TensorDtype>(
-  path: string, dtype: D, shape: readonly number[], values: TypedArrayOf[D], meta?: Record<string, unknown>,
+  path: string,
+  dtype: D,
+  shape: readonly number[],
+  values: TypedArrayOf[D],
+  meta?: Record<string, unknown>,
 ): string {
   const count = shape.reduce((a, b) => a * b, 1);
   if (values.length !== count) {
@@ -59,7 +75,14 @@ export function writeTensorFile<D extends TensorDtype>(
   const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const dataPath = `${path}.bin`;
   writeFileAtomic(dataPath, bytes);
-  const header: TensorHeader = { format: 'id3-tensor/1', dtype, shape: [...shape], data: `${baseName(path)}.bin`, sha256: sha256(bytes), ...(meta ? { meta } : {}) };
+  const header: TensorHeader = {
+    format: 'id3-tensor/1',
+    dtype,
+    shape: [...shape],
+    data: `${baseName(path)}.bin`,
+    sha256: sha256(bytes),
+    ...(meta ? { meta } : {}),
+  };
   writeJsonAtomic(`${path}.json`, header);
   return `${path}.json`;
 }
@@ -83,7 +106,9 @@ export function readTensorFile(headerPath: string): { header: TensorHeader; valu
   const Ctor = ARRAY_TYPES[header.dtype];
   const count = header.shape.reduce((a, b) => a * b, 1);
   if (bytes.length !== count * Ctor.BYTES_PER_ELEMENT) {
-    throw new InvalidInputError(`${dataPath}: ${bytes.length} bytes, header says [${header.shape.join(', ')}] ${header.dtype}`, { file: dataPath });
+    throw new InvalidInputError(`${dataPath}: ${bytes.length} bytes, header says [${header.shape.join(', ')}] ${header.dtype}`, {
+      file: dataPath,
+    });
   }
   if (sha256(bytes) !== header.sha256) {
     throw new InvalidInputError(`${dataPath}: content hash does not match its header (corrupt or replaced)`, { file: dataPath });
@@ -174,11 +199,13 @@ export class RunStore {
    * with the same stage version, config and inputs, and every output still has its hash.
    */
   async stageStatus(
-    stage: string, expected: { stageVersion: number; configHash: string; inputs: Readonly<Record<string, OutputRecord>> },
+    stage: string,
+    expected: { stageVersion: number; configHash: string; inputs: Readonly<Record<string, OutputRecord>> },
   ): Promise<{ current: true; manifest: StageManifest } | { current: false; reason: string }> {
     const manifest = this.readManifest(stage);
     if (!manifest) return { current: false, reason: 'no manifest' };
-    if (manifest.stageVersion !== expected.stageVersion) return { current: false, reason: `stage version ${manifest.stageVersion} → ${expected.stageVersion}` };
+    if (manifest.stageVersion !== expected.stageVersion)
+      return { current: false, reason: `stage version ${manifest.stageVersion} → ${expected.stageVersion}` };
     if (manifest.configHash !== expected.configHash) return { current: false, reason: 'config changed' };
     const names = new Set([...Object.keys(manifest.inputs), ...Object.keys(expected.inputs)]);
     for (const name of names) {
@@ -196,7 +223,10 @@ export class RunStore {
 
   /** Append-only log of stage starts/skips/completions, for people and for tests. */
   logEvent(stage: string, event: StageEvent, detail: Record<string, unknown> = {}): void {
-    appendFileSync(join(this.root, 'events.jsonl'), `${JSON.stringify({ time: new Date().toISOString(), stage, event, pid: process.pid, ...detail })}\n`);
+    appendFileSync(
+      join(this.root, 'events.jsonl'),
+      `${JSON.stringify({ time: new Date().toISOString(), stage, event, pid: process.pid, ...detail })}\n`,
+    );
   }
 
   readEvents(): { time: string; stage: string; event: StageEvent; [k: string]: unknown }[] {

@@ -119,17 +119,27 @@ interface Resolved<C> {
 }
 
 /** Absolute paths of the upstream outputs a stage reads, looked up in the upstream manifests. */
-export function resolveUpstreamInputs(stage: string, reads: Readonly<Record<string, readonly string[]>>, store: RunStore): Record<string, string> {
+export function resolveUpstreamInputs(
+  stage: string,
+  reads: Readonly<Record<string, readonly string[]>>,
+  store: RunStore,
+): Record<string, string> {
   const paths: Record<string, string> = {};
   for (const [upstream, names] of Object.entries(reads)) {
     const manifest = store.readManifest(upstream);
     if (!manifest) {
-      throw new InvalidInputError(`stage '${stage}' reads the outputs of stage '${upstream}', which has not completed in ${store.root}: run '${upstream}' first`, { file: store.manifestPath(upstream) });
+      throw new InvalidInputError(
+        `stage '${stage}' reads the outputs of stage '${upstream}', which has not completed in ${store.root}: run '${upstream}' first`,
+        { file: store.manifestPath(upstream) },
+      );
     }
     for (const name of names) {
       const out = manifest.outputs[name];
       if (!out) {
-        throw new InvalidInputError(`stage '${stage}' reads output '${name}' of stage '${upstream}', which has none by that name (it has: ${Object.keys(manifest.outputs).join(', ')})`, { file: store.manifestPath(upstream) });
+        throw new InvalidInputError(
+          `stage '${stage}' reads output '${name}' of stage '${upstream}', which has none by that name (it has: ${Object.keys(manifest.outputs).join(', ')})`,
+          { file: store.manifestPath(upstream) },
+        );
       }
       if (name in paths) throw new Error(`stage '${stage}': output name '${name}' is read from two upstream stages`);
       paths[name] = store.abs(out.path);
@@ -138,7 +148,11 @@ export function resolveUpstreamInputs(stage: string, reads: Readonly<Record<stri
   return paths;
 }
 
-async function resolve<S extends z.ZodTypeAny>(def: StageDefinition<S>, rawConfig: unknown, options: StageRunOptions): Promise<Resolved<z.output<S>>> {
+async function resolve<S extends z.ZodTypeAny>(
+  def: StageDefinition<S>,
+  rawConfig: unknown,
+  options: StageRunOptions,
+): Promise<Resolved<z.output<S>>> {
   const config = parseConfig(def.schema, rawConfig, options.configSource ?? `${def.name} config`, options.fieldPrefix) as z.output<S>;
   const { store } = options;
   const configHash = hashJson({ stage: def.name, config });
@@ -148,13 +162,24 @@ async function resolve<S extends z.ZodTypeAny>(def: StageDefinition<S>, rawConfi
     if (!existsSync(path)) throw new InvalidInputError(`stage '${def.name}': input '${name}' not found: ${path}`, { file: path });
     inputs[name] = await store.describeFile(path);
   }
-  const workKey = hashJson({ version: def.version, configHash, inputs: Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.sha256])) });
+  const workKey = hashJson({
+    version: def.version,
+    configHash,
+    inputs: Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, v.sha256])),
+  });
   const emit = (event: Omit<ProgressEvent, 'stage'>): void => options.progress({ stage: def.name, ...event });
   return { config, configHash, inputPaths, inputs, workKey, emit };
 }
 
 function baseContext<C>(def: AnyStageDefinition, r: Resolved<C>, options: StageRunOptions): Omit<StageContext<C>, 'shards'> {
-  return { config: r.config, store: options.store, dir: options.store.stageDir(def.name), inputs: r.inputPaths, progress: r.emit, backend: options.backend };
+  return {
+    config: r.config,
+    store: options.store,
+    dir: options.store.stageDir(def.name),
+    inputs: r.inputPaths,
+    progress: r.emit,
+    backend: options.backend,
+  };
 }
 
 // ── shards ────────────────────────────────────────────────────────────────────────────────────
@@ -206,7 +231,11 @@ function pruneForeignShards(store: RunStore, stage: string, ids: readonly string
  * Validate, resolve inputs and decide: current (skip, with the manifest) or not (with the shards
  * still to do). A stage without shards has an empty shard list.
  */
-export async function prepareStageRun<S extends z.ZodTypeAny>(def: StageDefinition<S>, rawConfig: unknown, options: StageRunOptions): Promise<StagePlan> {
+export async function prepareStageRun<S extends z.ZodTypeAny>(
+  def: StageDefinition<S>,
+  rawConfig: unknown,
+  options: StageRunOptions,
+): Promise<StagePlan> {
   return planResolved(def, await resolve(def, rawConfig, options), options);
 }
 
@@ -228,12 +257,21 @@ async function planResolved<C>(def: StageDefinition<z.ZodTypeAny>, r: Resolved<C
  * completion record is written last, so a killed shard is redone (resuming from whatever
  * partial progress it keeps in its directory) and a finished one never is.
  */
-export async function executeShard<S extends z.ZodTypeAny>(def: StageDefinition<S>, rawConfig: unknown, shard: string, options: StageRunOptions): Promise<{ shard: string; skipped: boolean; metrics: Readonly<Record<string, number>> }> {
+export async function executeShard<S extends z.ZodTypeAny>(
+  def: StageDefinition<S>,
+  rawConfig: unknown,
+  shard: string,
+  options: StageRunOptions,
+): Promise<{ shard: string; skipped: boolean; metrics: Readonly<Record<string, number>> }> {
   if (!def.shards) throw new InvalidInputError(`stage '${def.name}' has no shards`, { field: 'shard' });
   const r = await resolve(def, rawConfig, options);
   const { store } = options;
   const ids = await planShardIds(def as AnyStageDefinition, baseContext(def as AnyStageDefinition, r, options));
-  if (!ids.includes(shard)) throw new InvalidInputError(`stage '${def.name}' has no shard '${shard}' for this config (it has ${ids.length}: ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ', …' : ''})`, { field: 'shard' });
+  if (!ids.includes(shard))
+    throw new InvalidInputError(
+      `stage '${def.name}' has no shard '${shard}' for this config (it has ${ids.length}: ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ', …' : ''})`,
+      { field: 'shard' },
+    );
   const done = readShardRecord(store, def.name, shard, r.workKey);
   if (done && !options.force) {
     r.emit({ phase: 'shard skipped', message: `shard ${shard} already done` });
@@ -244,13 +282,25 @@ export async function executeShard<S extends z.ZodTypeAny>(def: StageDefinition<
   store.logEvent(def.name, 'shard-start', { shard, ...workerTag() });
   let result: { metrics: Readonly<Record<string, number>> };
   try {
-    result = await def.shards.run({ ...baseContext(def as AnyStageDefinition, r, options), shard, shardDir: ensureDir(shardDir) } as ShardContext<z.output<S>>);
+    result = await def.shards.run({
+      ...baseContext(def as AnyStageDefinition, r, options),
+      shard,
+      shardDir: ensureDir(shardDir),
+    } as ShardContext<z.output<S>>);
   } catch (err) {
     store.logEvent(def.name, 'shard-fail', { shard, error: (err as Error).message, ...workerTag() });
     throw err;
   }
   const metrics = finiteMetrics(result.metrics);
-  const record: ShardRecord = { format: 'id3-shard/1', stage: def.name, shard, workKey: r.workKey, metrics, finishedAt: new Date().toISOString(), pid: process.pid };
+  const record: ShardRecord = {
+    format: 'id3-shard/1',
+    stage: def.name,
+    shard,
+    workKey: r.workKey,
+    metrics,
+    finishedAt: new Date().toISOString(),
+    pid: process.pid,
+  };
   writeJsonAtomic(shardDonePath(store, def.name, shard), record);
   store.logEvent(def.name, 'shard-complete', { shard, ...workerTag() });
   return { shard, skipped: false, metrics };
@@ -278,7 +328,9 @@ function finiteMetrics(metrics: Readonly<Record<string, number>>): Record<string
  * leaves a manifest for partial work).
  */
 export async function executeStage<S extends z.ZodTypeAny>(
-  def: StageDefinition<S>, rawConfig: unknown, options: StageRunOptions,
+  def: StageDefinition<S>,
+  rawConfig: unknown,
+  options: StageRunOptions,
 ): Promise<StageRunResult> {
   const r = await resolve(def, rawConfig, options);
   const plan = await planResolved(def as AnyStageDefinition, r, options);

@@ -43,7 +43,12 @@ function round(value: number, mode: Conv2DAttrs['dimRoundingMode']): number {
 
 /** Output size and padding exactly as tfjs-core's computeConv2DInfo derives them. */
 export function convGeometry(
-  inH: number, inW: number, kh: number, kw: number, strides: [number, number], pad: Pad,
+  inH: number,
+  inW: number,
+  kh: number,
+  kw: number,
+  strides: [number, number],
+  pad: Pad,
   rounding?: Conv2DAttrs['dimRoundingMode'],
 ): { outH: number; outW: number; pad: Padding } {
   const [sh, sw] = strides;
@@ -74,7 +79,12 @@ export function convGeometry(
 
 /** Pad with zeros where an amount is positive and crop where it is negative. */
 function padOrCrop(x: tf.Tensor4D, p: Padding): tf.Tensor4D {
-  const padded = tf.pad(x, [[0, 0], [Math.max(0, p.top), Math.max(0, p.bottom)], [Math.max(0, p.left), Math.max(0, p.right)], [0, 0]]);
+  const padded = tf.pad(x, [
+    [0, 0],
+    [Math.max(0, p.top), Math.max(0, p.bottom)],
+    [Math.max(0, p.left), Math.max(0, p.right)],
+    [0, 0],
+  ]);
   const cropTop = Math.max(0, -p.top);
   const cropLeft = Math.max(0, -p.left);
   const h = padded.shape[1] - cropTop - Math.max(0, -p.bottom);
@@ -105,7 +115,15 @@ function interleaveZeros(x: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
  * The output gradient laid out so that a stride-1 'valid' convolution with the flipped kernel
  * yields the input gradient: zeros interleaved for the stride, padded by kernel − 1 − padding.
  */
-function spreadForTransposedConv(dy: tf.Tensor4D, inH: number, inW: number, kh: number, kw: number, [sh, sw]: [number, number], pad: Padding): tf.Tensor4D {
+function spreadForTransposedConv(
+  dy: tf.Tensor4D,
+  inH: number,
+  inW: number,
+  kh: number,
+  kw: number,
+  [sh, sw]: [number, number],
+  pad: Padding,
+): tf.Tensor4D {
   const spread = interleaveZeros(dy, sh, sw);
   const top = kh - 1 - pad.top;
   const left = kw - 1 - pad.left;
@@ -117,8 +135,12 @@ function spreadForTransposedConv(dy: tf.Tensor4D, inH: number, inW: number, kh: 
  * the forward depthwise convolution — wasm has no DepthwiseConv2dNativeBackpropInput kernel.
  */
 export function depthwiseInputGradient(
-  dy: tf.Tensor4D, filter: tf.Tensor4D, inShape: [number, number, number, number],
-  strides: [number, number], pad: Pad, rounding?: Conv2DAttrs['dimRoundingMode'],
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  inShape: [number, number, number, number],
+  strides: [number, number],
+  pad: Pad,
+  rounding?: Conv2DAttrs['dimRoundingMode'],
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const [n, inH, inW, c] = inShape;
@@ -130,7 +152,15 @@ export function depthwiseInputGradient(
     const filters = tf.split(flipped, mult, 3);
     let dx: tf.Tensor4D | undefined;
     perMultiplier.forEach((part, m) => {
-      const spread = spreadForTransposedConv(tf.reshape(part, [n, dy.shape[1], dy.shape[2], c]) as tf.Tensor4D, inH, inW, kh, kw, strides, geo.pad);
+      const spread = spreadForTransposedConv(
+        tf.reshape(part, [n, dy.shape[1], dy.shape[2], c]) as tf.Tensor4D,
+        inH,
+        inW,
+        kh,
+        kw,
+        strides,
+        geo.pad,
+      );
       const term = tf.depthwiseConv2d(spread, filters[m] as tf.Tensor4D, 1, 'valid');
       dx = dx ? (tf.add(dx, term) as tf.Tensor4D) : term;
     });
@@ -140,8 +170,12 @@ export function depthwiseInputGradient(
 
 /** dL/dx of conv2d(x, filter) for NHWC, dilation 1, using only forward conv2d. */
 export function conv2dInputGradient(
-  dy: tf.Tensor4D, filter: tf.Tensor4D, inShape: [number, number, number, number],
-  strides: [number, number], pad: Pad, rounding?: Conv2DAttrs['dimRoundingMode'],
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  inShape: [number, number, number, number],
+  strides: [number, number],
+  pad: Pad,
+  rounding?: Conv2DAttrs['dimRoundingMode'],
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const [, inH, inW] = inShape;
@@ -154,7 +188,16 @@ export function conv2dInputGradient(
     }
     const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
     const p = geo.pad;
-    if (sh === 1 && sw === 1 && kh % 2 === 1 && kw % 2 === 1 && p.top === (kh - 1) / 2 && p.bottom === p.top && p.left === (kw - 1) / 2 && p.right === p.left) {
+    if (
+      sh === 1 &&
+      sw === 1 &&
+      kh % 2 === 1 &&
+      kw % 2 === 1 &&
+      p.top === (kh - 1) / 2 &&
+      p.bottom === p.top &&
+      p.left === (kw - 1) / 2 &&
+      p.right === p.left
+    ) {
       // Stride 1 with symmetric 'same' padding: the transposed conv is itself a 'same' conv (no pad copy).
       return tf.conv2d(dy, flipped, 1, 'same');
     }
@@ -165,8 +208,12 @@ export function conv2dInputGradient(
 
 /** dL/dfilter of conv2d(x, filter) for NHWC, dilation 1, using only forward conv2d. */
 export function conv2dFilterGradient(
-  x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: [number, number, number, number],
-  strides: [number, number], pad: Pad, rounding?: Conv2DAttrs['dimRoundingMode'],
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: [number, number, number, number],
+  strides: [number, number],
+  pad: Pad,
+  rounding?: Conv2DAttrs['dimRoundingMode'],
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const [, inH, inW, cin] = x.shape;
@@ -204,7 +251,13 @@ type GradFunc = NonNullable<ReturnType<typeof tf.getGradient>>['gradFunc'];
  */
 function overrideOnWasm(
   kernelName: string,
-  wasmGrad: (dy: tf.Tensor4D, x: tf.Tensor4D, filter: tf.Tensor4D, a: Conv2DAttrs, original: () => ReturnType<GradFunc>) => ReturnType<GradFunc>,
+  wasmGrad: (
+    dy: tf.Tensor4D,
+    x: tf.Tensor4D,
+    filter: tf.Tensor4D,
+    a: Conv2DAttrs,
+    original: () => ReturnType<GradFunc>,
+  ) => ReturnType<GradFunc>,
 ): void {
   const registered = tf.getGradient(kernelName);
   if (!registered) throw new Error(`tfjs-core has no ${kernelName} gradient registered to wrap`);

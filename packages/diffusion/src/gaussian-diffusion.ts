@@ -66,7 +66,12 @@ export class GaussianDiffusion {
 
   /** x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε. */
   qSample(x0: tf.Tensor4D, t: readonly number[], noise: tf.Tensor4D): tf.Tensor4D {
-    return tf.tidy(() => tf.add(tf.mul(this.coefficient(this.schedule.sqrtAlphasCumprod, t), x0), tf.mul(this.coefficient(this.schedule.sqrtOneMinusAlphasCumprod, t), noise)));
+    return tf.tidy(() =>
+      tf.add(
+        tf.mul(this.coefficient(this.schedule.sqrtAlphasCumprod, t), x0),
+        tf.mul(this.coefficient(this.schedule.sqrtOneMinusAlphasCumprod, t), noise),
+      ),
+    );
   }
 
   /** x̂0 = (x_t − sqrt(1−ᾱ_t)·ε) / sqrt(ᾱ_t). Differentiable in x_t and ε. */
@@ -81,13 +86,26 @@ export class GaussianDiffusion {
 
   /** ε = (x_t − sqrt(ᾱ_t)·x̂0) / sqrt(1−ᾱ_t). */
   predictEpsFromX0(xt: tf.Tensor4D, t: readonly number[], x0: tf.Tensor4D): tf.Tensor4D {
-    return tf.tidy(() => tf.div(tf.sub(xt, tf.mul(this.coefficient(this.schedule.sqrtAlphasCumprod, t), x0)), this.coefficient(this.schedule.sqrtOneMinusAlphasCumprod, t)) as tf.Tensor4D);
+    return tf.tidy(
+      () =>
+        tf.div(
+          tf.sub(xt, tf.mul(this.coefficient(this.schedule.sqrtAlphasCumprod, t), x0)),
+          this.coefficient(this.schedule.sqrtOneMinusAlphasCumprod, t),
+        ) as tf.Tensor4D,
+    );
   }
 
   /** Mean and variance of q(x_{t-1} | x_t, x_0). */
-  qPosterior(x0: tf.Tensor4D, xt: tf.Tensor4D, t: readonly number[]): { mean: tf.Tensor4D; variance: tf.Tensor4D; logVariance: tf.Tensor4D } {
+  qPosterior(
+    x0: tf.Tensor4D,
+    xt: tf.Tensor4D,
+    t: readonly number[],
+  ): { mean: tf.Tensor4D; variance: tf.Tensor4D; logVariance: tf.Tensor4D } {
     const s = this.schedule;
-    const mean = tf.tidy(() => tf.add(tf.mul(this.coefficient(s.posteriorMeanCoef1, t), x0), tf.mul(this.coefficient(s.posteriorMeanCoef2, t), xt)) as tf.Tensor4D);
+    const mean = tf.tidy(
+      () =>
+        tf.add(tf.mul(this.coefficient(s.posteriorMeanCoef1, t), x0), tf.mul(this.coefficient(s.posteriorMeanCoef2, t), xt)) as tf.Tensor4D,
+    );
     return { mean, variance: this.coefficient(s.posteriorVariance, t), logVariance: this.coefficient(s.posteriorLogVarianceClipped, t) };
   }
 
@@ -95,10 +113,11 @@ export class GaussianDiffusion {
   private guidedEps(model: EpsModel, xt: tf.Tensor4D, t: number, o: SampleOptions): { eps: tf.Tensor4D; predX0: tf.Tensor4D } {
     const ts = new Array<number>(xt.shape[0]).fill(t);
     const clip = o.clipDenoised ?? true;
-    const x0Of = (eps: tf.Tensor4D): tf.Tensor4D => tf.tidy(() => {
-      const x0 = this.predictX0FromEps(xt, ts, eps);
-      return clip ? tf.clipByValue(x0, -1, 1) : x0;
-    });
+    const x0Of = (eps: tf.Tensor4D): tf.Tensor4D =>
+      tf.tidy(() => {
+        const x0 = this.predictX0FromEps(xt, ts, eps);
+        return clip ? tf.clipByValue(x0, -1, 1) : x0;
+      });
     let eps = tf.tidy(() => model(xt, ts));
     let predX0 = x0Of(eps);
     const correction = o.guidance?.(xt, t, predX0);
@@ -137,7 +156,13 @@ export class GaussianDiffusion {
    * x_{t'} = sqrt(ᾱ_{t'})·x̂0 + sqrt(1 − ᾱ_{t'} − σ²)·ε̂ + σ·z,
    * σ = η·sqrt((1−ᾱ_{t'})/(1−ᾱ_t))·sqrt(1 − ᾱ_t/ᾱ_{t'}).
    */
-  ddimStep(model: EpsModel, xt: tf.Tensor4D, t: number, tPrev: number, o: SampleOptions & { eta?: number }): { sample: tf.Tensor4D; predX0: tf.Tensor4D } {
+  ddimStep(
+    model: EpsModel,
+    xt: tf.Tensor4D,
+    t: number,
+    tPrev: number,
+    o: SampleOptions & { eta?: number },
+  ): { sample: tf.Tensor4D; predX0: tf.Tensor4D } {
     const { eps, predX0 } = this.guidedEps(model, xt, t, o);
     const a = this.schedule.alphasCumprod[t];
     const aPrev = tPrev >= 0 ? this.schedule.alphasCumprod[tPrev] : 1;

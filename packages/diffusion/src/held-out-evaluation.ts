@@ -1,17 +1,34 @@
 // Read-outs of samples generated for held-out conditions: identity (teacher cosines to the
 // requested y) and attributes (yaw and age read back), as the train-diffusion stage reports them.
 import { tf } from '@id3/core';
-import { correlation, embedWithFlip, headPoseFrom68, landmarksOfCrop, predictAge, resizeImage, type FaceEmbedder, type RgbImage } from '@id3/faces';
+import {
+  correlation,
+  embedWithFlip,
+  headPoseFrom68,
+  landmarksOfCrop,
+  predictAge,
+  resizeImage,
+  type FaceEmbedder,
+  type RgbImage,
+} from '@id3/faces';
 import type { TeacherInput } from './teacher-input';
 
 /** Teacher embeddings of [-1, 1] crops, mapped onto the teacher's input, image + flip summed. */
-export async function embedCrops(teacher: FaceEmbedder, input: TeacherInput, values: Float32Array, size: number, chunk = 16): Promise<Float32Array> {
+export async function embedCrops(
+  teacher: FaceEmbedder,
+  input: TeacherInput,
+  values: Float32Array,
+  size: number,
+  chunk = 16,
+): Promise<Float32Array> {
   const px = size * size * 3;
   const n = values.length / px;
   const out = new Float32Array(n * teacher.dim);
   for (let start = 0; start < n; start += chunk) {
     const m = Math.min(chunk, n - start);
-    const e = tf.tidy(() => embedWithFlip(teacher, input.apply(tf.tensor4d(values.subarray(start * px, (start + m) * px), [m, size, size, 3]))));
+    const e = tf.tidy(() =>
+      embedWithFlip(teacher, input.apply(tf.tensor4d(values.subarray(start * px, (start + m) * px), [m, size, size, 3]))),
+    );
     out.set((await e.data()) as Float32Array, start * teacher.dim);
     e.dispose();
   }

@@ -9,7 +9,15 @@ export { TeacherInput, fitAxisMap, resampleMatrix } from './teacher-input';
 export { id3LossTerms } from './loss';
 export type { Id3LossBatch, Id3LossOptions, Id3LossTerms } from './loss';
 export { CHECKPOINT_FORMAT, DiffusionTrainer, FLIP_NEGATED_ATTRIBUTES, listCheckpoints, trainerConfigSchema } from './trainer';
-export type { DiffusionTrainerOptions, HistoryPoint, LossValues, StepLog, TrainerConfig, TrainerConfigInput, TrainingData } from './trainer';
+export type {
+  DiffusionTrainerOptions,
+  HistoryPoint,
+  LossValues,
+  StepLog,
+  TrainerConfig,
+  TrainerConfigInput,
+  TrainingData,
+} from './trainer';
 export { sampleConditions } from './sampling';
 export type { Conditions } from './sampling';
 export { gridPng, toImages } from './images';

@@ -15,7 +15,8 @@ export class ParamStore {
   get(name: string, shape: readonly number[], init: 'zeros' | 'ones' | { uniform: number }): tf.Variable {
     const existing = this.variables.get(name);
     if (existing) {
-      if (existing.shape.join() !== shape.join()) throw new Error(`parameter ${name}: shape [${existing.shape.join(', ')}] requested as [${shape.join(', ')}]`);
+      if (existing.shape.join() !== shape.join())
+        throw new Error(`parameter ${name}: shape [${existing.shape.join(', ')}] requested as [${shape.join(', ')}]`);
       return existing;
     }
     if (this.frozen) throw new Error(`parameter ${name} does not exist in this network`);
@@ -49,7 +50,14 @@ export class ParamStore {
 /** PyTorch's default init bound for a layer with this fan-in (kaiming_uniform with a = √5). */
 const bound = (fanIn: number): { uniform: number } => ({ uniform: 1 / Math.sqrt(fanIn) });
 
-export function conv2d(p: ParamStore, name: string, x: tf.Tensor4D, cout: number, kernel: number, o: { stride?: 1 | 2; zeroInit?: boolean } = {}): tf.Tensor4D {
+export function conv2d(
+  p: ParamStore,
+  name: string,
+  x: tf.Tensor4D,
+  cout: number,
+  kernel: number,
+  o: { stride?: 1 | 2; zeroInit?: boolean } = {},
+): tf.Tensor4D {
   const cin = x.shape[3];
   const fanIn = cin * kernel * kernel;
   const w = p.get(`${name}.weight`, [kernel, kernel, cin, cout], o.zeroInit ? 'zeros' : bound(fanIn));

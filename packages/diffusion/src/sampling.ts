@@ -16,7 +16,10 @@ export interface Conditions {
  * chunk ≥ count.
  */
 export async function sampleConditions(
-  net: UNet, diffusion: GaussianDiffusion, cond: Conditions, o: { ddimSteps: number; eta?: number; seed: number; chunk?: number; guidance?: GuidanceHook },
+  net: UNet,
+  diffusion: GaussianDiffusion,
+  cond: Conditions,
+  o: { ddimSteps: number; eta?: number; seed: number; chunk?: number; guidance?: GuidanceHook },
 ): Promise<Float32Array> {
   const r = net.config.resolution;
   const d = net.config.identityDim;
@@ -30,7 +33,14 @@ export async function sampleConditions(
     const y = tf.tensor2d(cond.y.subarray(start * d, (start + n) * d), [n, d]);
     const s = tf.tensor2d(cond.s.subarray(start * a, (start + n) * a), [n, a]);
     try {
-      const x = runLoop(diffusion.ddimLoop((xt, t) => net.forward({ xt, t, y, s }), [n, r, r, 3], { steps: o.ddimSteps, eta: o.eta ?? 0, rng, guidance: o.guidance }));
+      const x = runLoop(
+        diffusion.ddimLoop((xt, t) => net.forward({ xt, t, y, s }), [n, r, r, 3], {
+          steps: o.ddimSteps,
+          eta: o.eta ?? 0,
+          rng,
+          guidance: o.guidance,
+        }),
+      );
       out.set((await x.data()) as Float32Array, start * px);
       x.dispose();
     } finally {

@@ -33,7 +33,12 @@ export interface ShardLossOptions {
  * shard's normalisers set to the whole batch's, the sum over shards of either is exactly the
  * whole batch's. Call inside tf.tidy.
  */
-export function shardGradients(net: UNet, diffusion: GaussianDiffusion, shard: BatchShard, o: ShardLossOptions): { grads: tf.Tensor[]; terms: tf.Tensor1D } {
+export function shardGradients(
+  net: UNet,
+  diffusion: GaussianDiffusion,
+  shard: BatchShard,
+  o: ShardLossOptions,
+): { grads: tf.Tensor[]; terms: tf.Tensor1D } {
   const r = net.config.resolution;
   const n = shard.count;
   const inputs = {

@@ -3,8 +3,18 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
-  InvalidInputError, Rng, hashJson, lineChartSvg, parseConfig, readTensorFile, svgToPng, writeFileAtomic, writeJsonAtomic,
-  type StageContext, type StageDefinition, type TensorHeader,
+  InvalidInputError,
+  Rng,
+  hashJson,
+  lineChartSvg,
+  parseConfig,
+  readTensorFile,
+  svgToPng,
+  writeFileAtomic,
+  writeJsonAtomic,
+  type StageContext,
+  type StageDefinition,
+  type TensorHeader,
 } from '@id3/core';
 import { embedderInfo, loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { embedCrops, identityConsistency, pearson, readAttributes } from './held-out-evaluation';
@@ -55,10 +65,18 @@ function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDif
   const scaled = readTensorFile(inputs.attributesScaled);
   const raw = readTensorFile(inputs.attributes);
   const n = crops.header.shape[0];
-  for (const [name, t] of [['embeddings', emb], ['attributesScaled', scaled], ['attributes', raw]] as const) {
-    if (t.header.shape[0] !== n) throw new InvalidInputError(`${inputs[name]}: ${t.header.shape[0]} rows but ${n} crops`, { file: inputs[name] });
+  for (const [name, t] of [
+    ['embeddings', emb],
+    ['attributesScaled', scaled],
+    ['attributes', raw],
+  ] as const) {
+    if (t.header.shape[0] !== n)
+      throw new InvalidInputError(`${inputs[name]}: ${t.header.shape[0]} rows but ${n} crops`, { file: inputs[name] });
   }
-  if (config.holdout >= n) throw new InvalidInputError(`field 'train-diffusion.holdout': ${config.holdout} held out of only ${n} prepared images`, { field: 'train-diffusion.holdout' });
+  if (config.holdout >= n)
+    throw new InvalidInputError(`field 'train-diffusion.holdout': ${config.holdout} held out of only ${n} prepared images`, {
+      field: 'train-diffusion.holdout',
+    });
   const order = new Rng(config.seed).fork('holdout').shuffle(Array.from({ length: n }, (_, i) => i));
   const heldOut = order.slice(0, config.holdout).sort((a, b) => a - b);
   const held = new Set(heldOut);
@@ -72,7 +90,13 @@ function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDif
     trainRows: Array.from({ length: n }, (_, i) => i).filter((i) => !held.has(i)),
   };
   const teacherName = String((emb.header.meta as { teacher?: string } | undefined)?.teacher ?? '');
-  return { data, heldOut, rawAttributes: raw.values as Float32Array, teacherName, hashes: [crops.header, emb.header, scaled.header].map((h: TensorHeader) => h.sha256) };
+  return {
+    data,
+    heldOut,
+    rawAttributes: raw.values as Float32Array,
+    teacherName,
+    hashes: [crops.header, emb.header, scaled.header].map((h: TensorHeader) => h.sha256),
+  };
 }
 
 function pick(values: Float32Array, width: number, rows: readonly number[]): Float32Array {
@@ -113,10 +137,18 @@ export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSch
     const prepare = sections.prepare;
     const sizes = prepare?.sizes as number[] | undefined;
     if (sizes && !sizes.includes(config.resolution)) {
-      throw new InvalidInputError(`field 'train-diffusion.resolution': ${config.resolution} is not one of prepare.sizes [${sizes.join(', ')}]`, { field: 'train-diffusion.resolution' });
+      throw new InvalidInputError(
+        `field 'train-diffusion.resolution': ${config.resolution} is not one of prepare.sizes [${sizes.join(', ')}]`,
+        { field: 'train-diffusion.resolution' },
+      );
     }
     const identityDim = typeof prepare?.teacher === 'string' ? embedderInfo(prepare.teacher, 'prepare.teacher').dim : 128;
-    parseConfig(unetConfigSchema, { ...config.unet, resolution: config.resolution, identityDim }, 'train-diffusion config', 'train-diffusion.unet');
+    parseConfig(
+      unetConfigSchema,
+      { ...config.unet, resolution: config.resolution, identityDim },
+      'train-diffusion config',
+      'train-diffusion.unet',
+    );
   },
   run: (ctx) => trainDiffusion(ctx),
 };
@@ -124,7 +156,12 @@ export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSch
 async function trainDiffusion({ config, dir, inputs, progress, backend }: StageContext<TrainDiffusionConfig>) {
   const prepared = loadPrepared(inputs, config);
   const { data, heldOut } = prepared;
-  const unetConfig = parseConfig(unetConfigSchema, { ...config.unet, resolution: config.resolution, identityDim: data.identityDim, attributeDim: data.attributeDim }, 'train-diffusion config', 'train-diffusion.unet');
+  const unetConfig = parseConfig(
+    unetConfigSchema,
+    { ...config.unet, resolution: config.resolution, identityDim: data.identityDim, attributeDim: data.attributeDim },
+    'train-diffusion config',
+    'train-diffusion.unet',
+  );
   const trainerConfig = trainerConfigSchema.parse({ ...config.trainer, seed: config.seed });
   const needTeacher = trainerConfig.identity.enabled || config.evaluation.enabled;
   const teacher = needTeacher ? await loadEmbedder(prepared.teacherName, 'prepare.teacher') : undefined;
@@ -145,13 +182,23 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
     const resumedFromStep = resumed && 'step' in resumed ? resumed.step : 0;
     if (resumed && 'step' in resumed) progress({ phase: 'resume', step: resumed.step, total, message: `resuming from ${resumed.path}` });
     else if (resumed) progress({ phase: 'resume', message: `starting fresh: ${resumed.ignored}` });
-    progress({ phase: 'train', step: trainer.step, total, message: `UNet ${trainer.net.parameterCount()} parameters, ${data.trainRows.length} training images at ${config.resolution}×${config.resolution}, ${trainer.threads} thread(s)` });
+    progress({
+      phase: 'train',
+      step: trainer.step,
+      total,
+      message: `UNet ${trainer.net.parameterCount()} parameters, ${data.trainRows.length} training images at ${config.resolution}×${config.resolution}, ${trainer.threads} thread(s)`,
+    });
 
     const previewRows = heldOut.slice(0, Math.min(config.preview.rows, heldOut.length));
     const writePreview = async (name: string): Promise<string> => {
       const per = config.preview.samples;
       const rows = previewRows.flatMap((r) => new Array<number>(per).fill(r));
-      const samples = await sampleConditions(trainer.emaNet(), trainer.diffusion, { y: pick(data.y, data.identityDim, rows), s: pick(data.s, data.attributeDim, rows), count: rows.length }, { ddimSteps: config.preview.ddimSteps, seed: config.seed });
+      const samples = await sampleConditions(
+        trainer.emaNet(),
+        trainer.diffusion,
+        { y: pick(data.y, data.identityDim, rows), s: pick(data.s, data.attributeDim, rows), count: rows.length },
+        { ddimSteps: config.preview.ddimSteps, seed: config.seed },
+      );
       const images = toImages(samples, data.size);
       const px = data.size * data.size * 3;
       const grid = previewRows.map((r, i) => [
@@ -173,8 +220,18 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
       const log = await trainer.trainStep();
       const now = performance.now();
       progress({
-        phase: 'train', step: log.step, total,
-        metrics: { loss: log.total, denoise: log.denoise, recon: log.recon, identity: log.identity, identityCos: log.identityCos, gradNorm: log.gradNorm, imagesPerSecond: trainerConfig.batchSize / ((now - last) / 1000) },
+        phase: 'train',
+        step: log.step,
+        total,
+        metrics: {
+          loss: log.total,
+          denoise: log.denoise,
+          recon: log.recon,
+          identity: log.identity,
+          identityCos: log.identityCos,
+          gradNorm: log.gradNorm,
+          imagesPerSecond: trainerConfig.batchSize / ((now - last) / 1000),
+        },
       });
       last = now;
       if (log.step % trainerConfig.checkpointEvery === 0 || log.step === total) {
@@ -208,7 +265,8 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
     writeJsonAtomic(outputs.history, { history: trainer.history });
     if (trainer.history.length > 1) outputs.lossCurve = await writeCurve();
     const recent = trainer.history.slice(-10);
-    const mean = (f: (h: HistoryPoint) => number): number => (recent.length ? recent.reduce((s, h) => s + f(h), 0) / recent.length : Number.NaN);
+    const mean = (f: (h: HistoryPoint) => number): number =>
+      recent.length ? recent.reduce((s, h) => s + f(h), 0) / recent.length : Number.NaN;
     const metrics: Record<string, number> = {
       steps: trainer.step,
       resumedFromStep,
@@ -244,12 +302,20 @@ export function resolveThreads(threads: number | 'auto', backend: string): numbe
  * back from the samples versus requested), with the same read-outs on the real held-out crops
  * at the training resolution as the ceiling.
  */
-async function evaluateHeldOut(trainer: DiffusionTrainer, teacher: FaceEmbedder, prepared: ReturnType<typeof loadPrepared>, config: TrainDiffusionConfig) {
+async function evaluateHeldOut(
+  trainer: DiffusionTrainer,
+  teacher: FaceEmbedder,
+  prepared: ReturnType<typeof loadPrepared>,
+  config: TrainDiffusionConfig,
+) {
   const { data, heldOut, rawAttributes } = prepared;
   const rows = heldOut.slice(0, Math.min(config.evaluation.count, heldOut.length));
   const d = data.identityDim;
   const cond = { y: pick(data.y, d, rows), s: pick(data.s, data.attributeDim, rows), count: rows.length };
-  const samples = await sampleConditions(trainer.emaNet(), trainer.diffusion, cond, { ddimSteps: config.evaluation.ddimSteps, seed: config.seed + 1 });
+  const samples = await sampleConditions(trainer.emaNet(), trainer.diffusion, cond, {
+    ddimSteps: config.evaluation.ddimSteps,
+    seed: config.seed + 1,
+  });
   const px = data.size * data.size * 3;
   const real = new Float32Array(rows.length * px);
   rows.forEach((r, i) => {

@@ -51,10 +51,20 @@ export class TeacherInput {
   private readonly rxT: tf.Tensor2D;
   private readonly ryT: tf.Tensor2D;
 
-  constructor(readonly cropSize: number, readonly teacherSize: number, teacherTemplate: readonly Point[]) {
+  constructor(
+    readonly cropSize: number,
+    readonly teacherSize: number,
+    teacherTemplate: readonly Point[],
+  ) {
     const crop = scaledTemplate(cropSize);
-    this.mapX = fitAxisMap(crop.map((p) => p[0]), teacherTemplate.map((p) => p[0]));
-    this.mapY = fitAxisMap(crop.map((p) => p[1]), teacherTemplate.map((p) => p[1]));
+    this.mapX = fitAxisMap(
+      crop.map((p) => p[0]),
+      teacherTemplate.map((p) => p[0]),
+    );
+    this.mapY = fitAxisMap(
+      crop.map((p) => p[1]),
+      teacherTemplate.map((p) => p[1]),
+    );
     this.rxT = tf.tidy(() => tf.transpose(tf.tensor2d(resampleMatrix(this.mapX, cropSize, teacherSize), [teacherSize, cropSize])));
     this.ryT = tf.tidy(() => tf.transpose(tf.tensor2d(resampleMatrix(this.mapY, cropSize, teacherSize), [teacherSize, cropSize])));
   }

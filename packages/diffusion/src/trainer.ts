@@ -1,11 +1,27 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
-  InvalidInputError, Rng, clipScale, createOptimizer, emaDecayAt, emaUpdate, emaUpdateVariables, globalNorm, globalNormTensor, learningRateAt,
-  readTensorFile, resumeCheckpoint, tf, writeCheckpoint, writeTensorFile,
-  type CheckpointStateBase, type Optimizer, type OptimizerImplementation, type RngState,
+  InvalidInputError,
+  Rng,
+  clipScale,
+  createOptimizer,
+  emaDecayAt,
+  emaUpdate,
+  emaUpdateVariables,
+  globalNorm,
+  globalNormTensor,
+  learningRateAt,
+  readTensorFile,
+  resumeCheckpoint,
+  tf,
+  writeCheckpoint,
+  writeTensorFile,
+  type CheckpointStateBase,
+  type Optimizer,
+  type OptimizerImplementation,
+  type RngState,
 } from '@id3/core';
-import type { TeacherEmbedder } from '@id3/faces';
+import type { FaceEmbedder } from '@id3/faces';
 import { GaussianDiffusion } from './gaussian-diffusion';
 import { startDiffusionWorkers, type DiffusionWorkerPool } from './parallel';
 import { makeSchedule, type ScheduleConfig } from './schedule';
@@ -149,19 +165,31 @@ export class DiffusionTrainer {
     readonly scheduleConfig: ScheduleConfig,
     readonly config: TrainerConfig,
     readonly data: TrainingData,
-    readonly teacher: TeacherEmbedder | undefined,
+    readonly teacher: FaceEmbedder | undefined,
     /** Changes to anything that must match for a resume (configs, data hash). */
     readonly key: string,
     options: DiffusionTrainerOptions = {},
   ) {
-    if (unetConfig.resolution !== data.size) throw new InvalidInputError(`field 'unet.resolution': ${unetConfig.resolution} but the training crops are ${data.size}×${data.size}`, { field: 'unet.resolution' });
-    if (unetConfig.identityDim !== data.identityDim) throw new InvalidInputError(`field 'unet.identityDim': ${unetConfig.identityDim} but the prepared embeddings are ${data.identityDim}-d`, { field: 'unet.identityDim' });
+    if (unetConfig.resolution !== data.size)
+      throw new InvalidInputError(
+        `field 'unet.resolution': ${unetConfig.resolution} but the training crops are ${data.size}×${data.size}`,
+        { field: 'unet.resolution' },
+      );
+    if (unetConfig.identityDim !== data.identityDim)
+      throw new InvalidInputError(
+        `field 'unet.identityDim': ${unetConfig.identityDim} but the prepared embeddings are ${data.identityDim}-d`,
+        { field: 'unet.identityDim' },
+      );
     if (data.trainRows.length === 0) throw new InvalidInputError('no training rows (all held out?)', { field: 'holdout' });
     if (config.identity.enabled && !teacher) throw new Error('DiffusionTrainer: the identity term needs a teacher');
     this.diffusion = new GaussianDiffusion(makeSchedule(scheduleConfig));
     this.net = UNet.create(unetConfig, config.seed);
     this.ema = UNet.create(unetConfig, config.seed);
-    this.optimizer = createOptimizer({ kind: 'adam', beta1: config.adamBeta1, beta2: config.adamBeta2, epsilon: config.adamEpsilon }, this.net.variables, { implementation: options.optimizer });
+    this.optimizer = createOptimizer(
+      { kind: 'adam', beta1: config.adamBeta1, beta2: config.adamBeta2, epsilon: config.adamEpsilon },
+      this.net.variables,
+      { implementation: options.optimizer },
+    );
     if (this.optimizer.hostWeights) this.emaHost = Float32Array.from(this.optimizer.hostWeights);
     this.rng = new Rng(config.seed).fork('train-diffusion');
     if (teacher && config.identity.enabled) this.teacherInput = TeacherInput.forTeacher(teacher, data.size);
@@ -241,9 +269,18 @@ export class DiffusionTrainer {
     const batch = this.drawBatch();
     const identityCount = c.identity.enabled && step % c.identity.every === 0 ? Math.min(c.identity.subBatch, c.batchSize) : 0;
     const lr = this.learningRate(step);
-    const shards = splitBatch({ count: c.batchSize, ...batch, keep: c.conditionDropout > 0 ? batch.keep : undefined, identityCount }, this.threads, r * r * 3, d, a);
+    const shards = splitBatch(
+      { count: c.batchSize, ...batch, keep: c.conditionDropout > 0 ? batch.keep : undefined, identityCount },
+      this.threads,
+      r * r * 3,
+      d,
+      a,
+    );
     // Post the worker shards first (with the current weights), then compute ours meanwhile.
-    const remote = this.pool && shards.length > 1 ? this.pool.gradients(this.optimizer.hostWeights ?? (await this.optimizer.readWeights()), shards.slice(1)) : undefined;
+    const remote =
+      this.pool && shards.length > 1
+        ? this.pool.gradients(this.optimizer.hostWeights ?? (await this.optimizer.readWeights()), shards.slice(1))
+        : undefined;
     remote?.catch(() => undefined); // awaited below; never an unhandled rejection if ours throws first
     const options: ShardLossOptions = {
       reconWeight: c.reconWeight,
@@ -251,12 +288,14 @@ export class DiffusionTrainer {
       teacher: this.teacher && this.teacherInput ? { embedder: this.teacher, input: this.teacherInput } : undefined,
     };
     // Flat gradients on the CPU path (and to sum with workers'), device tensors otherwise.
-    const { grads, terms, gradNorm, dispose } = remote || this.optimizer.hostWeights
-      ? await this.flatGradients(shards[0], options, remote)
-      : await this.deviceGradients(shards[0], options);
+    const { grads, terms, gradNorm, dispose } =
+      remote || this.optimizer.hostWeights
+        ? await this.flatGradients(shards[0], options, remote)
+        : await this.deviceGradients(shards[0], options);
     try {
       // Refuse the update rather than poison the weights (the last checkpoint stays good).
-      if (!Number.isFinite(terms[0]) || !Number.isFinite(gradNorm)) throw new Error(`train-diffusion: loss became ${terms[0]} (grad norm ${gradNorm}) at step ${step}`);
+      if (!Number.isFinite(terms[0]) || !Number.isFinite(gradNorm))
+        throw new Error(`train-diffusion: loss became ${terms[0]} (grad norm ${gradNorm}) at step ${step}`);
       this.optimizer.apply(grads, { step, learningRate: lr, gradScale: clipScale(gradNorm, c.gradClip) });
     } finally {
       dispose();
@@ -268,13 +307,28 @@ export class DiffusionTrainer {
     this.emaStale = true;
     this.step = step;
     const [total, denoise, recon, identity, identityCos] = Array.from(terms);
-    const log: StepLog = { step, total, denoise, recon, identity, identityCos, identityCount, gradNorm, learningRate: lr, seconds: (performance.now() - started) / 1000 };
+    const log: StepLog = {
+      step,
+      total,
+      denoise,
+      recon,
+      identity,
+      identityCos,
+      identityCount,
+      gradNorm,
+      learningRate: lr,
+      seconds: (performance.now() - started) / 1000,
+    };
     this.record(log);
     return log;
   }
 
   /** Our shard's gradients downloaded flat, plus the workers' summed in a fixed order (ours, then by index) so a run is reproducible. */
-  private async flatGradients(shard: BatchShard, options: ShardLossOptions, remote: Promise<{ grads: Float32Array; terms: Float32Array }[]> | undefined) {
+  private async flatGradients(
+    shard: BatchShard,
+    options: ShardLossOptions,
+    remote: Promise<{ grads: Float32Array; terms: Float32Array }[]> | undefined,
+  ) {
     const local = tf.tidy(() => {
       const { grads, terms } = shardGradients(this.net, this.diffusion, shard, options);
       return { flat: tf.concat(grads.map((g) => tf.reshape(g, [-1]))), terms };
@@ -335,7 +389,14 @@ export class DiffusionTrainer {
     const weights = await this.optimizer.readWeights();
     const ema = this.emaHost ?? (await this.ema.flatWeights());
     const { slots } = await this.optimizer.readState();
-    const state: CheckpointState = { format: CHECKPOINT_FORMAT, step: this.step, rng: this.rng.snapshot(), history: this.history, pending: this.pending, key: this.key };
+    const state: CheckpointState = {
+      format: CHECKPOINT_FORMAT,
+      step: this.step,
+      rng: this.rng.snapshot(),
+      history: this.history,
+      pending: this.pending,
+      key: this.key,
+    };
     return writeCheckpoint(root, state, {
       keep: this.config.keepCheckpoints,
       writeFiles: async (dir) => {
@@ -345,7 +406,9 @@ export class DiffusionTrainer {
         const moments = new Float32Array(2 * total);
         moments.set(slots.m, 0);
         moments.set(slots.v, total);
-        writeTensorFile(join(dir, 'adam'), 'float32', [2, total], moments, { what: 'Adam first and second moments, parameter order of weights.json' });
+        writeTensorFile(join(dir, 'adam'), 'float32', [2, total], moments, {
+          what: 'Adam first and second moments, parameter order of weights.json',
+        });
       },
     });
   }
@@ -361,9 +424,13 @@ export class DiffusionTrainer {
       const ema = this.readFlat(join(path, 'ema'));
       const { values } = readTensorFile(join(path, 'adam'));
       const total = weights.length;
-      if (values.length !== 2 * total) throw new InvalidInputError(`${path}/adam: ${values.length} values, expected ${2 * total}`, { file: path });
+      if (values.length !== 2 * total)
+        throw new InvalidInputError(`${path}/adam: ${values.length} values, expected ${2 * total}`, { file: path });
       this.optimizer.writeWeights(weights);
-      this.optimizer.writeState({ kind: 'adam', slots: { m: values.subarray(0, total) as Float32Array, v: values.subarray(total) as Float32Array } });
+      this.optimizer.writeState({
+        kind: 'adam',
+        slots: { m: values.subarray(0, total) as Float32Array, v: values.subarray(total) as Float32Array },
+      });
       if (this.emaHost) this.emaHost.set(ema);
       else this.ema.setFlatWeights(ema);
       this.emaStale = true;
@@ -377,7 +444,8 @@ export class DiffusionTrainer {
   private readFlat(path: string): Float32Array {
     const { header, values } = readTensorFile(path);
     const params = (header.meta as { params?: unknown } | undefined)?.params;
-    if (JSON.stringify(params) !== JSON.stringify(this.net.layout())) throw new InvalidInputError(`${path}: parameter layout differs from this UNet`, { file: path });
+    if (JSON.stringify(params) !== JSON.stringify(this.net.layout()))
+      throw new InvalidInputError(`${path}: parameter layout differs from this UNet`, { file: path });
     return values as Float32Array;
   }
 

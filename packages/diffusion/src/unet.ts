@@ -34,9 +34,19 @@ export const unetConfigSchema = unetArchitectureSchema
   .strict()
   .superRefine((c, ctx) => {
     const factor = 2 ** (c.channelMult.length - 1);
-    if (c.resolution % factor !== 0) ctx.addIssue({ code: 'custom', path: ['resolution'], message: `${c.resolution} is not divisible by 2^${c.channelMult.length - 1} (channelMult has ${c.channelMult.length} levels)` });
+    if (c.resolution % factor !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['resolution'],
+        message: `${c.resolution} is not divisible by 2^${c.channelMult.length - 1} (channelMult has ${c.channelMult.length} levels)`,
+      });
     for (const [i, m] of c.channelMult.entries()) {
-      if ((c.baseChannels * m) % Math.min(c.groups, c.baseChannels * m) !== 0) ctx.addIssue({ code: 'custom', path: ['channelMult', i], message: `${c.baseChannels * m} channels do not split into ${c.groups} groups` });
+      if ((c.baseChannels * m) % Math.min(c.groups, c.baseChannels * m) !== 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['channelMult', i],
+          message: `${c.baseChannels * m} channels do not split into ${c.groups} groups`,
+        });
     }
   });
 export type UNetConfig = z.output<typeof unetConfigSchema>;
@@ -59,7 +69,10 @@ export class UNet {
   readonly params: ParamStore;
   readonly embedDim: number;
 
-  private constructor(readonly config: UNetConfig, rng: Rng) {
+  private constructor(
+    readonly config: UNetConfig,
+    rng: Rng,
+  ) {
     this.params = new ParamStore(rng);
     this.embedDim = config.baseChannels * 4;
     // One forward on a 1-image batch creates every parameter, in forward order.
@@ -181,7 +194,8 @@ export class UNet {
   }
 
   setFlatWeights(values: Float32Array): void {
-    if (values.length !== this.parameterCount()) throw new RangeError(`setFlatWeights: ${values.length} values for ${this.parameterCount()} parameters`);
+    if (values.length !== this.parameterCount())
+      throw new RangeError(`setFlatWeights: ${values.length} values for ${this.parameterCount()} parameters`);
     let offset = 0;
     for (const v of this.params.variables.values()) {
       const t = tf.tensor(values.subarray(offset, offset + v.size), v.shape);
@@ -205,18 +219,26 @@ export class UNet {
   async save(path: string, extraMeta: Record<string, unknown> = {}, values?: Float32Array): Promise<string> {
     const flat = values ?? (await this.flatWeights());
     if (flat.length !== this.parameterCount()) throw new RangeError(`save: ${flat.length} values for ${this.parameterCount()} parameters`);
-    return writeTensorFile(path, 'float32', [flat.length], flat, { format: UNET_WEIGHTS_FORMAT, config: this.config, params: this.layout(), ...extraMeta });
+    return writeTensorFile(path, 'float32', [flat.length], flat, {
+      format: UNET_WEIGHTS_FORMAT,
+      config: this.config,
+      params: this.layout(),
+      ...extraMeta,
+    });
   }
 
   static load(path: string): UNet {
     const { header, values } = readTensorFile(path);
     const meta = header.meta as { format?: string; config?: unknown; params?: { name: string; shape: number[] }[] } | undefined;
-    if (meta?.format !== UNET_WEIGHTS_FORMAT || !meta.params) throw new InvalidInputError(`${path}: not ${UNET_WEIGHTS_FORMAT} weights`, { file: path });
+    if (meta?.format !== UNET_WEIGHTS_FORMAT || !meta.params)
+      throw new InvalidInputError(`${path}: not ${UNET_WEIGHTS_FORMAT} weights`, { file: path });
     const net = UNet.create(meta.config as UNetConfigInput, 0);
     const layout = net.layout();
     if (JSON.stringify(layout) !== JSON.stringify(meta.params)) {
       net.dispose();
-      throw new InvalidInputError(`${path}: parameter layout does not match its config (saved by a different UNet version?)`, { file: path });
+      throw new InvalidInputError(`${path}: parameter layout does not match its config (saved by a different UNet version?)`, {
+        file: path,
+      });
     }
     net.setFlatWeights(values as Float32Array);
     return net;

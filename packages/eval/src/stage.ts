@@ -1,18 +1,48 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { InvalidInputError, readTensorFile, sha256, svgToPng, writeFileAtomic, writeJsonAtomic, writeTensorFile, type StageDefinition } from '@id3/core';
 import {
-  alignForEmbedder, decodeImageBytes, detectAndAlign, embedImage, embedderInfo, embedderNames, loadEmbedder, readCfpPairs, readInsightfaceBin,
-  readLfwPairs, resolveSourcePath, type FaceEmbedder, type RgbImage,
+  InvalidInputError,
+  readTensorFile,
+  sha256,
+  svgToPng,
+  writeFileAtomic,
+  writeJsonAtomic,
+  writeTensorFile,
+  type StageDefinition,
+} from '@id3/core';
+import {
+  alignForEmbedder,
+  decodeImageBytes,
+  detectAndAlign,
+  embedImage,
+  embedderInfo,
+  embedderNames,
+  loadEmbedder,
+  readCfpPairs,
+  readInsightfaceBin,
+  readLfwPairs,
+  resolveSourcePath,
+  type FaceEmbedder,
+  type RgbImage,
 } from '@id3/faces';
 import { EmbeddingCache } from './embedding-cache';
 import { PAPER_BENCHMARKS, paperTable, rocSvg, scoreHistogramSvg, type PaperBenchmark } from './report';
 import { evaluateVerification, pairDistances, type VerificationResult } from './verification';
 
 const benchmarkSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('lfw'), name: z.string().default('LFW'), pairs: z.string().default('data:lfw/pairs.txt'), images: z.string().default('data:lfw/lfw-deepfunneled'), folds: z.number().int().min(2).max(10).optional() }).strict(),
-  z.object({ kind: z.literal('cfp'), name: z.string().default('CFP-FP'), root: z.string(), split: z.enum(['FP', 'FF']).default('FP') }).strict(),
+  z
+    .object({
+      kind: z.literal('lfw'),
+      name: z.string().default('LFW'),
+      pairs: z.string().default('data:lfw/pairs.txt'),
+      images: z.string().default('data:lfw/lfw-deepfunneled'),
+      folds: z.number().int().min(2).max(10).optional(),
+    })
+    .strict(),
+  z
+    .object({ kind: z.literal('cfp'), name: z.string().default('CFP-FP'), root: z.string(), split: z.enum(['FP', 'FF']).default('FP') })
+    .strict(),
   /** insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin, calfw.bin, cplfw.bin). */
   z.object({ kind: z.literal('bin'), name: z.string(), path: z.string(), folds: z.number().int().min(2).default(10) }).strict(),
 ]);
@@ -24,9 +54,14 @@ export const evalConfigSchema = z
     model: z
       .string()
       .default('teacher:faceapi-dlib-128')
-      .refine((m) => m.startsWith('teacher:') && embedderNames().includes(m.slice('teacher:'.length)), (m) => ({
-        message: `unknown model '${m}' (known: ${embedderNames().map((n) => `teacher:${n}`).join(', ')})`,
-      })),
+      .refine(
+        (m) => m.startsWith('teacher:') && embedderNames().includes(m.slice('teacher:'.length)),
+        (m) => ({
+          message: `unknown model '${m}' (known: ${embedderNames()
+            .map((n) => `teacher:${n}`)
+            .join(', ')})`,
+        }),
+      ),
     benchmarks: z.array(benchmarkSchema).nonempty(),
     detector: z.enum(['tiny', 'ssd']).default('tiny'),
     /** Embedding cache (by model and image hash); default: ID3_CACHE_DIR or the stage directory. */
@@ -54,11 +89,25 @@ function loadBenchmark(spec: z.output<typeof benchmarkSchema>): LoadedBenchmark 
   if (spec.kind === 'lfw') {
     const list = readLfwPairs(resolveSourcePath(spec.pairs), resolveSourcePath(spec.images));
     const pairs = list.pairs.filter((p) => spec.folds === undefined || p.fold < spec.folds);
-    return { name: spec.name, a: pairs.map((p) => ({ path: p.a })), b: pairs.map((p) => ({ path: p.b })), issame: pairs.map((p) => p.same), foldOf: pairs.map((p) => p.fold), fallbackFraction: 0.5 };
+    return {
+      name: spec.name,
+      a: pairs.map((p) => ({ path: p.a })),
+      b: pairs.map((p) => ({ path: p.b })),
+      issame: pairs.map((p) => p.same),
+      foldOf: pairs.map((p) => p.fold),
+      fallbackFraction: 0.5,
+    };
   }
   if (spec.kind === 'cfp') {
     const list = readCfpPairs(resolveSourcePath(spec.root), spec.split);
-    return { name: spec.name, a: list.pairs.map((p) => ({ path: p.a })), b: list.pairs.map((p) => ({ path: p.b })), issame: list.pairs.map((p) => p.same), foldOf: list.pairs.map((p) => p.fold), fallbackFraction: 0.5 };
+    return {
+      name: spec.name,
+      a: list.pairs.map((p) => ({ path: p.a })),
+      b: list.pairs.map((p) => ({ path: p.b })),
+      issame: list.pairs.map((p) => p.same),
+      foldOf: list.pairs.map((p) => p.fold),
+      fallbackFraction: 0.5,
+    };
   }
   const path = resolveSourcePath(spec.path);
   const bin = readInsightfaceBin(path);
@@ -80,7 +129,13 @@ interface EmbedCounters {
 }
 
 /** Detect, cut the crop the model was trained on, embed image + flip (cached by image bytes). */
-async function embedRef(ref: ImageRef, model: FaceEmbedder, cache: EmbeddingCache, o: { detector: 'tiny' | 'ssd'; fallbackFraction: number }, counters: EmbedCounters): Promise<Float32Array> {
+async function embedRef(
+  ref: ImageRef,
+  model: FaceEmbedder,
+  cache: EmbeddingCache,
+  o: { detector: 'tiny' | 'ssd'; fallbackFraction: number },
+  counters: EmbedCounters,
+): Promise<Float32Array> {
   // Key on the file's bytes (plus what changes the crop), so a cache hit decodes nothing.
   const source = 'bytes' in ref ? ref.source : ref.path;
   let bytes: Buffer;
@@ -111,7 +166,10 @@ const benchmarkKey = (name: string): string => name.replace(/[^A-Za-z0-9]/g, '')
 function shardIds(config: EvalConfig, pairCounts: readonly number[]): string[] {
   return pairCounts.flatMap((count, b) => {
     const chunks = Math.ceil(count / config.pairsPerShard);
-    return Array.from({ length: chunks }, (_, k) => `${b}-${benchmarkKey(config.benchmarks[b].name) || 'bench'}-${String(k).padStart(4, '0')}`);
+    return Array.from(
+      { length: chunks },
+      (_, k) => `${b}-${benchmarkKey(config.benchmarks[b].name) || 'bench'}-${String(k).padStart(4, '0')}`,
+    );
   });
 }
 
@@ -129,7 +187,10 @@ function loadBenchmarkNamed(spec: z.output<typeof benchmarkSchema>): LoadedBench
 }
 
 function modelCache(config: EvalConfig, dir: string): EmbeddingCache {
-  return new EmbeddingCache(config.cacheDir ?? process.env.ID3_CACHE_DIR ?? join(dir, 'cache'), config.model.replace(/[^A-Za-z0-9._-]/g, '_'));
+  return new EmbeddingCache(
+    config.cacheDir ?? process.env.ID3_CACHE_DIR ?? join(dir, 'cache'),
+    config.model.replace(/[^A-Za-z0-9._-]/g, '_'),
+  );
 }
 
 /**
@@ -146,7 +207,11 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
    * embedding cache, so a killed shard resumes image by image) and writes them as one tensor file.
    */
   shards: {
-    plan: ({ config }) => shardIds(config, config.benchmarks.map((spec) => loadBenchmarkNamed(spec).issame.length)),
+    plan: ({ config }) =>
+      shardIds(
+        config,
+        config.benchmarks.map((spec) => loadBenchmarkNamed(spec).issame.length),
+      ),
     async run({ config, dir, shard, shardDir, progress }) {
       const { benchmark, chunk } = parseShardId(shard);
       const bench = loadBenchmarkNamed(config.benchmarks[benchmark]);
@@ -162,11 +227,26 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       for (let i = 0; i < count; i++) {
         rows.set(await embedRef(bench.a[start + i], model, cache, o, counters), i * model.dim);
         rows.set(await embedRef(bench.b[start + i], model, cache, o, counters), (count + i) * model.dim);
-        progress({ phase: `embed ${bench.name}`, step: i + 1, total: count, metrics: { computed: counters.computed, cached: counters.cached } });
+        progress({
+          phase: `embed ${bench.name}`,
+          step: i + 1,
+          total: count,
+          metrics: { computed: counters.computed, cached: counters.cached },
+        });
       }
-      writeTensorFile(join(shardDir, 'embeddings'), 'float32', [2, count, model.dim], rows, { benchmark: bench.name, pairs: [start, end], model: config.model });
+      writeTensorFile(join(shardDir, 'embeddings'), 'float32', [2, count, model.dim], rows, {
+        benchmark: bench.name,
+        pairs: [start, end],
+        model: config.model,
+      });
       return {
-        metrics: { pairs: count, computed: counters.computed, cached: counters.cached, fallbacks: counters.fallbacks, computeMs: counters.computed ? Date.now() - started : 0 },
+        metrics: {
+          pairs: count,
+          computed: counters.computed,
+          cached: counters.cached,
+          fallbacks: counters.fallbacks,
+          computeMs: counters.computed ? Date.now() - started : 0,
+        },
       };
     },
   },
@@ -185,7 +265,8 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
         const { header, values } = readTensorFile(join(s.dir, 'embeddings'));
         const [start, end] = (header.meta as { pairs: [number, number] }).pairs;
         const count = end - start;
-        if (header.shape[2] !== dim || header.shape[1] !== count) throw new Error(`${s.dir}: shard embeddings [${header.shape.join(', ')}] do not match ${count} pairs of ${dim}-d`);
+        if (header.shape[2] !== dim || header.shape[1] !== count)
+          throw new Error(`${s.dir}: shard embeddings [${header.shape.join(', ')}] do not match ${count} pairs of ${dim}-d`);
         ea.set(values.subarray(0, count * dim), start * dim);
         eb.set(values.subarray(count * dim), start * dim);
       }
@@ -205,11 +286,23 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
         [`${key}_msPerComputedImage`]: sum('computed') ? sum('computeMs') / sum('computed') : 0,
       });
       const hist = join(dir, `scores-${key}.png`);
-      writeFileAtomic(hist, await svgToPng(scoreHistogramSvg(`${config.model} on ${bench.name}: genuine vs impostor`, pairDistances(ea, eb, dim), bench.issame, r.thresholds.reduce((s, t) => s + t, 0) / r.thresholds.length)));
+      writeFileAtomic(
+        hist,
+        await svgToPng(
+          scoreHistogramSvg(
+            `${config.model} on ${bench.name}: genuine vs impostor`,
+            pairDistances(ea, eb, dim),
+            bench.issame,
+            r.thresholds.reduce((s, t) => s + t, 0) / r.thresholds.length,
+          ),
+        ),
+      );
       outputs[`scores_${key}`] = hist;
     }
     metrics.shards = shards.length;
-    const paper = Object.fromEntries(Object.entries(results).filter(([name]) => (PAPER_BENCHMARKS as readonly string[]).includes(name))) as Partial<Record<PaperBenchmark, VerificationResult>>;
+    const paper = Object.fromEntries(
+      Object.entries(results).filter(([name]) => (PAPER_BENCHMARKS as readonly string[]).includes(name)),
+    ) as Partial<Record<PaperBenchmark, VerificationResult>>;
     const others = Object.entries(results).filter(([name]) => !(PAPER_BENCHMARKS as readonly string[]).includes(name));
     const pct = (v: number) => (100 * v).toFixed(2);
     const md = [
@@ -219,7 +312,10 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       '',
       '| benchmark | pairs | accuracy | TAR @ FAR=1e-3 | AUC | EER |',
       '|---|---|---|---|---|---|',
-      ...Object.entries(results).map(([name, r]) => `| ${name} | ${r.pairs} | ${pct(r.accuracy)} ± ${pct(r.accuracyStd)} | ${pct(r.tar)} ± ${pct(r.tarStd)} | ${r.auc.toFixed(4)} | ${pct(r.eer)} |`),
+      ...Object.entries(results).map(
+        ([name, r]) =>
+          `| ${name} | ${r.pairs} | ${pct(r.accuracy)} ± ${pct(r.accuracyStd)} | ${pct(r.tar)} ± ${pct(r.tarStd)} | ${r.auc.toFixed(4)} | ${pct(r.eer)} |`,
+      ),
       ...(others.length ? ['', `Not in the paper's table: ${others.map(([n]) => n).join(', ')}.`] : []),
       '',
     ].join('\n');

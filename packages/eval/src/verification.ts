@@ -67,7 +67,12 @@ export function pairDistances(a: Float32Array, b: Float32Array, dim: number): Fl
 }
 
 /** Accuracy, TPR and FPR when pairs with distance < threshold are called "same". */
-export function rates(dist: ArrayLike<number>, issame: ArrayLike<boolean>, threshold: number, idx?: readonly number[]): { acc: number; tpr: number; fpr: number; tp: number; fp: number; p: number; n: number } {
+export function rates(
+  dist: ArrayLike<number>,
+  issame: ArrayLike<boolean>,
+  threshold: number,
+  idx?: readonly number[],
+): { acc: number; tpr: number; fpr: number; tp: number; fp: number; p: number; n: number } {
   let tp = 0;
   let fp = 0;
   let tn = 0;
@@ -237,6 +242,12 @@ export function equalErrorRate(roc: readonly { threshold: number; tpr: number; f
 }
 
 /** Embeddings in, the protocol out: `a[i]` and `b[i]` form pair i. */
-export function evaluateVerification(a: Float32Array, b: Float32Array, dim: number, issame: ArrayLike<boolean>, o: VerificationOptions = {}): VerificationResult {
+export function evaluateVerification(
+  a: Float32Array,
+  b: Float32Array,
+  dim: number,
+  issame: ArrayLike<boolean>,
+  o: VerificationOptions = {},
+): VerificationResult {
   return evaluateDistances(pairDistances(a, b, dim), issame, o);
 }

@@ -100,15 +100,15 @@ export function fitSimilarity(src: readonly Point[], dst: readonly Point[]): Sim
  */
 const DLIB_MEAN_FACE_X = [
   0.000213256, 0.0752622, 0.18113, 0.29077, 0.393397, 0.586856, 0.689483, 0.799124, 0.904991, 0.98004, 0.490127, 0.490127, 0.490127,
-  0.490127, 0.36688, 0.426036, 0.490127, 0.554217, 0.613373, 0.121737, 0.187122, 0.265825, 0.334606, 0.260918, 0.182743, 0.645647,
-  0.714428, 0.793132, 0.858516, 0.79751, 0.719335, 0.254149, 0.340985, 0.428858, 0.490127, 0.551395, 0.639268, 0.726104, 0.642159,
-  0.556721, 0.490127, 0.423532, 0.338094, 0.290379, 0.428096, 0.490127, 0.552157, 0.689874, 0.553364, 0.490127, 0.42689,
+  0.490127, 0.36688, 0.426036, 0.490127, 0.554217, 0.613373, 0.121737, 0.187122, 0.265825, 0.334606, 0.260918, 0.182743, 0.645647, 0.714428,
+  0.793132, 0.858516, 0.79751, 0.719335, 0.254149, 0.340985, 0.428858, 0.490127, 0.551395, 0.639268, 0.726104, 0.642159, 0.556721, 0.490127,
+  0.423532, 0.338094, 0.290379, 0.428096, 0.490127, 0.552157, 0.689874, 0.553364, 0.490127, 0.42689,
 ];
 const DLIB_MEAN_FACE_Y = [
-  0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891, 0.0187482, 0.038915, 0.106454, 0.203352, 0.307009,
-  0.409805, 0.515625, 0.587326, 0.609345, 0.628106, 0.609345, 0.587326, 0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077,
-  0.231733, 0.179852, 0.178758, 0.216423, 0.244077, 0.245099, 0.780233, 0.745405, 0.727388, 0.742578, 0.727388, 0.745405, 0.780233,
-  0.864805, 0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746, 0.785343, 0.778746, 0.784792, 0.824182, 0.831803, 0.824182,
+  0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891, 0.0187482, 0.038915, 0.106454, 0.203352, 0.307009, 0.409805,
+  0.515625, 0.587326, 0.609345, 0.628106, 0.609345, 0.587326, 0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077, 0.231733,
+  0.179852, 0.178758, 0.216423, 0.244077, 0.245099, 0.780233, 0.745405, 0.727388, 0.742578, 0.727388, 0.745405, 0.780233, 0.864805,
+  0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746, 0.785343, 0.778746, 0.784792, 0.824182, 0.831803, 0.824182,
 ];
 
 /** The 68-point indices dlib fits (no eyebrows 17–26, no lower lip 55–59 and 65–67). */
@@ -144,21 +144,41 @@ export function dlibChipTemplate5(size: number, padding: number): Point[] {
  * A dlib face chip from 68 landmarks: the least-squares similarity onto dlib's mean face
  * (get_face_chip_details(shape, size, padding); dlib's recognition example uses 150, 0.25).
  */
-export function alignDlibChip(image: RgbImage, landmarks68: readonly Point[], size = 150, padding = 0.25): { image: RgbImage; transform: Similarity; residual: number } {
+export function alignDlibChip(
+  image: RgbImage,
+  landmarks68: readonly Point[],
+  size = 150,
+  padding = 0.25,
+): { image: RgbImage; transform: Similarity; residual: number } {
   if (landmarks68.length !== 68) throw new RangeError(`expected 68 landmarks, got ${landmarks68.length}`);
-  return warpToTemplate(image, DLIB_CHIP_INDICES.map((i) => landmarks68[i]), dlibChipTemplate(size, padding), size);
+  return warpToTemplate(
+    image,
+    DLIB_CHIP_INDICES.map((i) => landmarks68[i]),
+    dlibChipTemplate(size, padding),
+    size,
+  );
 }
 
 /**
  * Warp `image` so that `landmarks` land on the template of a `size`×`size` crop: each output
  * pixel samples the source bilinearly through the inverse transform; outside is black.
  */
-export function alignFace(image: RgbImage, landmarks: readonly Point[], size = 112, padding = 0): { image: RgbImage; transform: Similarity; residual: number } {
+export function alignFace(
+  image: RgbImage,
+  landmarks: readonly Point[],
+  size = 112,
+  padding = 0,
+): { image: RgbImage; transform: Similarity; residual: number } {
   return warpToTemplate(image, landmarks, scaledTemplate(size, padding), size);
 }
 
 /** Least-squares similarity from `landmarks` onto `template`, then a bilinear warp. */
-export function warpToTemplate(image: RgbImage, landmarks: readonly Point[], template: readonly Point[], size: number): { image: RgbImage; transform: Similarity; residual: number } {
+export function warpToTemplate(
+  image: RgbImage,
+  landmarks: readonly Point[],
+  template: readonly Point[],
+  size: number,
+): { image: RgbImage; transform: Similarity; residual: number } {
   const m = fitSimilarity(landmarks, template);
   const inv = invertSimilarity(m);
   const out = new Uint8Array(size * size * 3);
@@ -175,7 +195,12 @@ export function warpToTemplate(image: RgbImage, landmarks: readonly Point[], tem
       const fy = y - y0;
       for (let c = 0; c < 3; c++) {
         let acc = 0;
-        for (const [dx, dy, w] of [[0, 0, (1 - fx) * (1 - fy)], [1, 0, fx * (1 - fy)], [0, 1, (1 - fx) * fy], [1, 1, fx * fy]] as const) {
+        for (const [dx, dy, w] of [
+          [0, 0, (1 - fx) * (1 - fy)],
+          [1, 0, fx * (1 - fy)],
+          [0, 1, (1 - fx) * fy],
+          [1, 1, fx * fy],
+        ] as const) {
           const xx = x0 + dx;
           const yy = y0 + dy;
           if (w > 0 && xx >= 0 && yy >= 0 && xx < W && yy < H) acc += w * data[(yy * W + xx) * 3 + c];

@@ -11,7 +11,9 @@ export function dataDir(): string {
 export function requireDataPath(...parts: string[]): string {
   const path = resolve(dataDir(), ...parts);
   if (!existsSync(path)) {
-    throw new InvalidInputError(`dataset file missing: ${path} (set ID3_DATA_DIR to the folder holding lfw/, utkface/, orl/, samples/)`, { file: path });
+    throw new InvalidInputError(`dataset file missing: ${path} (set ID3_DATA_DIR to the folder holding lfw/, utkface/, orl/, samples/)`, {
+      file: path,
+    });
   }
   return path;
 }

@@ -35,7 +35,8 @@ export function decodeNetpbm(bytes: Uint8Array, source: string): RgbImage {
   pos += 1;
   const channels = magic === 'P5' ? 1 : 3;
   const need = width * height * channels;
-  if (bytes.length - pos < need) throw new InvalidInputError(`${source}: truncated image data (${bytes.length - pos} of ${need} bytes)`, { file: source });
+  if (bytes.length - pos < need)
+    throw new InvalidInputError(`${source}: truncated image data (${bytes.length - pos} of ${need} bytes)`, { file: source });
   const raster = bytes.subarray(pos, pos + need);
   const data = new Uint8Array(width * height * 3);
   const scale = 255 / maxval;
@@ -59,7 +60,11 @@ export async function decodeImage(path: string): Promise<RgbImage> {
 export async function decodeImageBytes(bytes: Buffer, source: string): Promise<RgbImage> {
   if (bytes.length >= 2 && bytes[0] === 0x50 && (bytes[1] === 0x35 || bytes[1] === 0x36)) return decodeNetpbm(bytes, source);
   try {
-    const { data, info } = await sharp(bytes, { failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await sharp(bytes, { failOn: 'error' })
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
   } catch (err) {

@@ -10,11 +10,24 @@ export { readImageFolders } from './readers/folders';
 export type { LabelledImage } from './readers/folders';
 export { parseInsightfaceBin, readInsightfaceBin } from './readers/insightface-bin';
 export type { InsightfaceBin } from './readers/insightface-bin';
-export { ARCFACE_TEMPLATE_112, DLIB_CHIP_INDICES, alignDlibChip, alignFace, dlibChipTemplate, dlibChipTemplate5, warpToTemplate, applySimilarity, fitSimilarity, fivePointsFrom68, invertSimilarity, scaledTemplate } from './align';
+export {
+  ARCFACE_TEMPLATE_112,
+  DLIB_CHIP_INDICES,
+  alignDlibChip,
+  alignFace,
+  dlibChipTemplate,
+  dlibChipTemplate5,
+  warpToTemplate,
+  applySimilarity,
+  fitSimilarity,
+  fivePointsFrom68,
+  invertSimilarity,
+  scaledTemplate,
+} from './align';
 export type { Point, Similarity } from './align';
 export { faceApi, faceApiModelDir, loadFaceApiNets } from './models/face-api';
 export { embedImage, embedWithFlip } from './models/face-embedder';
-export type { EmbedderEntry, FaceAlignment, FaceEmbedder, TeacherEmbedder } from './models/face-embedder';
+export type { EmbedderEntry, FaceAlignment, FaceEmbedder } from './models/face-embedder';
 export { DEFAULT_EMBEDDER, embedderInfo, embedderNames, loadEmbedder, registerEmbedder } from './models/embedders';
 export { alignForEmbedder } from './models/align-for-embedder';
 export { centredTemplatePoints, detectAndAlign, landmarksOfCrop } from './models/detect-align';

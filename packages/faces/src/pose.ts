@@ -27,7 +27,9 @@ const INDICES = [30, 8, 36, 45, 48, 54];
 /** Solve the 3×3 normal equations A x = b (Cramer). */
 function solve3(A: number[][], b: number[]): number[] {
   const det = (m: number[][]) =>
-    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) -
+    m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
+    m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
   const d = det(A);
   return [0, 1, 2].map((c) => det(A.map((row, r) => row.map((v, k) => (k === c ? b[r] : v)))) / d);
 }
@@ -51,7 +53,12 @@ export function headPoseFrom68(landmarks: readonly Point[]): HeadPose {
   // Image y points down; the model's y up: flip so both are right-handed with z to the camera.
   const Uc = U.map(([u, v]) => [u - mu[0], -(v - mu[1])]);
   const XtX = [0, 1, 2].map((a) => [0, 1, 2].map((b) => Xc.reduce((s, p) => s + p[a] * p[b], 0)));
-  const rows = [0, 1].map((r) => solve3(XtX, [0, 1, 2].map((a) => Xc.reduce((s, p, i) => s + p[a] * Uc[i][r], 0))));
+  const rows = [0, 1].map((r) =>
+    solve3(
+      XtX,
+      [0, 1, 2].map((a) => Xc.reduce((s, p, i) => s + p[a] * Uc[i][r], 0)),
+    ),
+  );
   // Nearest orthonormal pair (symmetric Gram–Schmidt), then the third row by the cross product.
   let r1 = normalise(rows[0]);
   let r2 = normalise(rows[1]);
@@ -71,9 +78,21 @@ export function headPoseFrom68(landmarks: readonly Point[]): HeadPose {
 export function projectModel(pose: HeadPose, scale = 0.2, centre: Point = [100, 100]): Point[] {
   const rad = (d: number) => (d * Math.PI) / 180;
   const [y, p, r] = [rad(pose.yaw), rad(pose.pitch), rad(-pose.roll)];
-  const Rx = [[1, 0, 0], [0, Math.cos(p), -Math.sin(p)], [0, Math.sin(p), Math.cos(p)]];
-  const Ry = [[Math.cos(y), 0, Math.sin(y)], [0, 1, 0], [-Math.sin(y), 0, Math.cos(y)]];
-  const Rz = [[Math.cos(r), -Math.sin(r), 0], [Math.sin(r), Math.cos(r), 0], [0, 0, 1]];
+  const Rx = [
+    [1, 0, 0],
+    [0, Math.cos(p), -Math.sin(p)],
+    [0, Math.sin(p), Math.cos(p)],
+  ];
+  const Ry = [
+    [Math.cos(y), 0, Math.sin(y)],
+    [0, 1, 0],
+    [-Math.sin(y), 0, Math.cos(y)],
+  ];
+  const Rz = [
+    [Math.cos(r), -Math.sin(r), 0],
+    [Math.sin(r), Math.cos(r), 0],
+    [0, 0, 1],
+  ];
   const mul = (A: number[][], B: number[][]) => A.map((row) => [0, 1, 2].map((j) => row.reduce((s, v, k) => s + v * B[k][j], 0)));
   const R = mul(Rz, mul(Ry, Rx));
   const out: Point[] = Array.from({ length: 68 }, () => [centre[0], centre[1]] as Point);

@@ -2,7 +2,15 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import {
-  InvalidInputError, binEdges, histogram, histogramSvg, sha256, svgToPng, writeFileAtomic, writeJsonAtomic, writeTensorFile,
+  InvalidInputError,
+  binEdges,
+  histogram,
+  histogramSvg,
+  sha256,
+  svgToPng,
+  writeFileAtomic,
+  writeJsonAtomic,
+  writeTensorFile,
   type StageDefinition,
 } from '@id3/core';
 import { dataDir } from './data-dir';
@@ -57,7 +65,10 @@ export const prepareConfigSchema = z
     /** The face embedder whose embeddings are y: any registered name (embedderNames()). */
     teacher: z
       .string()
-      .refine((name) => embedderNames().includes(name), (name) => ({ message: unknownEmbedderMessage(name) }))
+      .refine(
+        (name) => embedderNames().includes(name),
+        (name) => ({ message: unknownEmbedderMessage(name) }),
+      )
       .default(DEFAULT_EMBEDDER),
   })
   .strict();
@@ -83,10 +94,21 @@ async function listSource(config: PrepareConfig, dir: string): Promise<{ entries
   const source = config.source;
   if (source.kind === 'procedural') {
     const root = join(dir, 'source');
-    const { labelsPath } = await writeProceduralFaces(root, { identities: source.identities, perIdentity: source.perIdentity, size: source.size, seed: config.seed });
-    const truth = JSON.parse(readFileSync(labelsPath, 'utf8')) as { images: { path: string; identity: number; attributes: { yaw: number; pitch: number; roll: number; age: number } }[] };
+    const { labelsPath } = await writeProceduralFaces(root, {
+      identities: source.identities,
+      perIdentity: source.perIdentity,
+      size: source.size,
+      seed: config.seed,
+    });
+    const truth = JSON.parse(readFileSync(labelsPath, 'utf8')) as {
+      images: { path: string; identity: number; attributes: { yaw: number; pitch: number; roll: number; age: number } }[];
+    };
     return {
-      entries: truth.images.map((t) => ({ path: t.path, label: t.identity, labels: { age: t.attributes.age, yaw: t.attributes.yaw, pitch: t.attributes.pitch, roll: t.attributes.roll } })),
+      entries: truth.images.map((t) => ({
+        path: t.path,
+        label: t.identity,
+        labels: { age: t.attributes.age, yaw: t.attributes.yaw, pitch: t.attributes.pitch, roll: t.attributes.roll },
+      })),
       rejects: [],
     };
   }
@@ -131,7 +153,12 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
         rejects.push({ path: entry.path, reason: (err as Error).message });
         continue;
       }
-      const found = await detectAndAlign(image, { size: 112, detector: config.detector, fallback: config.fallback, fallbackFraction: config.fallbackFraction });
+      const found = await detectAndAlign(image, {
+        size: 112,
+        detector: config.detector,
+        fallback: config.fallback,
+        fallbackFraction: config.fallbackFraction,
+      });
       if (!found.ok) {
         rejects.push({ path: entry.path, reason: found.reason });
         continue;
@@ -147,30 +174,51 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
       const pose = landmarks ? headPoseFrom68(landmarks) : { pitch: 0, yaw: 0, roll: 0 };
       const age = (await predictAge(image, landmarks ?? { x: 0, y: 0, w: image.width, h: image.height })).age;
       attributes.push([age, pose.pitch, pose.yaw, pose.roll]);
-      index.push({ path: entry.path, sha256: sha256(bytes), method, ...(entry.label !== undefined ? { label: entry.label } : {}), ...(entry.labels ? { labels: entry.labels } : {}) });
+      index.push({
+        path: entry.path,
+        sha256: sha256(bytes),
+        method,
+        ...(entry.label !== undefined ? { label: entry.label } : {}),
+        ...(entry.labels ? { labels: entry.labels } : {}),
+      });
       progress({ phase: 'align', step: i + 1, total: entries.length, metrics: { accepted: index.length, rejected: rejects.length } });
     }
     const seconds = (Date.now() - started) / 1000;
     const n = index.length;
-    if (n === 0) throw new InvalidInputError(`field 'prepare.source': no usable face in ${entries.length} images`, { field: 'prepare.source' });
+    if (n === 0)
+      throw new InvalidInputError(`field 'prepare.source': no usable face in ${entries.length} images`, { field: 'prepare.source' });
 
     const outputs: Record<string, string> = {};
     for (const [k, size] of config.sizes.entries()) {
       const flat = new Uint8Array(n * size * size * 3);
       crops[k].forEach((c, r) => flat.set(c, r * size * size * 3));
-      outputs[`crops${size}`] = writeTensorFile(join(dir, `crops-${size}`), 'uint8', [n, size, size, 3], flat, { what: 'ArcFace-aligned RGB crops' });
+      outputs[`crops${size}`] = writeTensorFile(join(dir, `crops-${size}`), 'uint8', [n, size, size, 3], flat, {
+        what: 'ArcFace-aligned RGB crops',
+      });
       outputs[`crops${size}Data`] = join(dir, `crops-${size}.bin`);
     }
     const emb = new Float32Array(n * teacher.dim);
     embeddings.forEach((e, r) => emb.set(e, r * teacher.dim));
-    outputs.embeddings = writeTensorFile(join(dir, 'embeddings'), 'float32', [n, teacher.dim], emb, { teacher: teacher.name, what: 'unit teacher embeddings y' });
-    outputs.embeddingsData = join(dir, 'embeddings.bin');
-    outputs.attributes = writeTensorFile(join(dir, 'attributes'), 'float32', [n, 4], Float32Array.from(attributes.flat()), { columns: ATTRIBUTE_NAMES, units: 'years, degrees' });
-    outputs.attributesData = join(dir, 'attributes.bin');
-    outputs.attributesScaled = writeTensorFile(join(dir, 'attributes-scaled'), 'float32', [n, 4], Float32Array.from(attributes.flatMap(scaleAttributes)), {
-      columns: ATTRIBUTE_NAMES,
-      scaling: 'age/50-1, angles/90',
+    outputs.embeddings = writeTensorFile(join(dir, 'embeddings'), 'float32', [n, teacher.dim], emb, {
+      teacher: teacher.name,
+      what: 'unit teacher embeddings y',
     });
+    outputs.embeddingsData = join(dir, 'embeddings.bin');
+    outputs.attributes = writeTensorFile(join(dir, 'attributes'), 'float32', [n, 4], Float32Array.from(attributes.flat()), {
+      columns: ATTRIBUTE_NAMES,
+      units: 'years, degrees',
+    });
+    outputs.attributesData = join(dir, 'attributes.bin');
+    outputs.attributesScaled = writeTensorFile(
+      join(dir, 'attributes-scaled'),
+      'float32',
+      [n, 4],
+      Float32Array.from(attributes.flatMap(scaleAttributes)),
+      {
+        columns: ATTRIBUTE_NAMES,
+        scaling: 'age/50-1, angles/90',
+      },
+    );
     outputs.attributesScaledData = join(dir, 'attributes-scaled.bin');
     outputs.index = join(dir, 'index.json');
     writeJsonAtomic(outputs.index, { rows: index });
@@ -191,7 +239,11 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
       writeFileAtomic(outputs[`hist_${name}`], png);
     }
     const mean = (c: number) => attributes.reduce((s, a) => s + a[c], 0) / n;
-    const separation = identitySeparation(emb, teacher.dim, index.map((r) => r.label));
+    const separation = identitySeparation(
+      emb,
+      teacher.dim,
+      index.map((r) => r.label),
+    );
     const truthYaw = index.map((r) => r.labels?.yaw);
     return {
       outputs,
@@ -204,7 +256,14 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
         meanAge: mean(0),
         meanAbsYaw: attributes.reduce((s, a) => s + Math.abs(a[2]), 0) / n,
         ...separation,
-        ...(truthYaw.every((v) => v !== undefined) ? { yawCorrelationWithTruth: correlation(attributes.map((a) => a[2]), truthYaw as number[]) } : {}),
+        ...(truthYaw.every((v) => v !== undefined)
+          ? {
+              yawCorrelationWithTruth: correlation(
+                attributes.map((a) => a[2]),
+                truthYaw as number[],
+              ),
+            }
+          : {}),
       },
     };
   },

@@ -14,7 +14,11 @@ describe('runStage activity', () => {
   });
 
   it('spawns the stage, heartbeats its progress and returns paths, hashes and metrics', async () => {
-    const plan = planRun({ runName: 'act-ok', stages: ['anchors'], overrides: { anchors: { n: 200, dim: 128, iterations: 40, neighbours: 8, refreshEvery: 10 } } });
+    const plan = planRun({
+      runName: 'act-ok',
+      stages: ['anchors'],
+      overrides: { anchors: { n: 200, dim: 128, iterations: 40, neighbours: 8, refreshEvery: 10 } },
+    });
     const env = new MockActivityEnvironment();
     const beats: ProgressEvent[] = [];
     env.on('heartbeat', (d: ProgressEvent) => beats.push(d));
@@ -28,9 +32,16 @@ describe('runStage activity', () => {
   it('maps invalid input to a non-retryable InvalidInput failure carrying the message', async () => {
     const plan = planRun({ runName: 'act-bad', stages: ['anchors'] });
     // Corrupt the written config after planning: the stage process must reject it by field.
-    writeFileSync(plan.configPath, JSON.stringify({ profile: 'demo', seed: 0, stages: ['anchors'], anchors: { n: 'x', dim: 3, iterations: 1 } }));
+    writeFileSync(
+      plan.configPath,
+      JSON.stringify({ profile: 'demo', seed: 0, stages: ['anchors'], anchors: { n: 'x', dim: 3, iterations: 1 } }),
+    );
     const env = new MockActivityEnvironment();
-    const err = (await env.run(createActivities().runStage, { stage: 'anchors', plan }).catch((e: unknown) => e)) as { type?: string; nonRetryable?: boolean; message: string };
+    const err = (await env.run(createActivities().runStage, { stage: 'anchors', plan }).catch((e: unknown) => e)) as {
+      type?: string;
+      nonRetryable?: boolean;
+      message: string;
+    };
     expect(err.type).toBe('InvalidInput');
     expect(err.nonRetryable).toBe(true);
     expect(err.message).toMatch(/field 'anchors\.n'/);

@@ -34,10 +34,16 @@ describe('planRun', () => {
   });
 
   it('anchors must live in the teacher’s embedding space when prepare is configured', () => {
-    expect(() => planRun({ profile: 'real', overrides: { anchors: { dim: 512 } } })).toThrow(/field 'anchors\.dim': 512 differs from the teacher's embedding size 128/);
+    expect(() => planRun({ profile: 'real', overrides: { anchors: { dim: 512 } } })).toThrow(
+      /field 'anchors\.dim': 512 differs from the teacher's embedding size 128/,
+    );
     expect(() => planRun({ profile: 'real', stages: ['anchors'], overrides: { anchors: { dim: 512 } } })).toThrow(/field 'anchors\.dim'/);
-    expect(planRun({ profile: 'real', overrides: { prepare: { teacher: 'mobileface-256' }, anchors: { dim: 256 } } }).stages).toContain('anchors');
-    expect(() => planRun({ profile: 'real', overrides: { prepare: { source: { kind: 'photos' } } } })).toThrow(/field 'prepare\.source\.kind'/);
+    expect(planRun({ profile: 'real', overrides: { prepare: { teacher: 'mobileface-256' }, anchors: { dim: 256 } } }).stages).toContain(
+      'anchors',
+    );
+    expect(() => planRun({ profile: 'real', overrides: { prepare: { source: { kind: 'photos' } } } })).toThrow(
+      /field 'prepare\.source\.kind'/,
+    );
   });
 
   it.each([
@@ -45,8 +51,14 @@ describe('planRun', () => {
     [{ overrides: { anchors: { iterations: -1 } } }, /field 'anchors\.iterations'/],
     [{ overrides: { nonsense: {} } }, /field 'nonsense': Unrecognized key/],
     [{ stages: ['anchors', 'nope'] }, /field 'stages\[1\]': unknown stage 'nope'/],
-    [{ profile: 'real', overrides: { 'train-diffusion': { resolution: 48 } } }, /field 'train-diffusion\.resolution': 48 is not one of prepare\.sizes \[112, 64, 32\]/],
-    [{ profile: 'real', overrides: { 'train-diffusion': { unet: { channelMult: [1, 2, 2, 2, 2, 2, 2] } } } }, /train-diffusion\.unet\.resolution.*not divisible/],
+    [
+      { profile: 'real', overrides: { 'train-diffusion': { resolution: 48 } } },
+      /field 'train-diffusion\.resolution': 48 is not one of prepare\.sizes \[112, 64, 32\]/,
+    ],
+    [
+      { profile: 'real', overrides: { 'train-diffusion': { unet: { channelMult: [1, 2, 2, 2, 2, 2, 2] } } } },
+      /train-diffusion\.unet\.resolution.*not divisible/,
+    ],
     [{ profile: 'real', overrides: { 'train-diffusion': { trainer: { batchSize: 0 } } } }, /field 'train-diffusion\.trainer\.batchSize'/],
   ])('rejects %j naming the field', (input, message) => {
     expect(() => planRun(input)).toThrow(message);

@@ -7,7 +7,9 @@ import { BUILTIN_STAGES, createStageRegistry, pipelineConfigSchema, planRun, sta
 
 const schema = z.object({ seed: z.number().int() }).strict();
 const stage = (name: string, upstream: string[] = []): AnyStageDefinition =>
-  ({ name, version: 1, schema, upstream, run: async () => ({ outputs: {}, metrics: {} }) }) as StageDefinition<typeof schema> as AnyStageDefinition;
+  ({ name, version: 1, schema, upstream, run: async () => ({ outputs: {}, metrics: {} }) }) as StageDefinition<
+    typeof schema
+  > as AnyStageDefinition;
 
 describe('the stage registry', () => {
   beforeAll(() => {
@@ -37,9 +39,13 @@ describe('the stage registry', () => {
       expect(stageRegistry().names.at(-1)).toBe('throwaway');
       const plan = planRun({ profile: 'demo', stages: ['throwaway', 'anchors'], overrides: { throwaway: { suffix: '!' } } });
       expect(plan.stages).toEqual(['anchors', 'throwaway']);
-      expect(() => planRun({ profile: 'demo', stages: ['anchors', 'throwaway'], overrides: { throwaway: { suffix: 5 } } })).toThrow(/field 'throwaway\.suffix'/);
+      expect(() => planRun({ profile: 'demo', stages: ['anchors', 'throwaway'], overrides: { throwaway: { suffix: 5 } } })).toThrow(
+        /field 'throwaway\.suffix'/,
+      );
       // its plan-time check against another stage's section
-      expect(() => planRun({ profile: 'demo', stages: ['anchors', 'throwaway'], overrides: { throwaway: { minAnchors: 5000 } } })).toThrow(/field 'throwaway\.minAnchors': 5000 > anchors\.n 1000/);
+      expect(() => planRun({ profile: 'demo', stages: ['anchors', 'throwaway'], overrides: { throwaway: { minAnchors: 5000 } } })).toThrow(
+        /field 'throwaway\.minAnchors': 5000 > anchors\.n 1000/,
+      );
     } finally {
       delete process.env.ID3_EXTRA_STAGES;
     }

@@ -14,7 +14,11 @@ describe('anchors and identities stages through the run store', () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-anchors-')));
     const events: ProgressEvent[] = [];
     const opts = { store, progress: (e: ProgressEvent) => events.push(e), backend: 'wasm' };
-    const anchors = await executeStage(anchorsStage, { seed: 0, n: 200, dim: 16, iterations: 60, neighbours: 8, refreshEvery: 10, checkpointEvery: 20 }, opts);
+    const anchors = await executeStage(
+      anchorsStage,
+      { seed: 0, n: 200, dim: 16, iterations: 60, neighbours: 8, refreshEvery: 10, checkpointEvery: 20 },
+      opts,
+    );
     expect(anchors.skipped).toBe(false);
     const m = anchors.manifest.metrics;
     expect(m.minAngleDeg).toBeGreaterThan(m.random_minAngleDeg);
@@ -36,17 +40,29 @@ describe('anchors and identities stages through the run store', () => {
     // Read through the anchors manifest; the header carries the data file's hash.
     expect(ids.manifest.inputs).toEqual({ anchors: anchors.manifest.outputs.anchors });
 
-    expect((await executeStage(anchorsStage, { seed: 0, n: 200, dim: 16, iterations: 60, neighbours: 8, refreshEvery: 10, checkpointEvery: 20 }, opts)).skipped).toBe(true);
+    expect(
+      (
+        await executeStage(
+          anchorsStage,
+          { seed: 0, n: 200, dim: 16, iterations: 60, neighbours: 8, refreshEvery: 10, checkpointEvery: 20 },
+          opts,
+        )
+      ).skipped,
+    ).toBe(true);
     expect((await executeStage(identitiesStage, { seed: 0, m: 5, lb: 0.7, ub: 0.9 }, opts)).skipped).toBe(true);
   });
 
   it('identities fails with a clear message when anchors are missing', async () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-anchors-')));
-    await expect(executeStage(identitiesStage, { seed: 0, m: 5, lb: 0.7, ub: 0.9 }, { store, progress: () => undefined, backend: 'wasm' })).rejects.toThrow(/reads the outputs of stage 'anchors', which has not completed .*: run 'anchors' first/);
+    await expect(
+      executeStage(identitiesStage, { seed: 0, m: 5, lb: 0.7, ub: 0.9 }, { store, progress: () => undefined, backend: 'wasm' }),
+    ).rejects.toThrow(/reads the outputs of stage 'anchors', which has not completed .*: run 'anchors' first/);
   });
 
   it('rejects an inverted band naming the field', async () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-anchors-')));
-    await expect(executeStage(identitiesStage, { seed: 0, m: 5, lb: 0.9, ub: 0.7 }, { store, progress: () => undefined, backend: 'wasm' })).rejects.toThrow(/field 'lb': lb must not exceed ub/);
+    await expect(
+      executeStage(identitiesStage, { seed: 0, m: 5, lb: 0.9, ub: 0.7 }, { store, progress: () => undefined, backend: 'wasm' }),
+    ).rejects.toThrow(/field 'lb': lb must not exceed ub/);
   });
 });

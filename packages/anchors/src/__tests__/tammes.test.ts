@@ -3,7 +3,17 @@ import { nearestNeighbours, pairwiseStats, randomUnitVectors, tammesAnchors } fr
 import { tf } from '@id3/core';
 
 // Exact (all-pairs) settings for tiny N on S²: every other point is a neighbour.
-const onSphere = (n: number) => ({ n, dim: 3, seed: 0, iterations: 2000, refreshEvery: 1_000_000, stepStart: 0.1, stepEnd: 1e-4, sharpnessStart: 10, sharpnessEnd: 3000 });
+const onSphere = (n: number) => ({
+  n,
+  dim: 3,
+  seed: 0,
+  iterations: 2000,
+  refreshEvery: 1_000_000,
+  stepStart: 0.1,
+  stepEnd: 1e-4,
+  sharpnessStart: 10,
+  sharpnessEnd: 3000,
+});
 
 describe('tammesAnchors on S² (known optima)', () => {
   beforeAll(async () => {
@@ -52,7 +62,9 @@ describe('tammesAnchors on S² (known optima)', () => {
     const opts = { n: 200, dim: 8, seed: 1, iterations: 40, neighbours: 8, refreshEvery: 10 };
     const straight = await tammesAnchors(opts);
     const saved: { step: number; points: Float32Array }[] = [];
-    await tammesAnchors(opts, { checkpoint: { every: 20, save: (step, points) => void saved.push({ step, points: Float32Array.from(points) }) } });
+    await tammesAnchors(opts, {
+      checkpoint: { every: 20, save: (step, points) => void saved.push({ step, points: Float32Array.from(points) }) },
+    });
     expect(saved.map((s) => s.step)).toEqual([20]);
     const resumed = await tammesAnchors(opts, { resume: saved[0] });
     expect(Array.from(resumed.points)).toEqual(Array.from(straight.points));
@@ -101,10 +113,11 @@ describe('neighbour lists and pairwise statistics (against brute force)', () => 
     const s = pairwiseStats(x, n, dim, { bins: 10, blockRows: 37 });
     let max = -Infinity;
     let sum = 0;
-    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) {
-      max = Math.max(max, cos(i, j));
-      sum += cos(i, j);
-    }
+    for (let i = 0; i < n; i++)
+      for (let j = i + 1; j < n; j++) {
+        max = Math.max(max, cos(i, j));
+        sum += cos(i, j);
+      }
     expect(s.maxCos).toBeCloseTo(max, 5);
     expect(s.meanCos).toBeCloseTo(sum / ((n * (n - 1)) / 2), 5);
     expect(s.histogram.reduce((a, b) => a + b, 0)).toBe((n * (n - 1)) / 2);

@@ -5,7 +5,8 @@ import { selectBackend, type BackendAvailability, type BackendProbes } from '../
 // host has tfjs-node(-gpu) or WebGPU installed (the GPU hosts the project is for do).
 const loads = (detail: string): BackendAvailability => ({ ok: true, detail });
 const missing = (reason: string): BackendAvailability => ({ ok: false, reason });
-const TF_MISSING = "@tensorflow/tfjs-node-gpu: Cannot find module '@tensorflow/tfjs-node-gpu'; @tensorflow/tfjs-node: Cannot find module '@tensorflow/tfjs-node'";
+const TF_MISSING =
+  "@tensorflow/tfjs-node-gpu: Cannot find module '@tensorflow/tfjs-node-gpu'; @tensorflow/tfjs-node: Cannot find module '@tensorflow/tfjs-node'";
 
 function probes(tensorflow: BackendAvailability, webgpu: BackendAvailability): BackendProbes & { calls: string[] } {
   const calls: string[] = [];

@@ -53,8 +53,18 @@ describe('RunStore.stageStatus', () => {
     const record = await store.describeFile(out);
     const configHash = hashJson({ a: 1 });
     store.writeManifest({
-      format: 'id3-stage-manifest/1', stage: 's', stageVersion: 1, configHash, config: { a: 1 }, inputs: {},
-      outputs: { out: record }, metrics: { m: 1 }, backend: 'cpu', startedAt: '', finishedAt: '', durationMs: 0,
+      format: 'id3-stage-manifest/1',
+      stage: 's',
+      stageVersion: 1,
+      configHash,
+      config: { a: 1 },
+      inputs: {},
+      outputs: { out: record },
+      metrics: { m: 1 },
+      backend: 'cpu',
+      startedAt: '',
+      finishedAt: '',
+      durationMs: 0,
     });
     return { store, out, configHash, record };
   }
@@ -67,26 +77,44 @@ describe('RunStore.stageStatus', () => {
 
   it('is not current for a stage without a manifest', async () => {
     const { store, configHash } = await recorded();
-    expect(await store.stageStatus('other', { stageVersion: 1, configHash, inputs: {} })).toEqual({ current: false, reason: 'no manifest' });
+    expect(await store.stageStatus('other', { stageVersion: 1, configHash, inputs: {} })).toEqual({
+      current: false,
+      reason: 'no manifest',
+    });
   });
 
   it('is not current after a config change, a version bump, an input change, or an output edit/removal', async () => {
     const { store, out, configHash } = await recorded();
-    expect(await store.stageStatus('s', { stageVersion: 1, configHash: 'other', inputs: {} })).toEqual({ current: false, reason: 'config changed' });
+    expect(await store.stageStatus('s', { stageVersion: 1, configHash: 'other', inputs: {} })).toEqual({
+      current: false,
+      reason: 'config changed',
+    });
     expect((await store.stageStatus('s', { stageVersion: 2, configHash, inputs: {} })).current).toBe(false);
-    expect(await store.stageStatus('s', { stageVersion: 1, configHash, inputs: { data: { path: 'x', sha256: 'y', bytes: 1 } } })).toEqual({ current: false, reason: "input 'data' changed" });
+    expect(await store.stageStatus('s', { stageVersion: 1, configHash, inputs: { data: { path: 'x', sha256: 'y', bytes: 1 } } })).toEqual({
+      current: false,
+      reason: "input 'data' changed",
+    });
     writeFileSync(out, 'resulT');
-    expect(await store.stageStatus('s', { stageVersion: 1, configHash, inputs: {} })).toEqual({ current: false, reason: "output 'out' changed (s/out.txt)" });
+    expect(await store.stageStatus('s', { stageVersion: 1, configHash, inputs: {} })).toEqual({
+      current: false,
+      reason: "output 'out' changed (s/out.txt)",
+    });
     const { rmSync } = await import('node:fs');
     rmSync(out);
-    expect(await store.stageStatus('s', { stageVersion: 1, configHash, inputs: {} })).toEqual({ current: false, reason: "output 'out' missing (s/out.txt)" });
+    expect(await store.stageStatus('s', { stageVersion: 1, configHash, inputs: {} })).toEqual({
+      current: false,
+      reason: "output 'out' missing (s/out.txt)",
+    });
   });
 
   it('logs events as JSON lines', () => {
     const store = new RunStore(tmp());
     store.logEvent('a', 'start');
     store.logEvent('a', 'complete', { durationMs: 5 });
-    expect(store.readEvents().map((e) => [e.stage, e.event])).toEqual([['a', 'start'], ['a', 'complete']]);
+    expect(store.readEvents().map((e) => [e.stage, e.event])).toEqual([
+      ['a', 'start'],
+      ['a', 'complete'],
+    ]);
     expect(existsSync(join(store.root, 'events.jsonl'))).toBe(true);
   });
 });

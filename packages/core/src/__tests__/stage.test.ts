@@ -93,9 +93,13 @@ describe('upstream reads', () => {
 
   it('names the missing upstream stage or output', async () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-reads-')));
-    await expect(executeStage(reader, { seed: 1 }, opts(store))).rejects.toThrow(/stage 'reader' reads the outputs of stage 'echo', which has not completed .*: run 'echo' first/);
+    await expect(executeStage(reader, { seed: 1 }, opts(store))).rejects.toThrow(
+      /stage 'reader' reads the outputs of stage 'echo', which has not completed .*: run 'echo' first/,
+    );
     await executeStage(makeStage({ count: 0 }), { seed: 1, text: 'hi' }, opts(store));
-    await expect(executeStage(reader, { seed: 1, from: 'nope' }, opts(store))).rejects.toThrow(/reads output 'nope' of stage 'echo', which has none by that name \(it has: out\)/);
+    await expect(executeStage(reader, { seed: 1, from: 'nope' }, opts(store))).rejects.toThrow(
+      /reads output 'nope' of stage 'echo', which has none by that name \(it has: out\)/,
+    );
   });
 });
 
@@ -118,7 +122,10 @@ describe('sharded stages', () => {
       async run({ dir, shards }) {
         const out = join(dir, 'merged.txt');
         writeFileAtomic(out, shards.map((s) => readFileSync(join(s.dir, 'value.txt'), 'utf8')).join(','));
-        return { outputs: { merged: out }, metrics: { shards: shards.length, totalLength: shards.reduce((a, s) => a + s.metrics.length, 0) } };
+        return {
+          outputs: { merged: out },
+          metrics: { shards: shards.length, totalLength: shards.reduce((a, s) => a + s.metrics.length, 0) },
+        };
       },
     };
   }
@@ -135,13 +142,18 @@ describe('sharded stages', () => {
     const def = sharded(ran);
     const plan = await prepareStageRun(def, { seed: 0, parts: 4, failOn: 'part-2' }, opts(store));
     expect(plan.current ? [] : plan.shards).toEqual([
-      { id: 'part-0', done: true }, { id: 'part-1', done: true }, { id: 'part-2', done: false }, { id: 'part-3', done: false },
+      { id: 'part-0', done: true },
+      { id: 'part-1', done: true },
+      { id: 'part-2', done: false },
+      { id: 'part-3', done: false },
     ]);
     // Shards run one by one, as workers would take them; a done shard is not redone.
     ran.length = 0;
     expect((await executeShard(def, { seed: 0, parts: 4, failOn: 'part-2' }, 'part-1', opts(store))).skipped).toBe(true);
     expect(ran).toEqual([]);
-    await expect(executeShard(def, { seed: 0, parts: 4, failOn: 'part-2' }, 'part-9', opts(store))).rejects.toThrow(/has no shard 'part-9'/);
+    await expect(executeShard(def, { seed: 0, parts: 4, failOn: 'part-2' }, 'part-9', opts(store))).rejects.toThrow(
+      /has no shard 'part-9'/,
+    );
   });
 
   it('merges shards done by separate calls; a changed config starts its shards afresh', async () => {

@@ -15,23 +15,45 @@ describe('checkpoint directories', () => {
   afterEach(() => rmSync(dirname(root), { recursive: true, force: true }));
 
   const save = (step: number, key = 'k', keep = 2) =>
-    writeCheckpoint(root, { format: 'toy/1', step, key, note: `n${step}` } as ToyState, { keep, writeFiles: (dir) => writeFileSync(join(dir, 'payload.txt'), `payload ${step}`) });
+    writeCheckpoint(root, { format: 'toy/1', step, key, note: `n${step}` } as ToyState, {
+      keep,
+      writeFiles: (dir) => writeFileSync(join(dir, 'payload.txt'), `payload ${step}`),
+    });
 
   it('writes step directories whole (temp dir + rename, state last) and prunes to keep-N', async () => {
     expect(await save(1)).toBe(join(root, 'step-000000001'));
     await save(2);
     await save(10);
-    expect(listCheckpoints(root)).toEqual([{ name: 'step-000000002', step: 2 }, { name: 'step-000000010', step: 10 }]);
+    expect(listCheckpoints(root)).toEqual([
+      { name: 'step-000000002', step: 2 },
+      { name: 'step-000000010', step: 10 },
+    ]);
     expect(readdirSync(root).filter((n) => n.startsWith('.tmp'))).toEqual([]);
     expect(readFileSync(join(root, checkpointName(10), 'payload.txt'), 'utf8')).toBe('payload 10');
-    expect(JSON.parse(readFileSync(join(root, checkpointName(10), 'state.json'), 'utf8'))).toEqual({ format: 'toy/1', step: 10, key: 'k', note: 'n10' });
+    expect(JSON.parse(readFileSync(join(root, checkpointName(10), 'state.json'), 'utf8'))).toEqual({
+      format: 'toy/1',
+      step: 10,
+      key: 'k',
+      note: 'n10',
+    });
   });
 
   it('a directory without state.json (a crash mid-write) is not a checkpoint; a failed writeFiles leaves nothing visible', async () => {
     await save(1);
     mkdirSync(join(root, checkpointName(5)));
     expect(listCheckpoints(root).map((c) => c.step)).toEqual([1]);
-    await expect(writeCheckpoint(root, { format: 'toy/1', step: 6, key: 'k' }, { keep: 2, writeFiles: () => { throw new Error('disk full'); } })).rejects.toThrow('disk full');
+    await expect(
+      writeCheckpoint(
+        root,
+        { format: 'toy/1', step: 6, key: 'k' },
+        {
+          keep: 2,
+          writeFiles: () => {
+            throw new Error('disk full');
+          },
+        },
+      ),
+    ).rejects.toThrow('disk full');
     expect(listCheckpoints(root).map((c) => c.step)).toEqual([1]);
   });
 
@@ -42,7 +64,9 @@ describe('checkpoint directories', () => {
     writeFileSync(join(root, checkpointName(3), 'state.json'), '{ torn');
     await writeCheckpoint(root, { format: 'other/1', step: 4, key: 'x' }, { keep: 5, writeFiles: () => undefined });
     const loaded: string[] = [];
-    const r = resumeCheckpoint<ToyState>(root, { format: 'toy/1', key: 'k' }, (dir, state) => loaded.push(`${readFileSync(join(dir, 'payload.txt'), 'utf8')} ${state.note}`));
+    const r = resumeCheckpoint<ToyState>(root, { format: 'toy/1', key: 'k' }, (dir, state) =>
+      loaded.push(`${readFileSync(join(dir, 'payload.txt'), 'utf8')} ${state.note}`),
+    );
     expect(r).toEqual({ step: 2, path: join(root, checkpointName(2)) });
     expect(loaded).toEqual(['payload 2 n2']);
     expect(resumeCheckpoint(join(root, 'none'), { format: 'toy/1', key: 'k' }, () => undefined)).toBeUndefined();
@@ -54,7 +78,9 @@ describe('checkpoint directories', () => {
     const r = resumeCheckpoint(root, { format: 'toy/1', key: 'new' }, () => {
       throw new Error('must not load');
     });
-    expect(r).toEqual({ ignored: expect.stringMatching(/another config or dataset; moved the old checkpoints to .*checkpoints\.stale-/) as string });
+    expect(r).toEqual({
+      ignored: expect.stringMatching(/another config or dataset; moved the old checkpoints to .*checkpoints\.stale-/) as string,
+    });
     expect(existsSync(root)).toBe(false);
     const aside = readdirSync(dirname(root)).filter((n) => n.startsWith('checkpoints.stale-'));
     expect(aside).toHaveLength(1);
@@ -75,8 +101,14 @@ describe('GradientWorkerPool (TypeScript worker bodies through the tsx bootstrap
       expect(pool.size).toBe(2);
       const weights = Float32Array.of(1, -2, 3);
       const out = await pool.gradients(weights, [{ factor: 2 }, { factor: -1 }]);
-      expect(out.map((r) => Array.from(r.grads))).toEqual([[2, -4, 6], [-1, 2, -3]]);
-      expect(out.map((r) => Array.from(r.terms))).toEqual([[2, 7], [-1, 7]]);
+      expect(out.map((r) => Array.from(r.grads))).toEqual([
+        [2, -4, 6],
+        [-1, 2, -3],
+      ]);
+      expect(out.map((r) => Array.from(r.terms))).toEqual([
+        [2, 7],
+        [-1, 7],
+      ]);
       expect(Array.from(weights)).toEqual([1, -2, 3]); // the caller's weights are copied, not moved
       expect((await pool.gradients(weights, [{ factor: 3 }]))[0].grads[2]).toBe(9); // fewer shards than workers
       await expect(pool.gradients(weights, [{ factor: 1 }, { factor: 1 }, { factor: 1 }])).rejects.toThrow('3 shards for 2 workers');
@@ -85,10 +117,12 @@ describe('GradientWorkerPool (TypeScript worker bodies through the tsx bootstrap
     }
   });
 
-  it('a failing step rejects with the worker\'s error, and the pool keeps working', async () => {
+  it("a failing step rejects with the worker's error, and the pool keeps working", async () => {
     const pool = await GradientWorkerPool.start<{ tag: number }, { factor: number }>({ script, count: 1, init: { tag: 1 } });
     try {
-      await expect(pool.gradients(Float32Array.of(1), [{ factor: Number.NaN }])).rejects.toThrow(/gradient worker failed: Error: factor is NaN/);
+      await expect(pool.gradients(Float32Array.of(1), [{ factor: Number.NaN }])).rejects.toThrow(
+        /gradient worker failed: Error: factor is NaN/,
+      );
       expect(Array.from((await pool.gradients(Float32Array.of(1), [{ factor: 4 }]))[0].grads)).toEqual([4]);
     } finally {
       await pool.close();
@@ -96,6 +130,8 @@ describe('GradientWorkerPool (TypeScript worker bodies through the tsx bootstrap
   });
 
   it('a worker script that cannot load fails start', async () => {
-    await expect(GradientWorkerPool.start({ script: join(__dirname, 'fixtures', 'missing-worker.ts'), count: 1, init: {} })).rejects.toThrow(/missing-worker/);
+    await expect(
+      GradientWorkerPool.start({ script: join(__dirname, 'fixtures', 'missing-worker.ts'), count: 1, init: {} }),
+    ).rejects.toThrow(/missing-worker/);
   });
 });

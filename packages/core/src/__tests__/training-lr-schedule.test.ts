@@ -36,9 +36,17 @@ describe('learning-rate schedules (1-based step numbers)', () => {
 
   it('the schema fills defaults and names bad configs', () => {
     expect(lrScheduleSchema.parse({ learningRate: 0.1 })).toEqual({ learningRate: 0.1, warmupSteps: 0, decay: { kind: 'constant' } });
-    expect(lrScheduleSchema.parse({ learningRate: 0.1, decay: { kind: 'step', milestones: [5] } }).decay).toEqual({ kind: 'step', milestones: [5], gamma: 0.1 });
-    expect(() => lrScheduleSchema.parse({ learningRate: 0.1, decay: { kind: 'step', milestones: [5, 5] } })).toThrow(/milestones must increase/);
-    expect(() => lrScheduleSchema.parse({ learningRate: 0.1, warmupSteps: 10, decay: { kind: 'cosine', totalSteps: 10 } })).toThrow(/totalSteps must exceed/);
+    expect(lrScheduleSchema.parse({ learningRate: 0.1, decay: { kind: 'step', milestones: [5] } }).decay).toEqual({
+      kind: 'step',
+      milestones: [5],
+      gamma: 0.1,
+    });
+    expect(() => lrScheduleSchema.parse({ learningRate: 0.1, decay: { kind: 'step', milestones: [5, 5] } })).toThrow(
+      /milestones must increase/,
+    );
+    expect(() => lrScheduleSchema.parse({ learningRate: 0.1, warmupSteps: 10, decay: { kind: 'cosine', totalSteps: 10 } })).toThrow(
+      /totalSteps must exceed/,
+    );
     expect(() => lrScheduleSchema.parse({ learningRate: 0.1, decay: { kind: 'linear' } })).toThrow();
   });
 });

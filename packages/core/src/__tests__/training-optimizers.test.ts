@@ -1,4 +1,18 @@
-import { JsLoopOptimizer, Rng, emaUpdate, emaUpdateVariables, globalNorm, globalNormTensor, TfjsOpsOptimizer, createOptimizer, initBackend, optimizerImplementationFor, tf, type OptimizerConfigInput, type OptimizerImplementation } from '../index';
+import {
+  JsLoopOptimizer,
+  Rng,
+  emaUpdate,
+  emaUpdateVariables,
+  globalNorm,
+  globalNormTensor,
+  TfjsOpsOptimizer,
+  createOptimizer,
+  initBackend,
+  optimizerImplementationFor,
+  tf,
+  type OptimizerConfigInput,
+  type OptimizerImplementation,
+} from '../index';
 
 beforeAll(async () => {
   await initBackend('cpu', () => undefined);
@@ -73,24 +87,27 @@ describe.each(CONFIGS)('%s: the js-loop and tfjs-ops paths agree', (_name, confi
 });
 
 describe('optimiser state and bookkeeping', () => {
-  it.each(['js-loop', 'tfjs-ops'] as const)('%s: 3 steps + state/weights restored into a fresh optimiser + 3 steps = 6 steps, exactly', async (implementation) => {
-    const config: OptimizerConfigInput = { kind: 'adam', beta1: 0.8 };
-    const straight = await train(config, implementation, 'tensors', 6);
-    const first = await train(config, implementation, 'tensors', 3);
-    const vars = variables(7); // other initial values: writeWeights must replace them
-    const opt = createOptimizer(config, vars, { implementation });
-    opt.writeWeights(first.weights);
-    opt.writeState(first.state);
-    for (let step = 4; step <= 6; step++) {
-      const g = gradients(step);
-      opt.apply(g, { step, learningRate: 0.05 * Math.min(1, step / 3), gradScale: step % 2 ? 1 : 0.5 });
-      tf.dispose(g);
-    }
-    expect(await opt.readWeights()).toEqual(straight.weights);
-    expect((await opt.readState()).slots).toEqual(straight.state.slots);
-    opt.dispose();
-    tf.dispose(vars);
-  });
+  it.each(['js-loop', 'tfjs-ops'] as const)(
+    '%s: 3 steps + state/weights restored into a fresh optimiser + 3 steps = 6 steps, exactly',
+    async (implementation) => {
+      const config: OptimizerConfigInput = { kind: 'adam', beta1: 0.8 };
+      const straight = await train(config, implementation, 'tensors', 6);
+      const first = await train(config, implementation, 'tensors', 3);
+      const vars = variables(7); // other initial values: writeWeights must replace them
+      const opt = createOptimizer(config, vars, { implementation });
+      opt.writeWeights(first.weights);
+      opt.writeState(first.state);
+      for (let step = 4; step <= 6; step++) {
+        const g = gradients(step);
+        opt.apply(g, { step, learningRate: 0.05 * Math.min(1, step / 3), gradScale: step % 2 ? 1 : 0.5 });
+        tf.dispose(g);
+      }
+      expect(await opt.readWeights()).toEqual(straight.weights);
+      expect((await opt.readState()).slots).toEqual(straight.state.slots);
+      opt.dispose();
+      tf.dispose(vars);
+    },
+  );
 
   it('refuses state of another kind or size, and gradients of the wrong length', () => {
     const vars = variables(1);
@@ -117,22 +134,25 @@ describe('optimiser state and bookkeeping', () => {
     tf.dispose(vars);
   });
 
-  it.each(['js-loop', 'tfjs-ops'] as const)('%s keeps tf.memory().numTensors flat over updates, and dispose frees its state', (implementation) => {
-    const start = tf.memory().numTensors;
-    const vars = variables(1);
-    const opt = createOptimizer({ kind: 'adam' }, vars, { implementation });
-    const g = gradients(1);
-    opt.apply(g, { step: 1, learningRate: 0.1 });
-    const before = tf.memory().numTensors;
-    for (let step = 2; step <= 5; step++) {
-      opt.apply(g, { step, learningRate: 0.1, gradScale: 0.5 });
-      opt.apply(flat(g), { step, learningRate: 0.1 });
-    }
-    expect(tf.memory().numTensors).toBe(before);
-    opt.dispose();
-    tf.dispose([...g, ...vars]);
-    expect(tf.memory().numTensors).toBe(start);
-  });
+  it.each(['js-loop', 'tfjs-ops'] as const)(
+    '%s keeps tf.memory().numTensors flat over updates, and dispose frees its state',
+    (implementation) => {
+      const start = tf.memory().numTensors;
+      const vars = variables(1);
+      const opt = createOptimizer({ kind: 'adam' }, vars, { implementation });
+      const g = gradients(1);
+      opt.apply(g, { step: 1, learningRate: 0.1 });
+      const before = tf.memory().numTensors;
+      for (let step = 2; step <= 5; step++) {
+        opt.apply(g, { step, learningRate: 0.1, gradScale: 0.5 });
+        opt.apply(flat(g), { step, learningRate: 0.1 });
+      }
+      expect(tf.memory().numTensors).toBe(before);
+      opt.dispose();
+      tf.dispose([...g, ...vars]);
+      expect(tf.memory().numTensors).toBe(start);
+    },
+  );
 });
 
 describe('device-side EMA and gradient norm', () => {

@@ -7,7 +7,9 @@ describe('Adam (one JS pass over flat arrays)', () => {
     const w = Float32Array.of(1);
     const m = new Float32Array(1);
     const v = new Float32Array(1);
-    grads.forEach((g, i) => adamUpdate(w, m, v, Float32Array.of(g), { ...hyper, stepSize: adamStepSize(lr, i + 1, hyper.beta1, hyper.beta2), gradScale }));
+    grads.forEach((g, i) =>
+      adamUpdate(w, m, v, Float32Array.of(g), { ...hyper, stepSize: adamStepSize(lr, i + 1, hyper.beta1, hyper.beta2), gradScale }),
+    );
     return { w: w[0], m: m[0], v: v[0] };
   };
 

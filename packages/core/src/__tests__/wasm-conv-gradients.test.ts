@@ -15,7 +15,16 @@ describe('wasm conv2d gradients', () => {
     expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeUndefined();
   });
 
-  function gradsOn(backend: string, x: Float32Array, xs: number[], w: Float32Array, ws: number[], dyScale: Float32Array, stride: number, pad: 'same' | 'valid'): Promise<[Float32Array, Float32Array]> {
+  function gradsOn(
+    backend: string,
+    x: Float32Array,
+    xs: number[],
+    w: Float32Array,
+    ws: number[],
+    dyScale: Float32Array,
+    stride: number,
+    pad: 'same' | 'valid',
+  ): Promise<[Float32Array, Float32Array]> {
     return (async () => {
       await tf.setBackend(backend);
       const [gx, gw] = tf.tidy(() => {
@@ -36,7 +45,9 @@ describe('wasm conv2d gradients', () => {
   }
 
   const cases: { k: number; stride: number; pad: 'same' | 'valid'; size: number }[] = [];
-  for (const k of [1, 3]) for (const stride of [1, 2]) for (const pad of ['same', 'valid'] as const) for (const size of [8, 9]) cases.push({ k, stride, pad, size });
+  for (const k of [1, 3])
+    for (const stride of [1, 2])
+      for (const pad of ['same', 'valid'] as const) for (const size of [8, 9]) cases.push({ k, stride, pad, size });
 
   it.each(cases)('kernel $k×$k, stride $stride, $pad, $size×$size input: matches cpu', async ({ k, stride, pad, size }) => {
     const [n, cin, cout] = [2, 3, 4];
@@ -61,7 +72,12 @@ describe('wasm conv2d gradients', () => {
   it('does not leak tensors', async () => {
     const x = tf.randomNormal([2, 8, 8, 3]);
     const w = tf.randomNormal([3, 3, 3, 4]);
-    const step = () => tf.tidy(() => tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')))([x, w]).forEach((g) => g.dataSync()));
+    const step = () =>
+      tf.tidy(() =>
+        tf
+          .grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')))([x, w])
+          .forEach((g) => g.dataSync()),
+      );
     step();
     const before = tf.memory().numTensors;
     for (let i = 0; i < 5; i++) step();
@@ -80,7 +96,9 @@ describe('wasm depthwise conv input gradient', () => {
   });
 
   const cases: { stride: number; pad: 'same' | 'valid'; mult: number; size: number }[] = [];
-  for (const stride of [1, 2]) for (const pad of ['same', 'valid'] as const) for (const mult of [1, 2]) for (const size of [8, 9]) cases.push({ stride, pad, mult, size });
+  for (const stride of [1, 2])
+    for (const pad of ['same', 'valid'] as const)
+      for (const mult of [1, 2]) for (const size of [8, 9]) cases.push({ stride, pad, mult, size });
 
   it.each(cases)('3×3, stride $stride, $pad, multiplier $mult, $size×$size: matches cpu', async ({ stride, pad, mult, size }) => {
     const seeded = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 0.5);

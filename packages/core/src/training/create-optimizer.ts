@@ -1,6 +1,12 @@
 import { tf } from '../backend';
 import { JsLoopOptimizer } from './js-loop-optimizer';
-import { optimizerConfigSchema, optimizerImplementationFor, type Optimizer, type OptimizerConfigInput, type OptimizerImplementation } from './optimizer';
+import {
+  optimizerConfigSchema,
+  optimizerImplementationFor,
+  type Optimizer,
+  type OptimizerConfigInput,
+  type OptimizerImplementation,
+} from './optimizer';
 import { TfjsOpsOptimizer } from './tfjs-ops-optimizer';
 
 /**

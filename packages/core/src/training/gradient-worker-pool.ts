@@ -76,7 +76,9 @@ export class GradientWorkerPool<Init, Payload> {
   /** Gradients of payloads[i] on worker i, given the current flat weights (copied to each). */
   async gradients(weights: Float32Array, payloads: readonly Payload[]): Promise<GradientResult[]> {
     if (payloads.length > this.workers.length) throw new Error(`${payloads.length} shards for ${this.workers.length} workers`);
-    const replies = await Promise.all(payloads.map((payload, i) => this.request(this.workers[i], { kind: 'step', id: this.nextId++, weights, payload })));
+    const replies = await Promise.all(
+      payloads.map((payload, i) => this.request(this.workers[i], { kind: 'step', id: this.nextId++, weights, payload })),
+    );
     return replies.map((r) => {
       if (r.kind !== 'grads') throw new Error(`gradient worker: unexpected reply '${r.kind}'`);
       return { grads: r.grads, terms: r.terms };

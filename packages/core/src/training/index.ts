@@ -5,11 +5,16 @@ export { adamStepSize, adamUpdate } from './adam';
 export type { AdamHyperparameters, AdamUpdate } from './adam';
 export { sgdMomentumUpdate } from './sgd';
 export type { SgdHyperparameters, SgdUpdate } from './sgd';
-export {
-  OPTIMIZER_SLOTS, adamConfigSchema, optimizerConfigSchema, optimizerImplementationFor, sgdConfigSchema,
-} from './optimizer';
+export { OPTIMIZER_SLOTS, adamConfigSchema, optimizerConfigSchema, optimizerImplementationFor, sgdConfigSchema } from './optimizer';
 export type {
-  Gradients, Optimizer, OptimizerConfig, OptimizerConfigInput, OptimizerImplementation, OptimizerKind, OptimizerState, UpdateOptions,
+  Gradients,
+  Optimizer,
+  OptimizerConfig,
+  OptimizerConfigInput,
+  OptimizerImplementation,
+  OptimizerKind,
+  OptimizerState,
+  UpdateOptions,
 } from './optimizer';
 export { JsLoopOptimizer, flattenTensorsSync } from './js-loop-optimizer';
 export { TfjsOpsOptimizer } from './tfjs-ops-optimizer';
@@ -19,7 +24,13 @@ export type { LrDecay, LrSchedule, LrScheduleInput } from './lr-schedule';
 export { emaDecayAt, emaUpdate, emaUpdateVariables } from './ema';
 export { clipScale, globalNorm, globalNormTensor } from './clip';
 export {
-  CHECKPOINT_STATE_FILE, checkpointName, listCheckpoints, moveCheckpointsAside, pruneCheckpoints, resumeCheckpoint, writeCheckpoint,
+  CHECKPOINT_STATE_FILE,
+  checkpointName,
+  listCheckpoints,
+  moveCheckpointsAside,
+  pruneCheckpoints,
+  resumeCheckpoint,
+  writeCheckpoint,
 } from './checkpoint-dir';
 export type { CheckpointEntry, CheckpointStateBase, ResumeOutcome } from './checkpoint-dir';
 export { GradientWorkerPool } from './gradient-worker-pool';

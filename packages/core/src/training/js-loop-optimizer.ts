@@ -1,6 +1,15 @@
 import { tf } from '../backend';
 import { adamStepSize, adamUpdate } from './adam';
-import { OPTIMIZER_SLOTS, checkLength, checkState, type Gradients, type Optimizer, type OptimizerConfig, type OptimizerState, type UpdateOptions } from './optimizer';
+import {
+  OPTIMIZER_SLOTS,
+  checkLength,
+  checkState,
+  type Gradients,
+  type Optimizer,
+  type OptimizerConfig,
+  type OptimizerState,
+  type UpdateOptions,
+} from './optimizer';
 import { sgdMomentumUpdate } from './sgd';
 
 /** Per-variable tensors → one flat array (a download per tensor). */

@@ -6,14 +6,17 @@ const stepsSchema = z.number().int().positive();
 export const lrDecaySchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('constant') }).strict(),
   /** Multiply by gamma at each milestone (1-based step numbers, as torch's MultiStepLR). */
-  z
-    .object({ kind: z.literal('step'), milestones: z.array(stepsSchema).min(1), gamma: z.number().positive().default(0.1) })
-    .strict(),
+  z.object({ kind: z.literal('step'), milestones: z.array(stepsSchema).min(1), gamma: z.number().positive().default(0.1) }).strict(),
   /** Half a cosine from the base rate at the end of the warm-up to `minLearningRate` at totalSteps. */
   z.object({ kind: z.literal('cosine'), totalSteps: stepsSchema, minLearningRate: z.number().nonnegative().default(0) }).strict(),
   /** (1 − progress)^power from the base rate to `endLearningRate` at totalSteps. */
   z
-    .object({ kind: z.literal('polynomial'), totalSteps: stepsSchema, power: z.number().positive().default(1), endLearningRate: z.number().nonnegative().default(0) })
+    .object({
+      kind: z.literal('polynomial'),
+      totalSteps: stepsSchema,
+      power: z.number().positive().default(1),
+      endLearningRate: z.number().nonnegative().default(0),
+    })
     .strict(),
 ]);
 
@@ -31,7 +34,11 @@ export const lrScheduleSchema = z
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['decay', 'milestones'], message: 'milestones must increase' });
     }
     if ((d.kind === 'cosine' || d.kind === 'polynomial') && d.totalSteps <= s.warmupSteps) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['decay', 'totalSteps'], message: `totalSteps must exceed warmupSteps (${s.warmupSteps})` });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['decay', 'totalSteps'],
+        message: `totalSteps must exceed warmupSteps (${s.warmupSteps})`,
+      });
     }
   });
 export type LrSchedule = z.output<typeof lrScheduleSchema>;

@@ -36,6 +36,7 @@ export function serveGradientWorker<Init, Payload>(body: GradientWorkerBody<Init
 /** The arrays' buffers, once each, when the arrays own them whole (else they are copied). */
 function transferable(...arrays: Float32Array[]): ArrayBuffer[] {
   const buffers = new Set<ArrayBuffer>();
-  for (const a of arrays) if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer) buffers.add(a.buffer);
+  for (const a of arrays)
+    if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer) buffers.add(a.buffer);
   return [...buffers];
 }

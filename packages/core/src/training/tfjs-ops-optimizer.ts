@@ -1,6 +1,15 @@
 import { tf } from '../backend';
 import { adamStepSize } from './adam';
-import { OPTIMIZER_SLOTS, checkLength, checkState, type Gradients, type Optimizer, type OptimizerConfig, type OptimizerState, type UpdateOptions } from './optimizer';
+import {
+  OPTIMIZER_SLOTS,
+  checkLength,
+  checkState,
+  type Gradients,
+  type Optimizer,
+  type OptimizerConfig,
+  type OptimizerState,
+  type UpdateOptions,
+} from './optimizer';
 
 /** Split a flat array into tensors shaped like the variables (an upload). */
 function splitLike(values: Float32Array, like: readonly tf.Variable[]): tf.Tensor[] {
@@ -43,7 +52,8 @@ export class TfjsOpsOptimizer implements Optimizer {
   }
 
   apply(grads: Gradients, o: UpdateOptions): void {
-    if (!(grads instanceof Float32Array) && grads.length !== this.variables.length) throw new RangeError(`apply: ${grads.length} gradients for ${this.variables.length} variables`);
+    if (!(grads instanceof Float32Array) && grads.length !== this.variables.length)
+      throw new RangeError(`apply: ${grads.length} gradients for ${this.variables.length} variables`);
     if (grads instanceof Float32Array) checkLength('apply', grads, this.parameterCount);
     const scale = o.gradScale ?? 1;
     const c = this.config;

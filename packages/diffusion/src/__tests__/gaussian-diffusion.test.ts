@@ -13,11 +13,12 @@ const diffusion = new GaussianDiffusion(makeSchedule({ kind: 'linear', steps: 10
  * ε*(x_t, t) = −√(1−ᾱ) ∇log q(x_t) = √(1−ᾱ) (x_t − √ᾱ μ) / (ᾱσ² + 1 − ᾱ).
  */
 function exactGaussianEps(mu: number, sigma: number): EpsModel {
-  return (xt, t) => tf.tidy(() => {
-    const a = diffusion.coefficient(diffusion.schedule.alphasCumprod, t);
-    const variance = tf.add(tf.mul(a, sigma * sigma), tf.sub(1, a));
-    return tf.div(tf.mul(tf.sqrt(tf.sub(1, a)), tf.sub(xt, tf.mul(tf.sqrt(a), mu))), variance) as tf.Tensor4D;
-  });
+  return (xt, t) =>
+    tf.tidy(() => {
+      const a = diffusion.coefficient(diffusion.schedule.alphasCumprod, t);
+      const variance = tf.add(tf.mul(a, sigma * sigma), tf.sub(1, a));
+      return tf.div(tf.mul(tf.sqrt(tf.sub(1, a)), tf.sub(xt, tf.mul(tf.sqrt(a), mu))), variance) as tf.Tensor4D;
+    });
 }
 
 /**
@@ -58,7 +59,11 @@ describe('GaussianDiffusion', () => {
     const rng = new Rng(1);
     const x0 = gaussianNoise(rng, [3, 4, 4, 3]) as tf.Tensor4D;
     const eps = gaussianNoise(rng, [3, 4, 4, 3]) as tf.Tensor4D;
-    for (const t of [[0, 1, 2], [10, 500, 998], [999, 999, 999]]) {
+    for (const t of [
+      [0, 1, 2],
+      [10, 500, 998],
+      [999, 999, 999],
+    ]) {
       const xt = diffusion.qSample(x0, t, eps);
       const back = diffusion.predictX0FromEps(xt, t, eps);
       const err = tf.max(tf.abs(tf.sub(back, x0)));
@@ -88,7 +93,9 @@ describe('GaussianDiffusion', () => {
   it.each([100, 1000])('DDIM (η = 0, %i steps) with the exact ε of Gaussian data recovers its mean and spread', async (steps) => {
     const mu = 0.6;
     const sigma = 0.2;
-    const x = runLoop(diffusion.ddimLoop(exactGaussianEps(mu, sigma), [4000, 1, 1, 1], { steps, eta: 0, rng: new Rng(3), clipDenoised: false }));
+    const x = runLoop(
+      diffusion.ddimLoop(exactGaussianEps(mu, sigma), [4000, 1, 1, 1], { steps, eta: 0, rng: new Rng(3), clipDenoised: false }),
+    );
     const { mean, std } = await stats(x);
     expect(Math.abs(mean - mu)).toBeLessThan(0.01);
     const expected = expectedStd(diffusion, sigma, ddimTimesteps(1000, steps), 'ddim');
@@ -99,15 +106,19 @@ describe('GaussianDiffusion', () => {
 
   it('DDPM ancestral sampling with the exact ε recovers the mean and the predicted spread', async () => {
     const small = new GaussianDiffusion(makeSchedule({ kind: 'linear', steps: 200 }));
-    const model: EpsModel = (xt, t) => tf.tidy(() => {
-      const a = small.coefficient(small.schedule.alphasCumprod, t);
-      return tf.div(tf.mul(tf.sqrt(tf.sub(1, a)), tf.sub(xt, tf.mul(tf.sqrt(a), -0.4))), tf.add(tf.mul(a, 0.09), tf.sub(1, a))) as tf.Tensor4D;
-    });
+    const model: EpsModel = (xt, t) =>
+      tf.tidy(() => {
+        const a = small.coefficient(small.schedule.alphasCumprod, t);
+        return tf.div(
+          tf.mul(tf.sqrt(tf.sub(1, a)), tf.sub(xt, tf.mul(tf.sqrt(a), -0.4))),
+          tf.add(tf.mul(a, 0.09), tf.sub(1, a)),
+        ) as tf.Tensor4D;
+      });
     const x = runLoop(small.ddpmLoop(model, [8000, 1, 1, 1], { rng: new Rng(4), clipDenoised: false }));
     const { mean, std } = await stats(x);
     expect(Math.abs(mean + 0.4)).toBeLessThan(0.02);
     const path = Array.from({ length: 200 }, (_, i) => 199 - i);
-    expect(Math.abs(std - expectedStd(small, 0.3, path, "ddpm"))).toBeLessThan(0.006);
+    expect(Math.abs(std - expectedStd(small, 0.3, path, 'ddpm'))).toBeLessThan(0.006);
     x.dispose();
   });
 
@@ -116,14 +127,18 @@ describe('GaussianDiffusion', () => {
     const model = exactGaussianEps(0, 0.2);
     const plain = runLoop(diffusion.ddimLoop(model, [500, 1, 1, 1], { steps: 20, rng: new Rng(5), clipDenoised: false }));
     // A negative ε correction pushes x̂0 up: x̂0 = (x_t − √(1−ᾱ) ε)/√ᾱ.
-    const guided = runLoop(diffusion.ddimLoop(model, [500, 1, 1, 1], {
-      steps: 20, rng: new Rng(5), clipDenoised: false,
-      guidance: (xt, t, predX0) => {
-        expect(predX0.shape).toEqual(xt.shape);
-        seen.push(t);
-        return tf.fill(xt.shape, -0.05 * Math.sqrt(1 - diffusion.schedule.alphasCumprod[t])) as tf.Tensor4D;
-      },
-    }));
+    const guided = runLoop(
+      diffusion.ddimLoop(model, [500, 1, 1, 1], {
+        steps: 20,
+        rng: new Rng(5),
+        clipDenoised: false,
+        guidance: (xt, t, predX0) => {
+          expect(predX0.shape).toEqual(xt.shape);
+          seen.push(t);
+          return tf.fill(xt.shape, -0.05 * Math.sqrt(1 - diffusion.schedule.alphasCumprod[t])) as tf.Tensor4D;
+        },
+      }),
+    );
     expect(seen).toHaveLength(20);
     expect(seen[0]).toBe(999);
     expect((await stats(guided)).mean).toBeGreaterThan((await stats(plain)).mean + 0.02);

@@ -9,7 +9,15 @@ beforeAll(async () => {
 });
 
 const R = 8;
-const unetConfig = unetConfigSchema.parse({ resolution: R, baseChannels: 8, channelMult: [1, 2], attentionResolutions: [], groups: 4, identityDim: 16, conditionHidden: [16, 16] });
+const unetConfig = unetConfigSchema.parse({
+  resolution: R,
+  baseChannels: 8,
+  channelMult: [1, 2],
+  attentionResolutions: [],
+  groups: 4,
+  identityDim: 16,
+  conditionHidden: [16, 16],
+});
 
 describe('sampleConditions', () => {
   let net: UNet;
@@ -17,7 +25,11 @@ describe('sampleConditions', () => {
     net = UNet.create(unetConfig, 2); // after the backend is up
   });
   const diffusion = new GaussianDiffusion(makeSchedule({ steps: 50 }));
-  const cond = { y: Float32Array.from({ length: 3 * 16 }, (_, k) => ((k * 7) % 5) / 5 - 0.4), s: Float32Array.from({ length: 3 * 4 }, (_, k) => k / 12), count: 3 };
+  const cond = {
+    y: Float32Array.from({ length: 3 * 16 }, (_, k) => ((k * 7) % 5) / 5 - 0.4),
+    s: Float32Array.from({ length: 3 * 4 }, (_, k) => k / 12),
+    count: 3,
+  };
   afterAll(() => net.dispose());
 
   it('passes the guidance hook to every DDIM step of every chunk, and its ε correction changes the samples', async () => {
@@ -26,7 +38,9 @@ describe('sampleConditions', () => {
 
     const calls: { batch: number; t: number; shapes: string }[] = [];
     const guided = await sampleConditions(net, diffusion, cond, {
-      ddimSteps: 4, seed: 1, chunk: 2,
+      ddimSteps: 4,
+      seed: 1,
+      chunk: 2,
       guidance: (xt, t, predX0) => {
         calls.push({ batch: xt.shape[0], t, shapes: `${xt.shape.join('x')} ${predX0.shape.join('x')}` });
         return tf.fill(xt.shape, 0.5) as tf.Tensor4D; // push ε̂ up: x̂0 moves down

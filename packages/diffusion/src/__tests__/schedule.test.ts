@@ -2,8 +2,22 @@ import { cosineBetas, ddimTimesteps, identityWeight, linearBetas, makeSchedule }
 
 // Golden ᾱ_t computed independently with numpy (float64): np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
 // and the improved-diffusion cosine betas (s = 0.008, capped at 0.999).
-const LINEAR_1000: Record<number, number> = { 0: 0.9999, 1: 0.9997800920720721, 10: 0.997806572507846, 100: 0.8951415908975365, 499: 0.07858724288177824, 999: 4.035829765375676e-5 };
-const COSINE_1000: Record<number, number> = { 0: 0.999958715775178, 1: 0.9999125759273678, 10: 0.9992789037733427, 100: 0.9715756818078386, 499: 0.4938435904406382, 999: 2.4287669070348567e-9 };
+const LINEAR_1000: Record<number, number> = {
+  0: 0.9999,
+  1: 0.9997800920720721,
+  10: 0.997806572507846,
+  100: 0.8951415908975365,
+  499: 0.07858724288177824,
+  999: 4.035829765375676e-5,
+};
+const COSINE_1000: Record<number, number> = {
+  0: 0.999958715775178,
+  1: 0.9999125759273678,
+  10: 0.9992789037733427,
+  100: 0.9715756818078386,
+  499: 0.4938435904406382,
+  999: 2.4287669070348567e-9,
+};
 const LINEAR_100: Record<number, number> = { 0: 0.999, 50: 0.06666562681829521, 99: 2.039008975564078e-5 };
 
 describe('noise schedules', () => {

@@ -23,7 +23,11 @@ let prepared = '';
  */
 beforeAll(async () => {
   prepared = mkdtempSync(join(tmpdir(), 'id3-prepared-'));
-  const r = await executeStage(prepareStage, { seed: 0, source: { kind: 'procedural', identities: 4, perIdentity: 3 }, sizes: [R], fallback: 'center-crop', fallbackFraction: 0.75 }, { store: new RunStore(prepared), progress: () => undefined, backend: 'wasm' });
+  const r = await executeStage(
+    prepareStage,
+    { seed: 0, source: { kind: 'procedural', identities: 4, perIdentity: 3 }, sizes: [R], fallback: 'center-crop', fallbackFraction: 0.75 },
+    { store: new RunStore(prepared), progress: () => undefined, backend: 'wasm' },
+  );
   N = r.manifest.metrics.accepted;
 });
 afterAll(() => rmSync(prepared, { recursive: true, force: true }));
@@ -43,7 +47,12 @@ const config = (steps: number) => ({
 });
 
 async function run(root: string, steps: number, events: ProgressEvent[] = []) {
-  return executeStage(trainDiffusionStage, config(steps), { store: new RunStore(root), progress: (e) => events.push(e), backend: 'wasm', fieldPrefix: 'train-diffusion' });
+  return executeStage(trainDiffusionStage, config(steps), {
+    store: new RunStore(root),
+    progress: (e) => events.push(e),
+    backend: 'wasm',
+    fieldPrefix: 'train-diffusion',
+  });
 }
 
 describe('train-diffusion stage', () => {
@@ -84,7 +93,9 @@ describe('train-diffusion stage', () => {
     const extended = await run(split, 4, events);
     expect(events.find((e) => e.phase === 'resume')?.step).toBe(2);
     expect(readFileSync(join(split, extended.manifest.outputs.emaData.path))).toEqual(readFileSync(join(straight, m.outputs.emaData.path)));
-    expect(readFileSync(join(split, extended.manifest.outputs.weightsData.path))).toEqual(readFileSync(join(straight, m.outputs.weightsData.path)));
+    expect(readFileSync(join(split, extended.manifest.outputs.weightsData.path))).toEqual(
+      readFileSync(join(straight, m.outputs.weightsData.path)),
+    );
 
     // Same config again: skipped, nothing recomputed.
     expect((await run(split, 4)).skipped).toBe(true);
@@ -92,12 +103,27 @@ describe('train-diffusion stage', () => {
 
   it('names what is missing when prepare has not run, or did not make this resolution', async () => {
     const empty = fresh();
-    await expect(run(empty, 2)).rejects.toMatchObject({ name: 'InvalidInputError', message: expect.stringMatching(/reads the outputs of stage 'prepare', which has not completed .*: run 'prepare' first/) });
+    await expect(run(empty, 2)).rejects.toMatchObject({
+      name: 'InvalidInputError',
+      message: expect.stringMatching(/reads the outputs of stage 'prepare', which has not completed .*: run 'prepare' first/),
+    });
     const other = fresh();
     fakePrepare(other);
-    await expect(executeStage(trainDiffusionStage, { ...config(2), resolution: 32 }, { store: new RunStore(other), progress: () => undefined, backend: 'wasm', fieldPrefix: 'train-diffusion' }))
-      .rejects.toMatchObject({ message: expect.stringMatching(/reads output 'crops32' of stage 'prepare', which has none by that name \(it has: crops16, /) });
-    await expect(executeStage(trainDiffusionStage, { ...config(2), trainer: { steps: 0 } }, { store: new RunStore(other), progress: () => undefined, backend: 'wasm', fieldPrefix: 'train-diffusion' }))
-      .rejects.toMatchObject({ message: expect.stringMatching(/train-diffusion\.trainer\.steps/) });
+    await expect(
+      executeStage(
+        trainDiffusionStage,
+        { ...config(2), resolution: 32 },
+        { store: new RunStore(other), progress: () => undefined, backend: 'wasm', fieldPrefix: 'train-diffusion' },
+      ),
+    ).rejects.toMatchObject({
+      message: expect.stringMatching(/reads output 'crops32' of stage 'prepare', which has none by that name \(it has: crops16, /),
+    });
+    await expect(
+      executeStage(
+        trainDiffusionStage,
+        { ...config(2), trainer: { steps: 0 } },
+        { store: new RunStore(other), progress: () => undefined, backend: 'wasm', fieldPrefix: 'train-diffusion' },
+      ),
+    ).rejects.toMatchObject({ message: expect.stringMatching(/train-diffusion\.trainer\.steps/) });
   });
 });

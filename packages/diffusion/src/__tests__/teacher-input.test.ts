@@ -1,6 +1,13 @@
 import { initBackend, tf } from '@id3/core';
 import {
-  alignDlibChip, decodeImage, detectAndAlign, loadEmbedder, readLfwPairs, requireDataPath, scaledTemplate, type FaceEmbedder,
+  alignDlibChip,
+  decodeImage,
+  detectAndAlign,
+  loadEmbedder,
+  readLfwPairs,
+  requireDataPath,
+  scaledTemplate,
+  type FaceEmbedder,
 } from '@id3/faces';
 import { TeacherInput, fitAxisMap, resampleMatrix } from '../teacher-input';
 
@@ -65,7 +72,9 @@ describe('TeacherInput (generator crops → the teacher own input frame)', () =>
   it('is differentiable: ∂⟨f(map(x)), y⟩/∂x is finite and non-zero on wasm', async () => {
     const input = TeacherInput.forTeacher(teacher, 32);
     const y = tf.tidy(() => tf.div(tf.ones([1, 128]), Math.sqrt(128)));
-    const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(teacher.embed(input.apply(x as tf.Tensor4D)), y)))(tf.randomUniform([1, 32, 32, 3], -1, 1));
+    const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(teacher.embed(input.apply(x as tf.Tensor4D)), y)))(
+      tf.randomUniform([1, 32, 32, 3], -1, 1),
+    );
     const v = await g.data();
     expect(v.every(Number.isFinite)).toBe(true);
     expect(v.some((x) => x !== 0)).toBe(true);

@@ -10,7 +10,14 @@ import { id3LossTerms } from '../loss';
 import { makeSchedule, scheduleConfigSchema } from '../schedule';
 import { GaussianDiffusion } from '../gaussian-diffusion';
 import { TeacherInput } from '../teacher-input';
-import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type DiffusionTrainerOptions, type TrainerConfigInput, type TrainingData } from '../trainer';
+import {
+  DiffusionTrainer,
+  listCheckpoints,
+  trainerConfigSchema,
+  type DiffusionTrainerOptions,
+  type TrainerConfigInput,
+  type TrainingData,
+} from '../trainer';
 import { UNet, unetConfigSchema } from '../unet';
 
 // Worker threads start a wasm backend each: a slow machine needs more than Jest's 5 s default.
@@ -23,7 +30,15 @@ beforeAll(async () => {
 });
 
 const R = 16;
-const unetConfig = unetConfigSchema.parse({ resolution: R, baseChannels: 8, channelMult: [1, 2], attentionResolutions: [8], groups: 4, identityDim: 128, conditionHidden: [32, 16] });
+const unetConfig = unetConfigSchema.parse({
+  resolution: R,
+  baseChannels: 8,
+  channelMult: [1, 2],
+  attentionResolutions: [8],
+  groups: 4,
+  identityDim: 128,
+  conditionHidden: [32, 16],
+});
 
 /** n random unit rows of width d (stand-ins for teacher embeddings). */
 function unitRows(rng: Rng, n: number, d: number): Float32Array {
@@ -31,7 +46,10 @@ function unitRows(rng: Rng, n: number, d: number): Float32Array {
   for (let i = 0; i < n; i++) {
     const v = rng.fillNormal(new Float32Array(d));
     const norm = Math.hypot(...v);
-    out.set(v.map((x) => x / norm), i * d);
+    out.set(
+      v.map((x) => x / norm),
+      i * d,
+    );
   }
   return out;
 }
@@ -54,8 +72,24 @@ function syntheticData(n: number): TrainingData {
 }
 
 function makeTrainer(overrides: Partial<TrainerConfigInput> = {}, options: DiffusionTrainerOptions = {}): DiffusionTrainer {
-  const config = trainerConfigSchema.parse({ seed: 3, batchSize: 4, steps: 10, warmupSteps: 3, identity: { subBatch: 1, every: 3 }, logEvery: 2, ...overrides });
-  return new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), config, syntheticData(8), teacher, 'test-key', options);
+  const config = trainerConfigSchema.parse({
+    seed: 3,
+    batchSize: 4,
+    steps: 10,
+    warmupSteps: 3,
+    identity: { subBatch: 1, every: 3 },
+    logEvery: 2,
+    ...overrides,
+  });
+  return new DiffusionTrainer(
+    unetConfig,
+    scheduleConfigSchema.parse({ steps: 100 }),
+    config,
+    syntheticData(8),
+    teacher,
+    'test-key',
+    options,
+  );
 }
 
 describe('DiffusionTrainer', () => {
@@ -114,21 +148,36 @@ describe('DiffusionTrainer', () => {
       }
       expect(listCheckpoints(dir).map((c) => c.step)).toEqual([2, 3]);
       expect(readdirSync(dir).filter((n) => n.startsWith('.tmp'))).toEqual([]);
-      const other = new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), trainerConfigSchema.parse({ seed: 3, steps: 5 }), syntheticData(8), teacher, 'another-key');
+      const other = new DiffusionTrainer(
+        unetConfig,
+        scheduleConfigSchema.parse({ steps: 100 }),
+        trainerConfigSchema.parse({ seed: 3, steps: 5 }),
+        syntheticData(8),
+        teacher,
+        'another-key',
+      );
       expect(other.resumeFrom(dir)).toEqual({ ignored: expect.stringContaining('another config') as string });
       expect(other.step).toBe(0);
       // The old run's checkpoints are moved aside, so the new run's own checkpoints resume.
       expect(listCheckpoints(dir)).toEqual([]);
       await other.trainStep();
       await other.saveCheckpoint(dir);
-      const again = new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), trainerConfigSchema.parse({ seed: 3, steps: 5 }), syntheticData(8), teacher, 'another-key');
+      const again = new DiffusionTrainer(
+        unetConfig,
+        scheduleConfigSchema.parse({ steps: 100 }),
+        trainerConfigSchema.parse({ seed: 3, steps: 5 }),
+        syntheticData(8),
+        teacher,
+        'another-key',
+      );
       expect(again.resumeFrom(dir)).toMatchObject({ step: 1 });
       again.dispose();
       t.dispose();
       other.dispose();
     } finally {
       rmSync(dir, { recursive: true, force: true });
-      for (const stale of readdirSync(tmpdir()).filter((n) => n.startsWith(`${dir.split('/').pop()}.stale-`))) rmSync(join(tmpdir(), stale), { recursive: true, force: true });
+      for (const stale of readdirSync(tmpdir()).filter((n) => n.startsWith(`${dir.split('/').pop()}.stale-`)))
+        rmSync(join(tmpdir(), stale), { recursive: true, force: true });
     }
   });
 
@@ -233,12 +282,35 @@ describe('conditioning is learned end to end', () => {
     const y = unitRows(rng, n, 128);
     const s = new Float32Array(n * 4);
     bright.forEach((b, i) => (s[i * 4] = b));
-    const data: TrainingData = { size: R, crops, y, identityDim: 128, s, attributeDim: 4, trainRows: Array.from({ length: n }, (_, i) => i) };
-    const config = trainerConfigSchema.parse({ seed: 5, steps: 250, batchSize: 16, learningRate: 2e-3, warmupSteps: 20, emaDecay: 0.9, conditionDropout: 0, flip: false, threads: 1, identity: { enabled: false } });
+    const data: TrainingData = {
+      size: R,
+      crops,
+      y,
+      identityDim: 128,
+      s,
+      attributeDim: 4,
+      trainRows: Array.from({ length: n }, (_, i) => i),
+    };
+    const config = trainerConfigSchema.parse({
+      seed: 5,
+      steps: 250,
+      batchSize: 16,
+      learningRate: 2e-3,
+      warmupSteps: 20,
+      emaDecay: 0.9,
+      conditionDropout: 0,
+      flip: false,
+      threads: 1,
+      identity: { enabled: false },
+    });
     const trainer = new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({}), config, data, undefined, 'conditioning');
     for (let i = 0; i < 250; i++) await trainer.trainStep();
     const requested = [-0.7, -0.35, 0, 0.35, 0.7];
-    const cond = { y: y.slice(0, requested.length * 128), s: Float32Array.from(requested.flatMap((b) => [b, 0, 0, 0])), count: requested.length };
+    const cond = {
+      y: y.slice(0, requested.length * 128),
+      s: Float32Array.from(requested.flatMap((b) => [b, 0, 0, 0])),
+      count: requested.length,
+    };
     const samples = await sampleConditions(trainer.emaNet(), trainer.diffusion, cond, { ddimSteps: 20, seed: 1 });
     const px = R * R * 3;
     const got = requested.map((_, i) => samples.subarray(i * px, (i + 1) * px).reduce((a, v) => a + v, 0) / px);
@@ -263,7 +335,10 @@ describe('ID³ loss', () => {
       noise: gaussianNoise(rng, [2, R, R, 3]) as tf.Tensor4D,
       identityCount: 2,
     };
-    const { value, grads } = tf.variableGrads(() => id3LossTerms(net, diffusion, batch, { reconWeight: 'gamma', identityScale: 1, teacher: { embedder: teacher, input } }).identity, net.variables);
+    const { value, grads } = tf.variableGrads(
+      () => id3LossTerms(net, diffusion, batch, { reconWeight: 'gamma', identityScale: 1, teacher: { embedder: teacher, input } }).identity,
+      net.variables,
+    );
     const nonZero = await Promise.all(Object.values(grads).map(async (g) => (await g.data()).some((v) => v !== 0)));
     // Every UNet parameter on the path to ε̂ gets a gradient from ⟨f(x̂0), y⟩ alone.
     expect(nonZero.filter(Boolean).length).toBeGreaterThan(0.9 * nonZero.length);

@@ -10,7 +10,17 @@ beforeAll(async () => {
   await initBackend('wasm', () => undefined);
 });
 
-const tiny = { resolution: 16, baseChannels: 8, channelMult: [1, 2] as [number, ...number[]], resBlocks: 1, attentionResolutions: [8], groups: 4, identityDim: 6, attributeDim: 4, conditionHidden: [16, 8] as [number, number] };
+const tiny = {
+  resolution: 16,
+  baseChannels: 8,
+  channelMult: [1, 2] as [number, ...number[]],
+  resBlocks: 1,
+  attentionResolutions: [8],
+  groups: 4,
+  identityDim: 6,
+  attributeDim: 4,
+  conditionHidden: [16, 8] as [number, number],
+};
 
 function inputs(b: number, r: number, seed: number) {
   const rng = new Rng(seed);
@@ -41,7 +51,9 @@ describe('layers', () => {
       const { mean, variance } = tf.moments(xg, [1, 3], true);
       return tf.add(tf.mul(tf.reshape(tf.div(tf.sub(xg, mean), tf.sqrt(tf.add(variance, 1e-5))), [2, 3, 3, 8]), g), b);
     };
-    const ours = tf.grads((xi: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(groupNormWith(xi as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, 4), w)));
+    const ours = tf.grads((xi: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
+      tf.sum(tf.mul(groupNormWith(xi as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, 4), w)),
+    );
     const auto = tf.grads((xi: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(reference(xi, g, b), w)));
     const [ga, gb] = [ours([x, gamma, beta]), auto([x, gamma, beta])];
     for (let i = 0; i < 3; i++) expect(await maxAbsDiff(ga[i], gb[i])).toBeLessThan(1e-4);
@@ -129,7 +141,10 @@ describe('UNet', () => {
     const b = { ...a, y: gaussianNoise(rng, [1, 6]) as tf.Tensor2D };
     const keep0 = tf.zeros([1, 1]) as tf.Tensor2D;
     const keep1 = tf.ones([1, 1]) as tf.Tensor2D;
-    const dropped = [tf.tidy(() => net.forward({ ...a, keepCondition: keep0 })), tf.tidy(() => net.forward({ ...b, keepCondition: keep0 }))];
+    const dropped = [
+      tf.tidy(() => net.forward({ ...a, keepCondition: keep0 })),
+      tf.tidy(() => net.forward({ ...b, keepCondition: keep0 })),
+    ];
     const kept = [tf.tidy(() => net.forward({ ...a, keepCondition: keep1 })), tf.tidy(() => net.forward({ ...b, keepCondition: keep1 }))];
     expect(await maxAbsDiff(dropped[0], dropped[1])).toBe(0);
     expect(await maxAbsDiff(kept[0], kept[1])).toBeGreaterThan(1e-6);

@@ -36,7 +36,9 @@ describe('eval stage', () => {
     expect(m.CFPFP_auc).toBeGreaterThan(0.5);
     const report = readFileSync(store.abs(r.manifest.outputs.report.path), 'utf8');
     expect(report).toMatch(/\| model \| LFW \| CFP-FP \| CPLFW \| AgeDB-30 \| CALFW \| avg \|/);
-    expect(report).toMatch(/\| teacher:faceapi-dlib-128 \| no data \| \d+\.\d\d ± \d+\.\d\d \| no data \| no data \| no data \| n\/a \(1 of 5\) \|/);
+    expect(report).toMatch(
+      /\| teacher:faceapi-dlib-128 \| no data \| \d+\.\d\d ± \d+\.\d\d \| no data \| no data \| no data \| n\/a \(1 of 5\) \|/,
+    );
     expect(report).toMatch(/Not in the paper's table: lfw-sample-py2, lfw-sample-py3/);
     expect((await sharp(store.abs(r.manifest.outputs.roc.path)).metadata()).format).toBe('png');
 
@@ -57,7 +59,9 @@ describe('eval stage', () => {
   it('a malformed benchmark file fails naming the file', async () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
     const config = { seed: 0, benchmarks: [{ kind: 'bin', name: 'broken', path: join(__dirname, 'stage.test.ts') }] };
-    await expect(executeStage(evalStage, config, { store, progress: () => undefined, backend: 'wasm' })).rejects.toThrow(/benchmark 'broken': .*stage\.test\.ts: refusing pickle opcode/);
+    await expect(executeStage(evalStage, config, { store, progress: () => undefined, backend: 'wasm' })).rejects.toThrow(
+      /benchmark 'broken': .*stage\.test\.ts: refusing pickle opcode/,
+    );
   });
 });
 
@@ -66,14 +70,19 @@ describe('eval shards', () => {
     await initBackend('wasm', () => undefined);
     const spec = { kind: 'bin', name: 'lfw-sample', path: 'data:samples/insightface-bin/sample-py3.bin' };
     const whole = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
-    const one = await executeStage(evalStage, { seed: 0, benchmarks: [spec], cacheDir }, { store: whole, progress: () => undefined, backend: 'wasm' });
+    const one = await executeStage(
+      evalStage,
+      { seed: 0, benchmarks: [spec], cacheDir },
+      { store: whole, progress: () => undefined, backend: 'wasm' },
+    );
 
     const split = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
     const config = { seed: 0, benchmarks: [spec], cacheDir, pairsPerShard: 15 };
     const plan = await prepareStageRun(evalStage, config, { store: split, progress: () => undefined, backend: 'wasm' });
     const ids = plan.current ? [] : plan.shards.map((s) => s.id);
     expect(ids).toEqual(['0-lfwsample-0000', '0-lfwsample-0001', '0-lfwsample-0002']); // 40 pairs: 15 + 15 + 10
-    for (const id of [...ids].reverse()) await executeShard(evalStage, config, id, { store: split, progress: () => undefined, backend: 'wasm' });
+    for (const id of [...ids].reverse())
+      await executeShard(evalStage, config, id, { store: split, progress: () => undefined, backend: 'wasm' });
     const merged = await executeStage(evalStage, config, { store: split, progress: () => undefined, backend: 'wasm' });
     expect(merged.manifest.metrics.lfwsample_accuracy).toBe(one.manifest.metrics.lfwsample_accuracy);
     expect(merged.manifest.metrics.lfwsample_auc).toBe(one.manifest.metrics.lfwsample_auc);
@@ -83,8 +92,14 @@ describe('eval shards', () => {
 
   it('an unknown model is refused naming the field and the known ones', async () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-eval-')));
-    const config = { seed: 0, model: 'teacher:arcface-r100', benchmarks: [{ kind: 'bin', name: 'x', path: 'data:samples/insightface-bin/sample-py3.bin' }] };
-    await expect(executeStage(evalStage, config, { store, progress: () => undefined, backend: 'wasm', fieldPrefix: 'eval' })).rejects.toThrow(
+    const config = {
+      seed: 0,
+      model: 'teacher:arcface-r100',
+      benchmarks: [{ kind: 'bin', name: 'x', path: 'data:samples/insightface-bin/sample-py3.bin' }],
+    };
+    await expect(
+      executeStage(evalStage, config, { store, progress: () => undefined, backend: 'wasm', fieldPrefix: 'eval' }),
+    ).rejects.toThrow(
       /field 'eval\.model': unknown model 'teacher:arcface-r100' \(known: teacher:faceapi-dlib-128, teacher:mobileface-256/,
     );
   });

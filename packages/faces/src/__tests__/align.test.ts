@@ -5,7 +5,13 @@ describe('similarity alignment', () => {
     const theta = (17 * Math.PI) / 180;
     const s = 2.5;
     const truth = { a: s * Math.cos(theta), b: s * Math.sin(theta), tx: 31, ty: -12 };
-    const src: Point[] = [[0, 0], [10, 2], [4, 9], [-3, 5], [7, -6]];
+    const src: Point[] = [
+      [0, 0],
+      [10, 2],
+      [4, 9],
+      [-3, 5],
+      [7, -6],
+    ];
     const dst = src.map((p) => applySimilarity(truth, p));
     const fit = fitSimilarity(src, dst);
     expect(fit.a).toBeCloseTo(truth.a, 10);
@@ -31,10 +37,11 @@ describe('similarity alignment', () => {
     const W = 200;
     const data = new Uint8Array(W * W * 3);
     for (const [x, y] of marks) {
-      for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {
-        const i = (Math.round(y - 0.5) + dy) * W + Math.round(x - 0.5) + dx;
-        data.fill(255, i * 3, i * 3 + 3);
-      }
+      for (let dy = -2; dy <= 2; dy++)
+        for (let dx = -2; dx <= 2; dx++) {
+          const i = (Math.round(y - 0.5) + dy) * W + Math.round(x - 0.5) + dx;
+          data.fill(255, i * 3, i * 3 + 3);
+        }
     }
     const { image, residual } = alignFace({ width: W, height: W, data }, marks, 112);
     expect(residual).toBeLessThan(1e-9);
@@ -46,7 +53,13 @@ describe('similarity alignment', () => {
 
   it('reduces 68 landmarks to eye centres, nose tip and mouth corners', () => {
     const pts: Point[] = Array.from({ length: 68 }, (_, i) => [i, 2 * i]);
-    expect(fivePointsFrom68(pts)).toEqual([[38.5, 77], [44.5, 89], [30, 60], [48, 96], [54, 108]]);
+    expect(fivePointsFrom68(pts)).toEqual([
+      [38.5, 77],
+      [44.5, 89],
+      [30, 60],
+      [48, 96],
+      [54, 108],
+    ]);
     expect(() => fivePointsFrom68(pts.slice(1))).toThrow(/68 landmarks/);
   });
 });

@@ -3,8 +3,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, InvalidInputError, RunStore, executeStage, initBackend, parseConfig, readTensorFile, tf } from '@id3/core';
 import {
-  alignDlibChip, alignFace, alignForEmbedder, decodeImage, detectAndAlign, dlibChipTemplate5, embedImage, embedWithFlip, embedderInfo, embedderNames,
-  loadEmbedder, prepareConfigSchema, prepareStage, readLfwPairs, registerEmbedder, requireDataPath, warpToTemplate, type FaceEmbedder, type RgbImage,
+  alignDlibChip,
+  alignFace,
+  alignForEmbedder,
+  decodeImage,
+  detectAndAlign,
+  dlibChipTemplate5,
+  embedImage,
+  embedWithFlip,
+  embedderInfo,
+  embedderNames,
+  loadEmbedder,
+  prepareConfigSchema,
+  prepareStage,
+  readLfwPairs,
+  registerEmbedder,
+  requireDataPath,
+  warpToTemplate,
+  type FaceEmbedder,
+  type RgbImage,
 } from '../index';
 
 // The face-embedder registry: lookups and their errors, both built-in networks on a real LFW
@@ -16,8 +33,20 @@ const KNOWN = 'faceapi-dlib-128, mobileface-256';
 describe('face embedder registry', () => {
   it('lists the built-ins, default first, with what each network needs', () => {
     expect(embedderNames().slice(0, 2)).toEqual(['faceapi-dlib-128', 'mobileface-256']);
-    expect(embedderInfo('faceapi-dlib-128')).toMatchObject({ name: 'faceapi-dlib-128', dim: 128, inputSize: 150, alignment: 'dlib-chip', padding: 0.25 });
-    expect(embedderInfo('mobileface-256')).toMatchObject({ name: 'mobileface-256', dim: 256, inputSize: 112, alignment: 'arcface', padding: 0 });
+    expect(embedderInfo('faceapi-dlib-128')).toMatchObject({
+      name: 'faceapi-dlib-128',
+      dim: 128,
+      inputSize: 150,
+      alignment: 'dlib-chip',
+      padding: 0.25,
+    });
+    expect(embedderInfo('mobileface-256')).toMatchObject({
+      name: 'mobileface-256',
+      dim: 256,
+      inputSize: 112,
+      alignment: 'arcface',
+      padding: 0,
+    });
   });
 
   it('an unknown name is invalid input naming the field and the known names', async () => {
@@ -44,7 +73,14 @@ describe('face embedder registry', () => {
 
   it('registers a new embedder once, loads it once, and refuses a duplicate or malformed entry', async () => {
     let loads = 0;
-    const fake: FaceEmbedder = { name: 'test-fake-4', dim: 4, inputSize: 8, alignment: 'arcface', inputTemplate: [], embed: (b) => tf.ones([b.shape[0], 4]) };
+    const fake: FaceEmbedder = {
+      name: 'test-fake-4',
+      dim: 4,
+      inputSize: 8,
+      alignment: 'arcface',
+      inputTemplate: [],
+      embed: (b) => tf.ones([b.shape[0], 4]),
+    };
     registerEmbedder({ name: 'test-fake-4', dim: 4, inputSize: 8, alignment: 'arcface', padding: 0, load: async () => (loads++, fake) });
     expect(embedderNames()).toContain('test-fake-4');
     const [a, b] = await Promise.all([loadEmbedder('test-fake-4'), loadEmbedder('test-fake-4')]);
@@ -59,7 +95,14 @@ describe('face embedder registry', () => {
   });
 
   it('a load that disagrees with its registry entry fails (and is not cached)', async () => {
-    const wrong: FaceEmbedder = { name: 'test-wrong', dim: 3, inputSize: 8, alignment: 'arcface', inputTemplate: [], embed: (b) => tf.ones([b.shape[0], 3]) };
+    const wrong: FaceEmbedder = {
+      name: 'test-wrong',
+      dim: 3,
+      inputSize: 8,
+      alignment: 'arcface',
+      inputTemplate: [],
+      embed: (b) => tf.ones([b.shape[0], 3]),
+    };
     let loads = 0;
     registerEmbedder({ name: 'test-wrong', dim: 5, inputSize: 8, alignment: 'arcface', padding: 0, load: async () => (loads++, wrong) });
     await expect(loadEmbedder('test-wrong')).rejects.toThrow(/its registry entry says 5-d/);
@@ -88,7 +131,9 @@ describe('built-in embedders on a real LFW face', () => {
     expect(Buffer.from(chip.data).equals(Buffer.from(alignDlibChip(image, found.landmarks68!, 150, 0.25).image.data))).toBe(true);
     expect(Buffer.from(alignForEmbedder(image, found, embedderInfo('faceapi-dlib-128')).data).equals(Buffer.from(chip.data))).toBe(true);
     const fallback = alignForEmbedder(image, { ...found, landmarks68: undefined }, teacher);
-    expect(Buffer.from(fallback.data).equals(Buffer.from(warpToTemplate(image, found.points, dlibChipTemplate5(150, 0.25), 150).image.data))).toBe(true);
+    expect(
+      Buffer.from(fallback.data).equals(Buffer.from(warpToTemplate(image, found.points, dlibChipTemplate5(150, 0.25), 150).image.data)),
+    ).toBe(true);
   });
 
   it("MobileFace's crop is the ArcFace crop (the same as prepare's 112 crop)", async () => {
@@ -123,13 +168,21 @@ describe('prepare with a non-default teacher', () => {
     await initBackend('wasm', () => undefined);
     const src = requireDataPath('utkface', 'images');
     const dir = mkdtempSync(join(tmpdir(), 'id3-prepare-mobileface-'));
-    for (const n of readdirSync(src).sort().filter((_, i) => i % 1000 === 0).slice(0, 2)) copyFileSync(join(src, n), join(dir, n));
+    for (const n of readdirSync(src)
+      .sort()
+      .filter((_, i) => i % 1000 === 0)
+      .slice(0, 2))
+      copyFileSync(join(src, n), join(dir, n));
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-prepare-mobileface-run-')));
-    const result = await executeStage(prepareStage, { seed: 0, source: { kind: 'utkface', path: dir }, teacher: 'mobileface-256', fallback: 'center-crop' }, {
-      store,
-      progress: () => undefined,
-      backend: 'wasm',
-    });
+    const result = await executeStage(
+      prepareStage,
+      { seed: 0, source: { kind: 'utkface', path: dir }, teacher: 'mobileface-256', fallback: 'center-crop' },
+      {
+        store,
+        progress: () => undefined,
+        backend: 'wasm',
+      },
+    );
     const emb = readTensorFile(store.abs(result.manifest.outputs.embeddings.path));
     expect(emb.header.shape).toEqual([2, 256]);
     expect(emb.header.meta).toMatchObject({ teacher: 'mobileface-256' });

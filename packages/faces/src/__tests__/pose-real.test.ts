@@ -1,6 +1,17 @@
 import sharp from 'sharp';
 import { initBackend } from '@id3/core';
-import { correlation, decodeImage, decodeImageBytes, detectAndAlign, headPoseFrom68, landmarksOfCrop, readLfwPairs, requireDataPath, resizeImage, type RgbImage } from '../index';
+import {
+  correlation,
+  decodeImage,
+  decodeImageBytes,
+  detectAndAlign,
+  headPoseFrom68,
+  landmarksOfCrop,
+  readLfwPairs,
+  requireDataPath,
+  resizeImage,
+  type RgbImage,
+} from '../index';
 import { readFileSync } from 'node:fs';
 
 // Pose from real landmarks (face-api's 68-point net on a real LFW photo).

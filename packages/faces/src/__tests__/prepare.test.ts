@@ -17,25 +17,39 @@ describe('prepare stage', () => {
   it('aligns, embeds and attributes real faces; bad files land in the rejects list and the stage completes', async () => {
     const src = requireDataPath('utkface', 'images');
     const dir = mkdtempSync(join(tmpdir(), 'id3-prepare-'));
-    const names = readdirSync(src).sort().filter((_, i) => i % 1000 === 0).slice(0, 6);
+    const names = readdirSync(src)
+      .sort()
+      .filter((_, i) => i % 1000 === 0)
+      .slice(0, 6);
     for (const n of names) copyFileSync(join(src, n), join(dir, n));
     writeFileSync(join(dir, '30_0_0_20170000000000001.jpg.chip.jpg'), readFileSync(join(src, names[0])).subarray(0, 1500));
     writeFileSync(join(dir, '31_1_0_20170000000000002.jpg.chip.jpg'), 'not an image');
     writeFileSync(join(dir, 'holiday.jpg'), readFileSync(join(src, names[1])));
 
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-prepare-run-')));
-    const result = await executeStage(prepareStage, { seed: 0, source: { kind: 'utkface', path: dir }, sizes: [112, 32], fallback: 'center-crop' }, {
-      store,
-      progress: () => undefined,
-      backend: 'wasm',
-    });
+    const result = await executeStage(
+      prepareStage,
+      { seed: 0, source: { kind: 'utkface', path: dir }, sizes: [112, 32], fallback: 'center-crop' },
+      {
+        store,
+        progress: () => undefined,
+        backend: 'wasm',
+      },
+    );
     const m = result.manifest.metrics;
     expect(m.images).toBe(9);
     expect(m.accepted).toBe(6);
     expect(m.rejected).toBe(3);
     expect(m.imagesPerSecond).toBeGreaterThan(0);
-    const rejects = JSON.parse(readFileSync(store.abs(result.manifest.outputs.rejects.path), 'utf8')).rejects as { path: string; reason: string }[];
-    expect(rejects.map((r) => r.path.split('/').pop()).sort()).toEqual(['30_0_0_20170000000000001.jpg.chip.jpg', '31_1_0_20170000000000002.jpg.chip.jpg', 'holiday.jpg']);
+    const rejects = JSON.parse(readFileSync(store.abs(result.manifest.outputs.rejects.path), 'utf8')).rejects as {
+      path: string;
+      reason: string;
+    }[];
+    expect(rejects.map((r) => r.path.split('/').pop()).sort()).toEqual([
+      '30_0_0_20170000000000001.jpg.chip.jpg',
+      '31_1_0_20170000000000002.jpg.chip.jpg',
+      'holiday.jpg',
+    ]);
     expect(rejects.find((r) => r.path.endsWith('holiday.jpg'))?.reason).toMatch(/file name is not/);
     expect(rejects.find((r) => r.path.endsWith('0001.jpg.chip.jpg'))?.reason).toMatch(/cannot decode image/);
 
@@ -59,10 +73,22 @@ describe('prepare stage', () => {
     const dir = mkdtempSync(join(tmpdir(), 'id3-prepare-noface-'));
     mkdirSync(join(dir, 'a'));
     copyFileSync(join(src, 's1', '1.pgm'), join(dir, 'a', 'face.pgm'));
-    writeFileSync(join(dir, 'a', 'wall.png'), await sharp({ create: { width: 120, height: 120, channels: 3, background: '#8a8f99' } }).png().toBuffer());
+    writeFileSync(
+      join(dir, 'a', 'wall.png'),
+      await sharp({ create: { width: 120, height: 120, channels: 3, background: '#8a8f99' } })
+        .png()
+        .toBuffer(),
+    );
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-prepare-run-')));
-    const r = await executeStage(prepareStage, { seed: 0, source: { kind: 'folders', path: dir }, fallback: 'reject' }, { store, progress: () => undefined, backend: 'wasm' });
-    const rejects = JSON.parse(readFileSync(store.abs(r.manifest.outputs.rejects.path), 'utf8')).rejects as { path: string; reason: string }[];
+    const r = await executeStage(
+      prepareStage,
+      { seed: 0, source: { kind: 'folders', path: dir }, fallback: 'reject' },
+      { store, progress: () => undefined, backend: 'wasm' },
+    );
+    const rejects = JSON.parse(readFileSync(store.abs(r.manifest.outputs.rejects.path), 'utf8')).rejects as {
+      path: string;
+      reason: string;
+    }[];
     expect(rejects).toEqual([{ path: join(dir, 'a', 'wall.png'), reason: 'no face detected' }]);
     expect(r.manifest.metrics.accepted).toBe(1);
   });
@@ -70,7 +96,11 @@ describe('prepare stage', () => {
   it('a missing source folder is invalid input naming the field', async () => {
     const store = new RunStore(mkdtempSync(join(tmpdir(), 'id3-prepare-run-')));
     await expect(
-      executeStage(prepareStage, { seed: 0, source: { kind: 'utkface', path: '/nonexistent/faces' } }, { store, progress: () => undefined, backend: 'wasm' }),
+      executeStage(
+        prepareStage,
+        { seed: 0, source: { kind: 'utkface', path: '/nonexistent/faces' } },
+        { store, progress: () => undefined, backend: 'wasm' },
+      ),
     ).rejects.toThrow(/field 'prepare\.source\.path': folder not found: \/nonexistent\/faces/);
   });
 });

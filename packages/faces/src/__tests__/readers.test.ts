@@ -2,8 +2,16 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlin
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  decodeImage, decodeImageBytes, parseInsightfaceBin, parseUtkFaceName, readCfpPairs, readImageFolders, readInsightfaceBin, readLfwPairs,
-  readUtkFace, requireDataPath,
+  decodeImage,
+  decodeImageBytes,
+  parseInsightfaceBin,
+  parseUtkFaceName,
+  readCfpPairs,
+  readImageFolders,
+  readInsightfaceBin,
+  readLfwPairs,
+  readUtkFace,
+  requireDataPath,
 } from '../index';
 
 // These tests read the real datasets in ../shared/data (ID3_DATA_DIR); requireDataPath fails
@@ -30,7 +38,9 @@ describe('LFW pairs.txt', () => {
     writeFileSync(join(dir, 'pairs.txt'), '1 1\nAbel_Pacheco 1 4\nNobody_Here 1 Abel_Pacheco 2\n');
     expect(() => readLfwPairs(join(dir, 'pairs.txt'), root)).toThrow(/pairs\.txt:3: image not found: .*Nobody_Here_0001\.jpg/);
     writeFileSync(join(dir, 'pairs.txt'), '1 1\nAbel_Pacheco one 4\nAbel_Pacheco 1 Abdel_Madi_Shabneh 1\n');
-    expect(() => readLfwPairs(join(dir, 'pairs.txt'), root)).toThrow(/pairs\.txt:2: expected 'name i j' or 'name1 i name2 j', got 'Abel_Pacheco one 4'/);
+    expect(() => readLfwPairs(join(dir, 'pairs.txt'), root)).toThrow(
+      /pairs\.txt:2: expected 'name i j' or 'name1 i name2 j', got 'Abel_Pacheco one 4'/,
+    );
     writeFileSync(join(dir, 'pairs.txt'), 'ten 300\n');
     expect(() => readLfwPairs(join(dir, 'pairs.txt'), root)).toThrow(/pairs\.txt:1: expected a header/);
   });
@@ -46,10 +56,18 @@ describe('CFP protocol layout (format sample)', () => {
     expect(fp.pairs.length).toBeGreaterThan(0);
     expect(fp.pairs.every((p) => /\/frontal\//.test(p.a) && /\/profile\//.test(p.b))).toBe(true);
     expect(fp.pairs.some((p) => p.same) && fp.pairs.some((p) => !p.same)).toBe(true);
-    const first = readFileSync(join(root, 'Protocol', 'Split', 'FP', '01', 'same.txt'), 'utf8').trim().split('\n')[0];
+    const first = readFileSync(join(root, 'Protocol', 'Split', 'FP', '01', 'same.txt'), 'utf8')
+      .trim()
+      .split('\n')[0];
     const [i, j] = first.split(',').map(Number);
-    const F = readFileSync(join(root, 'Protocol', 'Pair_list_F.txt'), 'utf8').split('\n').find((l) => l.startsWith(`${i} `))!.split(' ')[1];
-    const P = readFileSync(join(root, 'Protocol', 'Pair_list_P.txt'), 'utf8').split('\n').find((l) => l.startsWith(`${j} `))!.split(' ')[1];
+    const F = readFileSync(join(root, 'Protocol', 'Pair_list_F.txt'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${i} `))!
+      .split(' ')[1];
+    const P = readFileSync(join(root, 'Protocol', 'Pair_list_P.txt'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${j} `))!
+      .split(' ')[1];
     expect(fp.pairs[0].a.endsWith(F.replace('..', ''))).toBe(true);
     expect(fp.pairs[0].b.endsWith(P.replace('..', ''))).toBe(true);
   });
@@ -113,7 +131,13 @@ describe('insightface .bin (restricted pickle reader)', () => {
 
   it('refuses code-executing opcodes by name and offset, never running them', () => {
     // protocol 2: GLOBAL 'os system', then a string, TUPLE1, REDUCE — the classic exploit.
-    const evil = Buffer.concat([Buffer.from([0x80, 0x02]), Buffer.from('cos\nsystem\n'), Buffer.from([0x55, 0x02]), Buffer.from('id'), Buffer.from([0x85, 0x52, 0x2e])]);
+    const evil = Buffer.concat([
+      Buffer.from([0x80, 0x02]),
+      Buffer.from('cos\nsystem\n'),
+      Buffer.from([0x55, 0x02]),
+      Buffer.from('id'),
+      Buffer.from([0x85, 0x52, 0x2e]),
+    ]);
     expect(() => parseInsightfaceBin(evil, 'evil.bin')).toThrow(/evil\.bin: refusing pickle opcode 0x63 \('c'\) at byte 2/);
   });
 
@@ -121,7 +145,9 @@ describe('insightface .bin (restricted pickle reader)', () => {
     const good = readFileSync(requireDataPath('samples', 'insightface-bin', 'sample-py3.bin'));
     expect(() => parseInsightfaceBin(good.subarray(0, 5000), 'cut.bin')).toThrow(/cut\.bin: truncated at byte/);
     // ([], True): a tuple whose parts are not (list of bytes, list of bool)
-    expect(() => parseInsightfaceBin(Buffer.from([0x80, 0x02, 0x5d, 0x88, 0x86, 0x2e]), 'odd.bin')).toThrow(/odd\.bin: second element must be a list of bools/);
+    expect(() => parseInsightfaceBin(Buffer.from([0x80, 0x02, 0x5d, 0x88, 0x86, 0x2e]), 'odd.bin')).toThrow(
+      /odd\.bin: second element must be a list of bools/,
+    );
     const dir = tmp();
     expect(() => readInsightfaceBin(join(dir, 'missing.bin'))).toThrow(/cannot read .*missing\.bin/);
   });

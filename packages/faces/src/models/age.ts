@@ -23,11 +23,16 @@ export function landmarkBox(landmarks68: readonly Point[], width: number, height
  * given box, e.g. the whole image of a pre-aligned crop).
  */
 export async function predictAge(
-  image: RgbImage, face: readonly Point[] | { x: number; y: number; w: number; h: number },
+  image: RgbImage,
+  face: readonly Point[] | { x: number; y: number; w: number; h: number },
 ): Promise<{ age: number; gender: 'male' | 'female'; genderProbability: number }> {
   const api = await loadFaceApiNets(['ageGenderNet']);
-  const box = Array.isArray(face) ? landmarkBox(face as readonly Point[], image.width, image.height) : (face as { x: number; y: number; w: number; h: number });
-  const crop = tf.tidy(() => tf.slice(tf.tensor3d(image.data, [image.height, image.width, 3], 'int32'), [box.y, box.x, 0], [box.h, box.w, 3]) as tf.Tensor3D);
+  const box = Array.isArray(face)
+    ? landmarkBox(face as readonly Point[], image.width, image.height)
+    : (face as { x: number; y: number; w: number; h: number });
+  const crop = tf.tidy(
+    () => tf.slice(tf.tensor3d(image.data, [image.height, image.width, 3], 'int32'), [box.y, box.x, 0], [box.h, box.w, 3]) as tf.Tensor3D,
+  );
   try {
     const r = await api.nets.ageGenderNet.predictAgeAndGender(crop);
     return { age: r.age, gender: r.gender === 'female' ? 'female' : 'male', genderProbability: r.genderProbability };

@@ -13,8 +13,10 @@ import { alignmentTemplate, type EmbedderEntry, type FaceEmbedder } from './face
  */
 export function alignForEmbedder(image: RgbImage, found: AlignResult & { ok: true }, embedder: FaceEmbedder | EmbedderEntry): RgbImage {
   const size = embedder.inputSize;
-  if (embedder.alignment === 'dlib-chip' && found.landmarks68) return alignDlibChip(image, found.landmarks68, size, paddingOf(embedder)).image;
-  const template: readonly Point[] = 'inputTemplate' in embedder ? embedder.inputTemplate : alignmentTemplate(embedder.alignment, size, embedder.padding);
+  if (embedder.alignment === 'dlib-chip' && found.landmarks68)
+    return alignDlibChip(image, found.landmarks68, size, paddingOf(embedder)).image;
+  const template: readonly Point[] =
+    'inputTemplate' in embedder ? embedder.inputTemplate : alignmentTemplate(embedder.alignment, size, embedder.padding);
   return warpToTemplate(image, found.points, template, size).image;
 }
 

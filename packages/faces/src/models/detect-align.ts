@@ -27,7 +27,14 @@ export interface AlignOptions {
 }
 
 export type AlignResult =
-  | { readonly ok: true; readonly image: RgbImage; readonly method: 'landmarks' | 'center-crop'; readonly score: number; readonly points: readonly Point[]; readonly landmarks68?: readonly Point[] }
+  | {
+      readonly ok: true;
+      readonly image: RgbImage;
+      readonly method: 'landmarks' | 'center-crop';
+      readonly score: number;
+      readonly points: readonly Point[];
+      readonly landmarks68?: readonly Point[];
+    }
   | { readonly ok: false; readonly reason: string };
 
 /** The fallback's five points: the template over the central square of the image. */
@@ -84,7 +91,8 @@ export async function detectAndAlign(image: RgbImage, o: AlignOptions = {}): Pro
     });
     const landmarks68 = best.landmarks.positions.map((p) => [p.x - shift, p.y - shift] as Point);
     const points = fivePointsFrom68(landmarks68);
-    const aligned = o.template === 'dlib' ? alignDlibChip(image, landmarks68, size, o.padding ?? 0.25) : alignFace(image, points, size, o.padding ?? 0);
+    const aligned =
+      o.template === 'dlib' ? alignDlibChip(image, landmarks68, size, o.padding ?? 0.25) : alignFace(image, points, size, o.padding ?? 0);
     return { ok: true, image: aligned.image, method: 'landmarks', score: best.detection.score, points, landmarks68 };
   }
   if ((o.fallback ?? 'center-crop') === 'reject') return { ok: false, reason: 'no face detected' };

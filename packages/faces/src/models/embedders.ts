@@ -39,7 +39,9 @@ export async function loadEmbedder(name: string, field?: string): Promise<FaceEm
   if (!embedder) {
     embedder = entry.load().then((e) => {
       if (e.name !== entry.name || e.dim !== entry.dim || e.inputSize !== entry.inputSize || e.alignment !== entry.alignment) {
-        throw new Error(`face embedder '${name}' loaded as ${e.name} (${e.dim}-d, ${e.inputSize}px, ${e.alignment}); its registry entry says ${entry.dim}-d, ${entry.inputSize}px, ${entry.alignment}`);
+        throw new Error(
+          `face embedder '${name}' loaded as ${e.name} (${e.dim}-d, ${e.inputSize}px, ${e.alignment}); its registry entry says ${entry.dim}-d, ${entry.inputSize}px, ${entry.alignment}`,
+        );
       }
       return e;
     });
@@ -52,12 +54,15 @@ export async function loadEmbedder(name: string, field?: string): Promise<FaceEm
 /** Add an embedder (e.g. a trained FR model); its name must be new. */
 export function registerEmbedder(entry: EmbedderEntry): void {
   if (entries.has(entry.name)) throw new InvalidInputError(`face embedder '${entry.name}' is already registered`);
-  if (!/^[A-Za-z0-9._-]+$/.test(entry.name)) throw new InvalidInputError(`face embedder name '${entry.name}': use letters, digits, '.', '_' and '-' only`);
+  if (!/^[A-Za-z0-9._-]+$/.test(entry.name))
+    throw new InvalidInputError(`face embedder name '${entry.name}': use letters, digits, '.', '_' and '-' only`);
   for (const key of ['dim', 'inputSize'] as const) {
-    if (!Number.isInteger(entry[key]) || entry[key] <= 0) throw new InvalidInputError(`face embedder '${entry.name}': ${key} must be a positive integer, got ${entry[key]}`);
+    if (!Number.isInteger(entry[key]) || entry[key] <= 0)
+      throw new InvalidInputError(`face embedder '${entry.name}': ${key} must be a positive integer, got ${entry[key]}`);
   }
   if (!(entry.padding >= 0)) throw new InvalidInputError(`face embedder '${entry.name}': padding must be ≥ 0, got ${entry.padding}`);
-  if (entry.alignment !== 'dlib-chip' && entry.alignment !== 'arcface') throw new InvalidInputError(`face embedder '${entry.name}': unknown alignment '${String(entry.alignment)}'`);
+  if (entry.alignment !== 'dlib-chip' && entry.alignment !== 'arcface')
+    throw new InvalidInputError(`face embedder '${entry.name}': unknown alignment '${String(entry.alignment)}'`);
   entries.set(entry.name, entry);
 }
 

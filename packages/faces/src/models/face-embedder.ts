@@ -60,6 +60,3 @@ export async function embedImage(embedder: FaceEmbedder, image: RgbImage): Promi
     e.dispose();
   }
 }
-
-/** @deprecated the old name of FaceEmbedder, kept while packages outside faces still use it. */
-export type TeacherEmbedder = FaceEmbedder;

@@ -19,7 +19,10 @@ export async function loadFaceApiRecognition(entry: Omit<EmbedderEntry, 'load'>)
       return tf.tidy(() => {
         const resized = batch.shape[1] === size && batch.shape[2] === size ? batch : tf.image.resizeBilinear(batch, [size, size]);
         // unstack of a 1-image batch leaves its gradient undefined in tfjs (Unpack_grad); reshape instead.
-        const images = resized.shape[0] === 1 ? [tf.reshape(resized, [resized.shape[1], resized.shape[2], resized.shape[3]]) as tf.Tensor3D] : (tf.unstack(resized) as tf.Tensor3D[]);
+        const images =
+          resized.shape[0] === 1
+            ? [tf.reshape(resized, [resized.shape[1], resized.shape[2], resized.shape[3]]) as tf.Tensor3D]
+            : (tf.unstack(resized) as tf.Tensor3D[]);
         const input = new api.NetInput(images, true);
         const out = api.nets.faceRecognitionNet.forwardInput(input);
         return l2Normalise(tf.reshape(out, [batch.shape[0], dim]) as tf.Tensor2D);

@@ -6,7 +6,11 @@ import { alignmentTemplate, l2Normalise, type EmbedderEntry, type FaceEmbedder }
 /** Read a tfjs graph model (model.json + weights) from disk: Node's tfjs-wasm has no file:// loader. */
 async function loadGraphModelFromDisk(jsonPath: string): Promise<tf.GraphModel> {
   const json = JSON.parse(readFileSync(jsonPath, 'utf8')) as {
-    modelTopology: unknown; format?: string; generatedBy?: string; convertedBy?: string; signature?: unknown;
+    modelTopology: unknown;
+    format?: string;
+    generatedBy?: string;
+    convertedBy?: string;
+    signature?: unknown;
     weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
   };
   const buffers = json.weightsManifest.flatMap((g) => g.paths.map((p) => readFileSync(join(dirname(jsonPath), p))));

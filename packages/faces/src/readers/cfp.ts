@@ -29,7 +29,9 @@ export function readCfpPairs(root: string, split: 'FP' | 'FF', o: { checkFiles?:
   const second = split === 'FP' ? readIndexList(join(protocol, 'Pair_list_P.txt'), protocol) : frontal;
   const splitDir = join(protocol, 'Split', split);
   if (!existsSync(splitDir)) throw new InvalidInputError(`CFP split folder missing: ${splitDir}`, { file: splitDir });
-  const folds = readdirSync(splitDir).filter((d) => /^\d+$/.test(d)).sort();
+  const folds = readdirSync(splitDir)
+    .filter((d) => /^\d+$/.test(d))
+    .sort();
   const pairs: VerificationPair[] = [];
   const problems: string[] = [];
   folds.forEach((foldName, fold) => {
@@ -46,12 +48,16 @@ export function readCfpPairs(root: string, split: 'FP' | 'FF', o: { checkFiles?:
           const a = frontal.get(Number(m[1]));
           const b = second.get(Number(m[2]));
           if (!a) return void problems.push(`${file}:${line}: index ${m[1]} not in Pair_list_F.txt`);
-          if (!b) return void problems.push(`${file}:${line}: index ${m[2]} not in ${split === 'FP' ? 'Pair_list_P.txt' : 'Pair_list_F.txt'}`);
+          if (!b)
+            return void problems.push(`${file}:${line}: index ${m[2]} not in ${split === 'FP' ? 'Pair_list_P.txt' : 'Pair_list_F.txt'}`);
           if (o.checkFiles !== false) for (const p of [a, b]) if (!existsSync(p)) problems.push(`${file}:${line}: image not found: ${p}`);
           pairs.push({ a, b, same: kind === 'same', fold, line });
         });
     }
   });
-  if (problems.length) throw new InvalidInputError(`${problems.length} problem(s) in the CFP protocol:\n${problems.slice(0, 20).join('\n')}`, { file: splitDir });
+  if (problems.length)
+    throw new InvalidInputError(`${problems.length} problem(s) in the CFP protocol:\n${problems.slice(0, 20).join('\n')}`, {
+      file: splitDir,
+    });
   return { pairs, folds: folds.length, source: splitDir };
 }

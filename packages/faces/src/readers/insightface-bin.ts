@@ -19,10 +19,30 @@ type Value = Buffer | boolean | Value[] | { tuple: Value[] };
 const MARK = Symbol('mark');
 
 const OPCODES: Record<number, string> = {
-  0x80: 'PROTO', 0x95: 'FRAME', 0x28: 'MARK', 0x5d: 'EMPTY_LIST', 0x29: 'EMPTY_TUPLE', 0x61: 'APPEND', 0x65: 'APPENDS',
-  0x54: 'BINSTRING', 0x55: 'SHORT_BINSTRING', 0x42: 'BINBYTES', 0x43: 'SHORT_BINBYTES', 0x8e: 'BINBYTES8',
-  0x88: 'NEWTRUE', 0x89: 'NEWFALSE', 0x85: 'TUPLE1', 0x86: 'TUPLE2', 0x87: 'TUPLE3', 0x74: 'TUPLE',
-  0x71: 'BINPUT', 0x72: 'LONG_BINPUT', 0x94: 'MEMOIZE', 0x68: 'BINGET', 0x6a: 'LONG_BINGET', 0x2e: 'STOP',
+  0x80: 'PROTO',
+  0x95: 'FRAME',
+  0x28: 'MARK',
+  0x5d: 'EMPTY_LIST',
+  0x29: 'EMPTY_TUPLE',
+  0x61: 'APPEND',
+  0x65: 'APPENDS',
+  0x54: 'BINSTRING',
+  0x55: 'SHORT_BINSTRING',
+  0x42: 'BINBYTES',
+  0x43: 'SHORT_BINBYTES',
+  0x8e: 'BINBYTES8',
+  0x88: 'NEWTRUE',
+  0x89: 'NEWFALSE',
+  0x85: 'TUPLE1',
+  0x86: 'TUPLE2',
+  0x87: 'TUPLE3',
+  0x74: 'TUPLE',
+  0x71: 'BINPUT',
+  0x72: 'LONG_BINPUT',
+  0x94: 'MEMOIZE',
+  0x68: 'BINGET',
+  0x6a: 'LONG_BINGET',
+  0x2e: 'STOP',
 };
 
 export function parseInsightfaceBin(data: Buffer, source = '<buffer>'): InsightfaceBin {
@@ -65,7 +85,10 @@ export function parseInsightfaceBin(data: Buffer, source = '<buffer>'): Insightf
     const at = pos;
     const op = data[pos++];
     const name = OPCODES[op];
-    if (!name) fail(`refusing pickle opcode 0x${op.toString(16).padStart(2, '0')} ('${String.fromCharCode(op)}') at byte ${at}: only the data opcodes of insightface .bin files are accepted`);
+    if (!name)
+      fail(
+        `refusing pickle opcode 0x${op.toString(16).padStart(2, '0')} ('${String.fromCharCode(op)}') at byte ${at}: only the data opcodes of insightface .bin files are accepted`,
+      );
     switch (name) {
       case 'PROTO':
         bytes(1);
@@ -160,7 +183,8 @@ export function parseInsightfaceBin(data: Buffer, source = '<buffer>'): Insightf
       }
       case 'STOP': {
         const result = pop();
-        if (!(typeof result === 'object' && 'tuple' in result) || result.tuple.length !== 2) fail('expected a pickled tuple (images, issame)');
+        if (!(typeof result === 'object' && 'tuple' in result) || result.tuple.length !== 2)
+          fail('expected a pickled tuple (images, issame)');
         const [images, issame] = (result as { tuple: Value[] }).tuple;
         if (!Array.isArray(images) || !images.every((v) => Buffer.isBuffer(v))) fail('first element must be a list of image byte strings');
         if (!Array.isArray(issame) || !issame.every((v) => typeof v === 'boolean')) fail('second element must be a list of bools');

@@ -51,7 +51,8 @@ export function readLfwPairs(pairsPath: string, imagesRoot: string, o: { checkFi
       continue;
     }
     const expectSame = index % (2 * perFold) < perFold;
-    if (pair.same !== expectSame) problems.push(`${pairsPath}:${line}: a ${pair.same ? 'same' : 'different'}-person line where the protocol expects the other kind`);
+    if (pair.same !== expectSame)
+      problems.push(`${pairsPath}:${line}: a ${pair.same ? 'same' : 'different'}-person line where the protocol expects the other kind`);
     if (o.checkFiles !== false) {
       for (const p of [pair.a, pair.b]) if (!existsSync(p)) problems.push(`${pairsPath}:${line}: image not found: ${p}`);
     }
@@ -59,7 +60,9 @@ export function readLfwPairs(pairsPath: string, imagesRoot: string, o: { checkFi
   }
   if (pairs.length !== folds * perFold * 2) problems.push(`${pairsPath}: ${pairs.length} pairs, header promises ${folds}×2×${perFold}`);
   if (problems.length) {
-    throw new InvalidInputError(`${problems.length} problem(s) in the pair list:\n${problems.slice(0, 20).join('\n')}`, { file: pairsPath });
+    throw new InvalidInputError(`${problems.length} problem(s) in the pair list:\n${problems.slice(0, 20).join('\n')}`, {
+      file: pairsPath,
+    });
   }
   return { pairs, folds, source: pairsPath };
 }
