@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import {
+  readdirSync,
   appendFileSync,
   closeSync,
   existsSync,
@@ -119,6 +120,27 @@ export function readTensorFile(headerPath: string): { header: TensorHeader; valu
   return { header, values: new Ctor(aligned.buffer) };
 }
 
+/** sha256 of a folder's sorted listing (relative path, size, mtime of every file) and its total bytes. */
+export function describeDirectory(root: string): { sha256: string; bytes: number; files: number } {
+  const lines: string[] = [];
+  let bytes = 0;
+  const walk = (dir: string, prefix: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const rel = prefix ? `${prefix}/${entry.name}` : entry.name;
+      const full = join(dir, entry.name);
+      if (entry.isDirectory()) walk(full, rel);
+      else {
+        const st = statSync(full);
+        bytes += st.size;
+        lines.push(`${rel}\t${st.size}\t${Math.round(st.mtimeMs)}`);
+      }
+    }
+  };
+  walk(root, '');
+  lines.sort();
+  return { sha256: sha256(Buffer.from(lines.join('\n'))), bytes, files: lines.length };
+}
+
 /** One output of a stage as recorded in its manifest. */
 export interface OutputRecord {
   /** Relative to the run directory. */
@@ -189,8 +211,14 @@ export class RunStore {
     writeJsonAtomic(this.manifestPath(manifest.stage), manifest);
   }
 
+  /**
+   * A file by its content hash; a folder (a dataset read as an input) by its listing: every
+   * file's relative path, size and modification time, so an added, removed, resized or touched
+   * photo makes the folder another input without hashing gigabytes.
+   */
   async describeFile(path: string): Promise<OutputRecord> {
     const absolute = this.abs(path);
+    if (statSync(absolute).isDirectory()) return { path: this.rel(absolute), ...describeDirectory(absolute) };
     return { path: this.rel(absolute), sha256: await sha256File(absolute), bytes: statSync(absolute).size };
   }
 

@@ -6,6 +6,7 @@ import {
   binEdges,
   histogram,
   histogramSvg,
+  readTensorFile,
   sha256,
   svgToPng,
   writeFileAtomic,
@@ -18,8 +19,8 @@ import { decodeImageBytes, resizeImage, type RgbImage } from './image-io';
 import { predictAge } from './models/age';
 import { alignForEmbedder } from './models/align-for-embedder';
 import { detectAndAlign } from './models/detect-align';
-import { DEFAULT_EMBEDDER, embedderNames, loadEmbedder, unknownEmbedderMessage } from './models/embedders';
-import { embedImage } from './models/face-embedder';
+import { DEFAULT_EMBEDDER, embedderInfo, embedderNames, loadEmbedder, unknownEmbedderMessage } from './models/embedders';
+import { embedImage, type FaceEmbedder } from './models/face-embedder';
 import { headPoseFrom68 } from './pose';
 import { readImageFolders } from './readers/folders';
 import { readUtkFace } from './readers/utkface';
@@ -55,6 +56,8 @@ export const prepareConfigSchema = z
     ]),
     /** Use only the first `limit` images (sorted by name) — for quick runs. */
     limit: z.number().int().positive().optional(),
+    /** Images per shard: the unit a worker takes and a killed run loses. */
+    imagesPerShard: z.number().int().positive().default(250),
     /** Square crop sides to store (the ArcFace template is scaled to each). */
     sizes: z.array(z.number().int().min(16).max(512)).nonempty().default([112]),
     detector: z.enum(['tiny', 'ssd']).default('tiny'),
@@ -90,19 +93,32 @@ export function resolveSourcePath(path: string): string {
   return path.startsWith('data:') ? join(dataDir(), path.slice('data:'.length)) : resolve(path);
 }
 
-async function listSource(config: PrepareConfig, dir: string): Promise<{ entries: Entry[]; rejects: { path: string; reason: string }[] }> {
+interface Listing {
+  readonly entries: Entry[];
+  /** Files the listing itself refused (e.g. a UTKFace name without labels). */
+  readonly rejects: { path: string; reason: string }[];
+}
+
+/** The images to prepare, sorted by name and cut to `limit`: what the shards split. */
+async function listSource(config: PrepareConfig, dir: string): Promise<Listing> {
+  let listing: Listing;
+  try {
+    listing = await listAll(config, dir);
+  } catch (err) {
+    throw new InvalidInputError(`field 'prepare.source.path': ${(err as Error).message}`, { field: 'prepare.source.path' });
+  }
+  return { entries: config.limit ? listing.entries.slice(0, config.limit) : listing.entries, rejects: listing.rejects };
+}
+
+async function listAll(config: PrepareConfig, dir: string): Promise<Listing> {
   const source = config.source;
   if (source.kind === 'procedural') {
-    const root = join(dir, 'source');
-    const { labelsPath } = await writeProceduralFaces(root, {
+    const truth = await renderedProceduralSet(join(dir, 'source'), {
       identities: source.identities,
       perIdentity: source.perIdentity,
       size: source.size,
       seed: config.seed,
     });
-    const truth = JSON.parse(readFileSync(labelsPath, 'utf8')) as {
-      images: { path: string; identity: number; attributes: { yaw: number; pitch: number; roll: number; age: number } }[];
-    };
     return {
       entries: truth.images.map((t) => ({
         path: t.path,
@@ -122,83 +138,193 @@ async function listSource(config: PrepareConfig, dir: string): Promise<{ entries
   return { entries: images.map((i) => ({ path: i.path, label: i.label })), rejects: [] };
 }
 
+interface ProceduralTruth {
+  readonly seed: number;
+  readonly identities: number;
+  readonly perIdentity: number;
+  readonly size: number;
+  readonly images: { path: string; identity: number; attributes: { yaw: number; pitch: number; roll: number; age: number } }[];
+}
+
+/** The procedural set, rendered once: every shard process lists the same files (labels.json is written last). */
+async function renderedProceduralSet(
+  root: string,
+  o: { identities: number; perIdentity: number; size: number; seed: number },
+): Promise<ProceduralTruth> {
+  const labelsPath = join(root, 'labels.json');
+  if (existsSync(labelsPath)) {
+    const truth = JSON.parse(readFileSync(labelsPath, 'utf8')) as ProceduralTruth;
+    const same = truth.seed === o.seed && truth.identities === o.identities && truth.perIdentity === o.perIdentity && truth.size === o.size;
+    if (same && truth.images.every((t) => existsSync(t.path))) return truth;
+  }
+  await writeProceduralFaces(root, o);
+  return JSON.parse(readFileSync(labelsPath, 'utf8')) as ProceduralTruth;
+}
+
+interface IndexRow {
+  readonly path: string;
+  readonly sha256: string;
+  readonly method: string;
+  readonly label?: number;
+  readonly labels?: Record<string, number>;
+}
+
+/** One shard's results, as its files hold them. */
+interface ShardRows {
+  readonly index: IndexRow[];
+  readonly rejects: { path: string; reason: string }[];
+  readonly attributes: number[][];
+  readonly fallbacks: number;
+  readonly images: number;
+  readonly seconds: number;
+}
+
+const shardId = (k: number): string => `chunk-${String(k).padStart(5, '0')}`;
+const shardIndex = (id: string): number => Number(id.slice('chunk-'.length));
+
+/**
+ * Detect, align, crop at every size, embed with the teacher and read the attributes of each
+ * entry; unreadable images and images without a usable face become rejects with the reason.
+ */
+async function prepareEntries(
+  entries: readonly Entry[],
+  config: PrepareConfig,
+  teacher: FaceEmbedder,
+  onImage: (done: number, accepted: number, rejected: number) => void,
+): Promise<ShardRows & { crops: Uint8Array[][]; embeddings: Float32Array[] }> {
+  const crops = config.sizes.map(() => [] as Uint8Array[]);
+  const embeddings: Float32Array[] = [];
+  const attributes: number[][] = [];
+  const index: IndexRow[] = [];
+  const rejects: { path: string; reason: string }[] = [];
+  let fallbacks = 0;
+  const started = Date.now();
+  for (const [i, entry] of entries.entries()) {
+    let image: RgbImage;
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(entry.path); // read once: decoded here, hashed for the index below
+      image = await decodeImageBytes(bytes, entry.path);
+    } catch (err) {
+      rejects.push({ path: entry.path, reason: (err as Error).message });
+      onImage(i + 1, index.length, rejects.length);
+      continue;
+    }
+    const found = await detectAndAlign(image, {
+      size: 112,
+      detector: config.detector,
+      fallback: config.fallback,
+      fallbackFraction: config.fallbackFraction,
+    });
+    if (!found.ok) {
+      rejects.push({ path: entry.path, reason: found.reason });
+      onImage(i + 1, index.length, rejects.length);
+      continue;
+    }
+    const { landmarks68: landmarks, method } = found;
+    if (method === 'center-crop') fallbacks++;
+    const aligned = found.image;
+    for (const [k, size] of config.sizes.entries()) crops[k].push((size === 112 ? aligned : await resizeImage(aligned, size, size)).data);
+    // The teacher sees its own crop (a dlib chip for face-api), cut from the same landmarks.
+    embeddings.push(await embedImage(teacher, alignForEmbedder(image, found, teacher)));
+    // A centre-cropped (pre-aligned) face has no landmarks: its pose is taken as frontal and its
+    // age predicted on the whole image; the index records the method.
+    const pose = landmarks ? headPoseFrom68(landmarks) : { pitch: 0, yaw: 0, roll: 0 };
+    const age = (await predictAge(image, landmarks ?? { x: 0, y: 0, w: image.width, h: image.height })).age;
+    attributes.push([age, pose.pitch, pose.yaw, pose.roll]);
+    index.push({
+      path: entry.path,
+      sha256: sha256(bytes),
+      method,
+      ...(entry.label !== undefined ? { label: entry.label } : {}),
+      ...(entry.labels ? { labels: entry.labels } : {}),
+    });
+    onImage(i + 1, index.length, rejects.length);
+  }
+  return { crops, embeddings, attributes, index, rejects, fallbacks, images: entries.length, seconds: (Date.now() - started) / 1000 };
+}
+
 export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
   name: 'prepare',
-  version: 1,
+  version: 2,
   schema: prepareConfigSchema,
-  async run({ config, dir, progress }) {
-    let listing;
-    try {
-      listing = await listSource(config, dir);
-    } catch (err) {
-      throw new InvalidInputError(`field 'prepare.source.path': ${(err as Error).message}`, { field: 'prepare.source.path' });
-    }
-    const entries = config.limit ? listing.entries.slice(0, config.limit) : listing.entries;
-    progress({ phase: 'list', message: `${entries.length} images (${listing.rejects.length} file names refused)` });
-    const rejects = [...listing.rejects];
-    const teacher = await loadEmbedder(config.teacher, 'prepare.teacher');
-    const crops = config.sizes.map(() => [] as Uint8Array[]);
-    const embeddings: Float32Array[] = [];
-    const attributes: number[][] = [];
-    const index: { path: string; sha256: string; method: string; label?: number; labels?: Record<string, number> }[] = [];
-    const started = Date.now();
-    let fallbacks = 0;
-    for (const [i, entry] of entries.entries()) {
-      let image: RgbImage;
-      let bytes: Buffer;
-      try {
-        bytes = readFileSync(entry.path); // read once: decoded here, hashed for the index below
-        image = await decodeImageBytes(bytes, entry.path);
-      } catch (err) {
-        rejects.push({ path: entry.path, reason: (err as Error).message });
-        continue;
-      }
-      const found = await detectAndAlign(image, {
-        size: 112,
-        detector: config.detector,
-        fallback: config.fallback,
-        fallbackFraction: config.fallbackFraction,
-      });
-      if (!found.ok) {
-        rejects.push({ path: entry.path, reason: found.reason });
-        continue;
-      }
-      const { landmarks68: landmarks, method } = found;
-      if (method === 'center-crop') fallbacks++;
-      const aligned = found.image;
-      for (const [k, size] of config.sizes.entries()) crops[k].push((size === 112 ? aligned : await resizeImage(aligned, size, size)).data);
-      // The teacher sees its own crop (a dlib chip for face-api), cut from the same landmarks.
-      embeddings.push(await embedImage(teacher, alignForEmbedder(image, found, teacher)));
-      // A centre-cropped (pre-aligned) face has no landmarks: its pose is taken as frontal and its
-      // age predicted on the whole image; the index records the method.
-      const pose = landmarks ? headPoseFrom68(landmarks) : { pitch: 0, yaw: 0, roll: 0 };
-      const age = (await predictAge(image, landmarks ?? { x: 0, y: 0, w: image.width, h: image.height })).age;
-      attributes.push([age, pose.pitch, pose.yaw, pose.roll]);
-      index.push({
-        path: entry.path,
-        sha256: sha256(bytes),
-        method,
-        ...(entry.label !== undefined ? { label: entry.label } : {}),
-        ...(entry.labels ? { labels: entry.labels } : {}),
-      });
-      progress({ phase: 'align', step: i + 1, total: entries.length, metrics: { accepted: index.length, rejected: rejects.length } });
-    }
-    const seconds = (Date.now() - started) / 1000;
+  // A source folder is an input by its listing (names, sizes, mtimes): a changed folder re-runs.
+  externalInputs(config): Record<string, string> {
+    if (config.source.kind === 'procedural') return {};
+    const path = resolveSourcePath(config.source.path);
+    if (!existsSync(path))
+      throw new InvalidInputError(`field 'prepare.source.path': folder not found: ${path}`, { field: 'prepare.source.path', file: path });
+    return { source: path };
+  },
+  /**
+   * Shards: chunks of `imagesPerShard` images in name order. A killed run loses at most the
+   * chunks in flight; any worker can take any chunk.
+   */
+  shards: {
+    async plan({ config, dir }) {
+      const { entries } = await listSource(config, dir);
+      return Array.from({ length: Math.ceil(entries.length / config.imagesPerShard) }, (_, k) => shardId(k));
+    },
+    async run({ config, dir, shard, shardDir, progress }) {
+      const { entries } = await listSource(config, dir);
+      const start = shardIndex(shard) * config.imagesPerShard;
+      const chunk = entries.slice(start, start + config.imagesPerShard);
+      const teacher = await loadEmbedder(config.teacher, 'prepare.teacher');
+      const r = await prepareEntries(chunk, config, teacher, (done, accepted, rejected) =>
+        progress({ phase: 'align', step: done, total: chunk.length, metrics: { accepted, rejected } }),
+      );
+      const n = r.index.length;
+      for (const [k, size] of config.sizes.entries())
+        writeTensorFile(join(shardDir, `crops-${size}`), 'uint8', [n, size, size, 3], concat(r.crops[k], n * size * size * 3));
+      writeTensorFile(join(shardDir, 'embeddings'), 'float32', [n, teacher.dim], concat(r.embeddings, n * teacher.dim));
+      const rows: ShardRows = {
+        index: r.index,
+        rejects: r.rejects,
+        attributes: r.attributes,
+        fallbacks: r.fallbacks,
+        images: r.images,
+        seconds: r.seconds,
+      };
+      writeJsonAtomic(join(shardDir, 'rows.json'), rows);
+      return { metrics: { images: r.images, accepted: n, rejected: r.rejects.length, seconds: r.seconds } };
+    },
+  },
+  async run({ config, dir, shards, progress }) {
+    const listing = await listSource(config, dir);
+    progress({ phase: 'merge', message: `${listing.entries.length} images in ${shards.length} shard(s)` });
+    const teacher = embedderInfo(config.teacher, 'prepare.teacher');
+    const parts = shards.map((s) => ({ dir: s.dir, rows: JSON.parse(readFileSync(join(s.dir, 'rows.json'), 'utf8')) as ShardRows }));
+    const index = parts.flatMap((p) => p.rows.index);
+    const attributes = parts.flatMap((p) => p.rows.attributes);
+    const rejects = [...listing.rejects, ...parts.flatMap((p) => p.rows.rejects)];
     const n = index.length;
-    if (n === 0)
-      throw new InvalidInputError(`field 'prepare.source': no usable face in ${entries.length} images`, { field: 'prepare.source' });
+    const images = parts.reduce((t, p) => t + p.rows.images, 0);
+    if (n === 0) throw new InvalidInputError(`field 'prepare.source': no usable face in ${images} images`, { field: 'prepare.source' });
+    const gather = (name: string, width: number): Uint8Array | Float32Array => {
+      const pieces = parts.map((p) => readTensorFile(join(p.dir, name)).values as Uint8Array | Float32Array);
+      const out = pieces[0] instanceof Uint8Array ? new Uint8Array(n * width) : new Float32Array(n * width);
+      let offset = 0;
+      for (const piece of pieces) {
+        out.set(piece, offset);
+        offset += piece.length;
+      }
+      return out;
+    };
 
     const outputs: Record<string, string> = {};
-    for (const [k, size] of config.sizes.entries()) {
-      const flat = new Uint8Array(n * size * size * 3);
-      crops[k].forEach((c, r) => flat.set(c, r * size * size * 3));
-      outputs[`crops${size}`] = writeTensorFile(join(dir, `crops-${size}`), 'uint8', [n, size, size, 3], flat, {
-        what: 'ArcFace-aligned RGB crops',
-      });
+    for (const size of config.sizes) {
+      outputs[`crops${size}`] = writeTensorFile(
+        join(dir, `crops-${size}`),
+        'uint8',
+        [n, size, size, 3],
+        gather(`crops-${size}`, size * size * 3) as Uint8Array,
+        {
+          what: 'ArcFace-aligned RGB crops',
+        },
+      );
       outputs[`crops${size}Data`] = join(dir, `crops-${size}.bin`);
     }
-    const emb = new Float32Array(n * teacher.dim);
-    embeddings.forEach((e, r) => emb.set(e, r * teacher.dim));
+    const emb = gather('embeddings', teacher.dim) as Float32Array;
     outputs.embeddings = writeTensorFile(join(dir, 'embeddings'), 'float32', [n, teacher.dim], emb, {
       teacher: teacher.name,
       what: 'unit teacher embeddings y',
@@ -245,14 +371,17 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
       index.map((r) => r.label),
     );
     const truthYaw = index.map((r) => r.labels?.yaw);
+    const shardSeconds = parts.reduce((t, p) => t + p.rows.seconds, 0);
     return {
       outputs,
       metrics: {
-        images: entries.length + listing.rejects.length,
+        images: images + listing.rejects.length,
         accepted: n,
         rejected: rejects.length,
-        centreCropFallbacks: fallbacks,
-        imagesPerSecond: entries.length / seconds,
+        centreCropFallbacks: parts.reduce((t, p) => t + p.rows.fallbacks, 0),
+        shards: shards.length,
+        // Per process: images over the time the shards spent on them (workers add up).
+        imagesPerSecond: images / shardSeconds,
         meanAge: mean(0),
         meanAbsYaw: attributes.reduce((s, a) => s + Math.abs(a[2]), 0) / n,
         ...separation,
@@ -268,6 +397,16 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
     };
   },
 };
+
+function concat<T extends Uint8Array | Float32Array>(rows: readonly T[], total: number): T {
+  const out = (rows[0] instanceof Float32Array || rows.length === 0 ? new Float32Array(total) : new Uint8Array(total)) as T;
+  let offset = 0;
+  for (const r of rows) {
+    out.set(r, offset);
+    offset += r.length;
+  }
+  return out;
+}
 
 /**
  * How well the teacher separates labelled identities: mean cosine of same- and

@@ -66,6 +66,40 @@ describe('prepare stage', () => {
       for (let c = 1; c < 4; c++) expect(Math.abs(attrs[r * 4 + c])).toBeLessThanOrEqual(90);
     }
     expect(result.manifest.outputs.hist_age.bytes).toBeGreaterThan(1000);
+
+    // The same folder in chunks of 2 (4 shards, one of them with the truncated JPEG): the merged
+    // outputs are byte for byte the one-chunk run's.
+    const sharded = new RunStore(mkdtempSync(join(tmpdir(), 'id3-prepare-run-')));
+    const inChunks = await executeStage(
+      prepareStage,
+      { seed: 0, source: { kind: 'utkface', path: dir }, sizes: [112, 32], fallback: 'center-crop', imagesPerShard: 2 },
+      { store: sharded, progress: () => undefined, backend: 'wasm' },
+    );
+    expect(inChunks.manifest.metrics.shards).toBe(4);
+    for (const name of ['crops112', 'crops32', 'embeddings', 'attributes', 'attributesScaled', 'index', 'rejects']) {
+      expect([name, inChunks.manifest.outputs[name].sha256]).toEqual([name, result.manifest.outputs[name].sha256]);
+    }
+
+    // The folder is an input by its listing (names, sizes, mtimes): a new photo makes the stage
+    // and its shards stale (a shard's record is keyed by the stage's inputs), so all is redone.
+    expect(
+      (
+        await executeStage(
+          prepareStage,
+          { seed: 0, source: { kind: 'utkface', path: dir }, sizes: [112, 32], fallback: 'center-crop', imagesPerShard: 2 },
+          { store: sharded, progress: () => undefined, backend: 'wasm' },
+        )
+      ).skipped,
+    ).toBe(true);
+    copyFileSync(join(src, names[2]), join(dir, '45_0_0_20170000000000009.jpg.chip.jpg'));
+    const grown = await executeStage(
+      prepareStage,
+      { seed: 0, source: { kind: 'utkface', path: dir }, sizes: [112, 32], fallback: 'center-crop', imagesPerShard: 2 },
+      { store: sharded, progress: () => undefined, backend: 'wasm' },
+    );
+    expect(grown.skipped).toBe(false);
+    expect(grown.manifest.metrics.accepted).toBe(7);
+    expect(grown.manifest.inputs.source.sha256).not.toBe(inChunks.manifest.inputs.source.sha256);
   });
 
   it('an image with no face is rejected with the reason when the fallback is reject', async () => {
