@@ -131,6 +131,8 @@ describe('pipeline workflow against a real Temporal server', () => {
     [{ anchors: { nn: 5 } }, /field 'anchors\.nn': Unrecognized key/],
     [{ identities: { lb: 0.9, ub: 0.5 } }, /field 'identities\.lb': lb must not exceed ub/],
     [{ stages: ['anchors', 'nope'] }, /field 'profile\.stages\[1\]': unknown stage 'nope'/],
+    // Impossible sizes are refused at plan time (not retried until a RangeError deep in the stage).
+    [{ anchors: { n: 100000000 } }, /field 'anchors\.n': stage 'anchors' needs about .* GiB/],
   ])('invalid config %j fails non-retryably, naming the field', async (overrides, message) => {
     const handle = await h.client.workflow.start('pipeline', {
       taskQueue: TASK_QUEUE,

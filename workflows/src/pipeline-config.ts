@@ -1,14 +1,18 @@
+import { constants } from 'node:buffer';
 import { mkdirSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import {
   InvalidInputError,
+  checkResources,
   hashJson,
   loadProfile,
   mergeConfig,
   parseConfig,
   readJsonFile,
   writeJsonAtomic,
+  type MachineLimits,
   type PipelineSections,
 } from '@id3/core';
 import type { PipelineInput, RunPlan } from './contracts';
@@ -81,7 +85,13 @@ export function planRun(input: PipelineInput): RunPlan {
   const stages = registry.names.filter((s) => requested.includes(s));
   const configured = registry.names.filter((s) => stages.includes(s) || config[s] !== undefined);
   const sections: Record<string, Record<string, unknown>> = Object.fromEntries(configured.map((s) => [s, validateStageSection(config, s)]));
-  for (const s of stages) registry.get(s)?.check?.(sections[s], sections as PipelineSections);
+  const machine: MachineLimits = { memoryBytes: totalmem(), maxArrayBytes: constants.MAX_LENGTH };
+  for (const s of stages) {
+    const def = registry.get(s);
+    def?.check?.(sections[s], sections as PipelineSections);
+    const estimate = def?.estimate?.(sections[s], sections as PipelineSections);
+    if (estimate) checkResources(s, estimate, machine);
+  }
   const configHash = hashJson(config);
   if (input.runName !== undefined && !RUN_NAME.test(input.runName)) {
     throw new InvalidInputError(`field 'runName': '${input.runName}' must be 1-128 letters, digits, '.', '_' or '-'`, { field: 'runName' });

@@ -70,6 +70,20 @@ export const anchorsStage: StageDefinition<typeof anchorsConfigSchema> = {
       );
     }
   },
+  /**
+   * Points, next points, their tensor copy and transpose, and the random baseline: ~6 n×d
+   * float32 arrays; plus Gram blocks of blockRows × n (three live while the k-NN refresh runs).
+   */
+  estimate(config) {
+    const points = config.n * config.dim * 4;
+    const gram = Math.min(config.blockRows, config.n) * config.n * 4;
+    return {
+      memoryBytes: 6 * points + 3 * gram + config.n * config.neighbours * 4,
+      largestArrayBytes: Math.max(points, gram),
+      field: 'anchors.n',
+      formula: `n=${config.n} × dim=${config.dim} × 4 B × 6 + 3 Gram blocks of ${Math.min(config.blockRows, config.n)} × n × 4 B`,
+    };
+  },
   async run({ config, dir, progress }) {
     const checkpointPath = join(dir, 'checkpoint');
     const checkpointKey = hashJson(config);
@@ -189,6 +203,18 @@ export const identitiesStage: StageDefinition<typeof identitiesConfigSchema> = {
   schema: identitiesConfigSchema,
   upstream: ['anchors'],
   reads: () => ({ anchors: ['anchors'] }),
+  /** N·m embeddings of dim floats, their labels and cosines, from the anchors section's n and dim. */
+  estimate(config, sections) {
+    const n = Number(sections.anchors?.n ?? 0);
+    const dim = Number(sections.anchors?.dim ?? 0);
+    const embeddings = n * config.m * dim * 4;
+    return {
+      memoryBytes: 2 * embeddings + n * config.m * 8 + 2 * n * dim * 4,
+      largestArrayBytes: embeddings,
+      field: 'identities.m',
+      formula: `anchors.n=${n} × m=${config.m} × dim=${dim} × 4 B × 2`,
+    };
+  },
   async run({ config, dir, inputs, progress }) {
     const { header, values } = readTensorFile(inputs.anchors);
     const [n, dim] = header.shape;

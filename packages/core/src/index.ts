@@ -25,9 +25,11 @@ export { ConfigError, listProfiles, loadProfile, mergeConfig, parseConfig, profi
 export type { JsonObject } from './config';
 export { RunStore, readTensorFile, writeFileAtomic, writeJsonAtomic, writeTensorFile } from './run-store';
 export type { OutputRecord, StageEvent, StageManifest, TensorDtype, TensorHeader } from './run-store';
-export { executeShard, executeStage, prepareStageRun, resolveUpstreamInputs } from './stage';
+export { checkResources, executeShard, executeStage, prepareStageRun, resolveUpstreamInputs } from './stage';
 export type {
   AnyStageDefinition,
+  MachineLimits,
+  StageEstimate,
   CompletedShard,
   PipelineSections,
   ShardContext,

@@ -79,7 +79,53 @@ export interface StageDefinition<S extends z.ZodTypeAny> {
    */
   check?(config: z.output<S>, sections: PipelineSections): void;
   readonly shards?: StageShards<z.output<S>>;
+  /**
+   * What a run of this config needs, known from the config alone (cheap arithmetic): checked at
+   * plan time against the machine, so an impossible size is refused before anything runs.
+   */
+  estimate?(config: z.output<S>, sections: PipelineSections): StageEstimate;
   run(ctx: StageContext<z.output<S>>): Promise<StageOutputs>;
+}
+
+export interface StageEstimate {
+  /** Peak memory of the stage process, bytes. */
+  readonly memoryBytes: number;
+  /** The largest single typed array or tensor it allocates, bytes. */
+  readonly largestArrayBytes: number;
+  /** The config field that drives the size (named in the refusal). */
+  readonly field: string;
+  /** How the estimate is made, for the message (e.g. 'n × dim × 4 B × 6'). */
+  readonly formula: string;
+}
+
+export interface MachineLimits {
+  readonly memoryBytes: number;
+  /** The largest typed array this Node can allocate (buffer.constants.MAX_LENGTH). */
+  readonly maxArrayBytes: number;
+}
+
+const GIB = 1024 ** 3;
+const gib = (bytes: number): string => `${(bytes / GIB).toFixed(bytes < 10 * GIB ? 2 : 1)} GiB`;
+
+/**
+ * Refuse an estimate the machine cannot hold: more than 80% of its memory (the rest is Node,
+ * tfjs and the OS), or one array past what a typed array can address. Throws InvalidInputError
+ * naming the field, the estimate and the limit.
+ */
+export function checkResources(stage: string, e: StageEstimate, machine: MachineLimits): void {
+  const usable = 0.8 * machine.memoryBytes;
+  if (e.memoryBytes > usable) {
+    throw new InvalidInputError(
+      `field '${e.field}': stage '${stage}' needs about ${gib(e.memoryBytes)} (${e.formula}), more than this machine can give it (${gib(usable)} of ${gib(machine.memoryBytes)})`,
+      { field: e.field },
+    );
+  }
+  if (e.largestArrayBytes > machine.maxArrayBytes) {
+    throw new InvalidInputError(
+      `field '${e.field}': stage '${stage}' would allocate one array of ${gib(e.largestArrayBytes)}, past the ${gib(machine.maxArrayBytes)} a typed array can hold`,
+      { field: e.field },
+    );
+  }
 }
 
 /** The registry's view of any stage definition (a list holds definitions of different schemas). */

@@ -50,6 +50,8 @@ describe('planRun', () => {
     [{ runName: '../escape' }, /field 'runName'/],
     [{ overrides: { anchors: { iterations: -1 } } }, /field 'anchors\.iterations'/],
     [{ overrides: { nonsense: {} } }, /field 'nonsense': Unrecognized key/],
+    [{ overrides: { anchors: { n: 100000000 } } }, /field 'anchors\.n': stage 'anchors' needs about \d+\.\d GiB \(n=100000000 × dim=128/],
+    [{ overrides: { identities: { m: 100000 } } }, /field 'identities\.m': stage 'identities' needs about/],
     [{ stages: ['anchors', 'nope'] }, /field 'stages\[1\]': unknown stage 'nope'/],
     [
       { profile: 'real', overrides: { 'train-diffusion': { resolution: 48 } } },

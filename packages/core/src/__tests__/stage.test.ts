@@ -2,7 +2,16 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { RunStore, executeShard, executeStage, prepareStageRun, writeFileAtomic, type ProgressEvent, type StageDefinition } from '../index';
+import {
+  RunStore,
+  checkResources,
+  executeShard,
+  executeStage,
+  prepareStageRun,
+  writeFileAtomic,
+  type ProgressEvent,
+  type StageDefinition,
+} from '../index';
 
 const schema = z.object({ seed: z.number().int(), text: z.string(), fail: z.boolean().default(false) }).strict();
 
@@ -172,5 +181,29 @@ describe('sharded stages', () => {
     expect(ran).toEqual(['part-0', 'part-1']); // another work key: nothing reused, part-2 dropped
     expect(existsSync(join(store.stageDir('split'), 'shards', 'part-2'))).toBe(false);
     expect(store.readEvents().filter((e) => e.event === 'shard-complete')).toHaveLength(5);
+  });
+});
+
+describe('checkResources', () => {
+  const GiB = 1024 ** 3;
+  const machine = { memoryBytes: 24 * GiB, maxArrayBytes: 4 * GiB };
+  const estimate = (memoryBytes: number, largestArrayBytes = 1) => ({
+    memoryBytes,
+    largestArrayBytes,
+    field: 'anchors.n',
+    formula: 'n × 4 B',
+  });
+
+  it('accepts what fits in 80% of memory and refuses more, naming the field, the estimate and the limit', () => {
+    expect(() => checkResources('anchors', estimate(19 * GiB), machine)).not.toThrow();
+    expect(() => checkResources('anchors', estimate(20 * GiB), machine)).toThrow(
+      "field 'anchors.n': stage 'anchors' needs about 20.0 GiB (n × 4 B), more than this machine can give it (19.2 GiB of 24.0 GiB)",
+    );
+  });
+
+  it('refuses one array past what a typed array can hold, even when memory would do', () => {
+    expect(() => checkResources('anchors', estimate(5 * GiB, 5 * GiB), { memoryBytes: 1024 * GiB, maxArrayBytes: 4 * GiB })).toThrow(
+      /one array of 5\.00 GiB, past the 4\.00 GiB a typed array can hold/,
+    );
   });
 });
