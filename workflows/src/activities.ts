@@ -24,6 +24,12 @@ export interface ActivityDeps {
   readonly client?: Client;
   /** How often the stage workflow gets a progress signal (each one is a history event). */
   readonly progressSignalEveryMs?: number;
+  /**
+   * At most this many progress signals per activity attempt (phase changes included), so a
+   * stage that runs for days or reports very often cannot fill its workflow's history (Temporal
+   * caps it at 51,200 events). Past it, live progress is in the heartbeat details only.
+   */
+  readonly maxProgressSignals?: number;
   /** How often the activity heartbeats while its stage process lives. */
   readonly heartbeatEveryMs?: number;
   /** Override the stage launcher (default bin/id3). */
@@ -38,6 +44,7 @@ function invalidInput(message: string): ApplicationFailure {
 export function createActivities(deps: ActivityDeps = {}) {
   const signalEvery = deps.progressSignalEveryMs ?? 15_000;
   const heartbeatEvery = deps.heartbeatEveryMs ?? 2_000;
+  const maxSignals = deps.maxProgressSignals ?? 500;
 
   return {
     /** Validate the input, choose the run directory and write its config.json. */
@@ -103,11 +110,14 @@ export function createActivities(deps: ActivityDeps = {}) {
     const stderrTail: string[] = [];
     let lastSignal = 0;
     let lastPhase = '';
+    let signals = 0;
 
     const signalProgress = (event: ProgressEvent, force = false): void => {
       if (!deps.client || !input.progressWorkflowId) return;
       const now = Date.now();
       if (!force && event.phase === lastPhase && now - lastSignal < signalEvery) return;
+      if (!force && signals >= maxSignals) return; // bounded history: heartbeats carry the rest
+      signals += 1;
       lastSignal = now;
       lastPhase = event.phase;
       const payload: ProgressSignal = { ...event, ...(input.shard ? { shard: input.shard } : {}) };

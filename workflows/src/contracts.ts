@@ -35,6 +35,11 @@ export interface StageTiming {
   readonly maximumAttempts?: number;
   /** At most this many shards of one stage in flight at once (each is one activity any worker may take). */
   readonly maxParallelShards?: number;
+  /**
+   * A sharded stage's workflow continues as new once its history passes this many events
+   * (default 10,000; Temporal's hard cap is 51,200), so a stage of any number of shards fits.
+   */
+  readonly historyEventsPerRun?: number;
 }
 
 /** Input of the `stage` workflow (also startable from the Web UI: {"stage": "anchors", "profile": "demo"}). */
@@ -42,6 +47,8 @@ export interface StageWorkflowInput extends PipelineInput {
   readonly stage: string;
   /** Set by the pipeline; when absent the stage resolves the config itself. */
   readonly plan?: RunPlan;
+  /** How many times this stage's workflow has continued as new (bounded history). */
+  readonly continued?: number;
 }
 
 /** A validated pipeline config, written to disk; what every stage activity receives. */

@@ -103,7 +103,10 @@ export async function stageCommandMain(o: StageCommandOptions & { exitWithParent
   }
   try {
     const result = await runStageCommand(o);
-    if (o.jsonProgress) process.stdout.write(`${RESULT_LINE_PREFIX}${JSON.stringify(result)}\n`);
+    // Wait until the line is handed to the pipe: stdout to a pipe is asynchronous, and the
+    // process exits right after (a stage that printed thousands of progress lines lost it).
+    if (o.jsonProgress)
+      await new Promise<void>((resolve) => process.stdout.write(`${RESULT_LINE_PREFIX}${JSON.stringify(result)}\n`, () => resolve()));
     else process.stderr.write(`${describeResult(result)}\n`);
     return 0;
   } catch (err) {

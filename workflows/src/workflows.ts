@@ -4,6 +4,7 @@
  */
 import {
   ApplicationFailure,
+  continueAsNew,
   defineQuery,
   defineSignal,
   executeChild,
@@ -157,7 +158,11 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
       total: counter.total,
       message: `${left.shards.length} shard(s) to run`,
     });
-    await forEachLimited(left.shards, input.timing?.maxParallelShards ?? 16, async (shard) => {
+    // Bounded history: past the budget, start no more shards, let those in flight finish, and
+    // continue as a new run, which asks again what is left (finished shards are on disk).
+    const budget = input.timing?.historyEventsPerRun ?? 10_000;
+    const full = (): boolean => workflowInfo().historyLength > budget || workflowInfo().continueAsNewSuggested;
+    await forEachLimited(left.shards, input.timing?.maxParallelShards ?? 16, full, async (shard) => {
       const result: ShardSummary = await activities.runShard({ ...base, shard });
       counter.done += 1;
       view = publish({
@@ -168,6 +173,9 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
         message: `shard ${result.shard} ${result.skipped ? 'was already done' : 'done'}`,
       });
     });
+    if (counter.done < counter.total) {
+      await continueAsNew<typeof stage>({ ...input, plan, continued: (input.continued ?? 0) + 1 });
+    }
     shards = undefined;
     view = publish({ ...view, phase: 'merge', step: undefined, total: undefined, message: `merging ${left.totalShards} shard(s)` });
   }
@@ -176,11 +184,14 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
   return summary;
 }
 
-/** Run `fn` over the items with at most `limit` in flight (deterministic: workflow promises). */
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+/**
+ * Run `fn` over the items with at most `limit` in flight (deterministic: workflow promises);
+ * once `stop()` says so, start no more (those in flight finish).
+ */
+async function forEachLimited<T>(items: readonly T[], limit: number, stop: () => boolean, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   const lanes = Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, async () => {
-    while (next < items.length) await fn(items[next++]);
+    while (next < items.length && !stop()) await fn(items[next++]);
   });
   await Promise.all(lanes);
 }

@@ -11,6 +11,17 @@ export type { LabelledImage } from './readers/folders';
 export { parseInsightfaceBin, readInsightfaceBin } from './readers/insightface-bin';
 export type { InsightfaceBin } from './readers/insightface-bin';
 export {
+  IR_HEADER_SIZE,
+  RECORDIO_MAGIC,
+  encodeRecord,
+  openRecordIo,
+  packImageRecord,
+  readInsightfaceDataset,
+  writeInsightfaceRecordIo,
+  writeRecordIo,
+} from './readers/recordio';
+export type { IRHeader, ImageRecord, InsightfaceDataset, InsightfaceImage, RecordIo } from './readers/recordio';
+export {
   ARCFACE_TEMPLATE_112,
   DLIB_CHIP_INDICES,
   alignDlibChip,
