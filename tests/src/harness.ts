@@ -15,6 +15,8 @@ export interface Harness {
   readonly workflowBundle: WorkflowBundleWithSourceMap;
   /** The Web UI's base URL (`http://127.0.0.1:<port>`), when started with `{ ui: true }`. */
   readonly uiUrl: string | undefined;
+  /** SIGKILL the server (no clean shutdown), then start it again on the same port and SQLite file. */
+  killAndRestartServer(downMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -29,12 +31,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   // Stage processes (spawned by activities) inherit this: run directories go to the temp dir.
   process.env.ID3_RUNS_DIR = runsDir;
   const uiPort = options.ui ? await freePort() : null;
-  const server = await startDevServer({
-    port: await freePort(),
-    uiPort,
-    dbFile: join(dir, 'temporal.db'),
-    logFile: join(dir, 'temporal.log'),
-  });
+  const serverOptions = { port: await freePort(), uiPort, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log') };
+  let server = await startDevServer(serverOptions);
   const uiUrl = server.uiUrl;
   if (uiUrl) {
     // The UI server comes up alongside the frontend; don't hand out its URL before it answers.
@@ -58,13 +56,22 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
   });
   return {
-    server,
+    get server() {
+      return server;
+    },
     client,
     connection,
     dir,
     runsDir,
     workflowBundle,
     uiUrl,
+    async killAndRestartServer(downMs = 2000) {
+      const exited = new Promise<void>((r) => server.process.once('exit', () => r()));
+      server.process.kill('SIGKILL');
+      await exited;
+      await sleep(downMs);
+      server = await startDevServer(serverOptions);
+    },
     async close() {
       await connection.close();
       await server.stop();
