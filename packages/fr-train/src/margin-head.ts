@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ConfigError, Rng, parseConfig, tf } from '@id3/core';
+import { ConfigError, Rng, flattenTensorsSync, parseConfig, tf } from '@id3/core';
 import { DEFAULT_MARGINS, adaCosScale, checkLabels, l2Normalize, marginLogits, softmaxCrossEntropy, type MarginSpec } from './margin';
 import { ParamStore } from './param-store';
 import { assignFlat, flattenVariables, readWeights, restoreWeights, writeWeights } from './weights-file';
@@ -120,6 +120,11 @@ export class MarginHead {
 
   flatWeights(): Promise<Float32Array> {
     return flattenVariables(this.variables);
+  }
+
+  /** flatWeights, synchronously (CPU backends). */
+  flatWeightsSync(): Float32Array {
+    return flattenTensorsSync(this.variables);
   }
 
   setFlatWeights(values: Float32Array): void {
