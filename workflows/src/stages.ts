@@ -3,6 +3,7 @@ import { anchorsStage, identitiesStage } from '@id3/anchors';
 import { trainDiffusionStage } from '@id3/diffusion';
 import { evalStage } from '@id3/eval';
 import { prepareStage } from '@id3/faces';
+import { frTrainStage } from '@id3/fr-train';
 import type { AnyStageDefinition } from '@id3/core';
 
 /**
@@ -15,6 +16,7 @@ export const BUILTIN_STAGES: readonly AnyStageDefinition[] = [
   trainDiffusionStage,
   anchorsStage,
   identitiesStage,
+  frTrainStage,
   evalStage,
 ] as readonly AnyStageDefinition[];
 

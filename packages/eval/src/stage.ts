@@ -16,16 +16,18 @@ import {
   decodeImageBytes,
   detectAndAlign,
   embedImage,
-  embedderInfo,
   embedderNames,
   loadEmbedder,
   readCfpPairs,
   readInsightfaceBin,
   readLfwPairs,
   resolveSourcePath,
+  resizeImage,
+  type AlignResult,
   type FaceEmbedder,
   type RgbImage,
 } from '@id3/faces';
+import { loadTrainedEmbedder } from '@id3/fr-train';
 import { EmbeddingCache } from './embedding-cache';
 import { PAPER_BENCHMARKS, paperTable, rocSvg, scoreHistogramSvg, type PaperBenchmark } from './report';
 import { evaluateVerification, pairDistances, type VerificationResult } from './verification';
@@ -47,19 +49,39 @@ const benchmarkSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('bin'), name: z.string(), path: z.string(), folds: z.number().int().min(2).default(10) }).strict(),
 ]);
 
+/** The eval config's name for the recognizer the run's fr-train stage produced. */
+export const TRAINED_MODEL = 'stage:fr-train';
+
+/** The model under test, loaded: a registered teacher or the run's trained recognizer. */
+async function loadModel(config: EvalConfig, inputs: Readonly<Record<string, string>>): Promise<FaceEmbedder & { dispose?(): void }> {
+  if (config.model === TRAINED_MODEL) return loadTrainedEmbedder(inputs.model);
+  return loadEmbedder(config.model.slice('teacher:'.length), 'eval.model');
+}
+
+/**
+ * The crop `model` expects, cut exactly as its training images were: the ArcFace crop (the
+ * detector's 112 alignment) resized to its input size — what prepare stores — or, for a dlib-chip
+ * network, the chip from the landmarks.
+ */
+async function cropFor(model: FaceEmbedder, image: RgbImage, found: AlignResult & { ok: true }): Promise<RgbImage> {
+  if (model.alignment !== 'arcface' || model.inputSize === found.image.width) return alignForEmbedder(image, found, model);
+  return resizeImage(found.image, model.inputSize, model.inputSize);
+}
+
 export const evalConfigSchema = z
   .object({
     seed: z.number().int().nonnegative(),
-    /** The model under test: `teacher:<registered face embedder>` (a pretrained network). */
+    /**
+     * The model under test: `teacher:<registered face embedder>` (a pretrained network) or
+     * `stage:fr-train` (the recognizer this run trained).
+     */
     model: z
       .string()
       .default('teacher:faceapi-dlib-128')
       .refine(
-        (m) => m.startsWith('teacher:') && embedderNames().includes(m.slice('teacher:'.length)),
+        (m) => m === TRAINED_MODEL || (m.startsWith('teacher:') && embedderNames().includes(m.slice('teacher:'.length))),
         (m) => ({
-          message: `unknown model '${m}' (known: ${embedderNames()
-            .map((n) => `teacher:${n}`)
-            .join(', ')})`,
+          message: `unknown model '${m}' (known: ${[...embedderNames().map((n) => `teacher:${n}`), TRAINED_MODEL].join(', ')})`,
         }),
       ),
     benchmarks: z.array(benchmarkSchema).nonempty(),
@@ -154,7 +176,7 @@ async function embedRef(
   const found = await detectAndAlign(image, { detector: o.detector, fallback: 'center-crop', fallbackFraction: o.fallbackFraction });
   if (!found.ok) throw new Error(`${source}: ${found.reason}`);
   if (found.method === 'center-crop') counters.fallbacks++;
-  const v = await embedImage(model, alignForEmbedder(image, found, model));
+  const v = await embedImage(model, await cropFor(model, image, found));
   cache.set(hash, v);
   counters.computed++;
   return v;
@@ -186,10 +208,11 @@ function loadBenchmarkNamed(spec: z.output<typeof benchmarkSchema>): LoadedBench
   }
 }
 
-function modelCache(config: EvalConfig, dir: string): EmbeddingCache {
+/** Embeddings cached per model: a trained model by its weights' hash (a retrained one is another model). */
+function modelCache(config: EvalConfig, dir: string, model: FaceEmbedder): EmbeddingCache {
   return new EmbeddingCache(
     config.cacheDir ?? process.env.ID3_CACHE_DIR ?? join(dir, 'cache'),
-    config.model.replace(/[^A-Za-z0-9._-]/g, '_'),
+    model.name.replace(/[^A-Za-z0-9._-]/g, '_'),
   );
 }
 
@@ -202,6 +225,8 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
   name: 'eval',
   version: 2,
   schema: evalConfigSchema,
+  upstream: ['fr-train'],
+  reads: (config): Record<string, string[]> => (config.model === TRAINED_MODEL ? { 'fr-train': ['model'] } : {}),
   /**
    * Shards: chunks of `pairsPerShard` pairs of one benchmark. Each embeds its pairs (through the
    * embedding cache, so a killed shard resumes image by image) and writes them as one tensor file.
@@ -212,13 +237,13 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
         config,
         config.benchmarks.map((spec) => loadBenchmarkNamed(spec).issame.length),
       ),
-    async run({ config, dir, shard, shardDir, progress }) {
+    async run({ config, dir, inputs, shard, shardDir, progress }) {
       const { benchmark, chunk } = parseShardId(shard);
       const bench = loadBenchmarkNamed(config.benchmarks[benchmark]);
       const start = chunk * config.pairsPerShard;
       const end = Math.min(bench.issame.length, start + config.pairsPerShard);
-      const model = await loadEmbedder(config.model.slice('teacher:'.length), 'eval.model');
-      const cache = modelCache(config, dir);
+      const model = await loadModel(config, inputs);
+      const cache = modelCache(config, dir, model);
       const counters: EmbedCounters = { fallbacks: 0, computed: 0, cached: 0 };
       const started = Date.now();
       const count = end - start;
@@ -237,8 +262,9 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       writeTensorFile(join(shardDir, 'embeddings'), 'float32', [2, count, model.dim], rows, {
         benchmark: bench.name,
         pairs: [start, end],
-        model: config.model,
+        model: model.name,
       });
+      model.dispose?.();
       return {
         metrics: {
           pairs: count,
@@ -255,7 +281,8 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
     const metrics: Record<string, number> = {};
     const outputs: Record<string, string> = {};
     const curves: { label: string; result: VerificationResult }[] = [];
-    const dim = embedderInfo(config.model.slice('teacher:'.length), 'eval.model').dim;
+    // Every shard holds [2, pairs, dim] embeddings of the same model.
+    const dim = readTensorFile(join(shards[0].dir, 'embeddings')).header.shape[2];
     for (const [b, spec] of config.benchmarks.entries()) {
       const bench = loadBenchmarkNamed(spec);
       const own = shards.filter((s) => parseShardId(s.id).benchmark === b);

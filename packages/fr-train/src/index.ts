@@ -21,3 +21,10 @@ export { DEFAULT_MARGINS, adaCosScale, l2Normalize, marginLogits, marginWarmupFa
 export type { MarginKind, MarginSpec } from './margin';
 export { MARGIN_HEAD_WEIGHTS_FORMAT, MarginHead, marginHeadConfigSchema } from './margin-head';
 export type { MarginHeadConfig, MarginHeadConfigInput, MarginHeadShape, MarginOptions } from './margin-head';
+export { datasetFromArrays, datasetFromPrepared, identitySelectionSchema, selectIdentities, splitValidation } from './dataset';
+export type { FaceDataset, IdentitySelection } from './dataset';
+export { FR_CHECKPOINT_FORMAT, FrTrainer, frLearningRateSchedule, frTrainerConfigSchema } from './trainer';
+export type { FrHistoryPoint, FrStepLog, FrTrainerConfig, FrTrainerConfigInput, FrTrainerOptions } from './trainer';
+export { loadTrainedEmbedder } from './embedder';
+export { FR_MODEL_CARD_FORMAT, frTrainConfigSchema, frTrainStage } from './stage';
+export type { FrTrainConfig } from './stage';
