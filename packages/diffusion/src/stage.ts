@@ -1,5 +1,4 @@
 import { cpSync, existsSync, mkdirSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
@@ -8,6 +7,7 @@ import {
   hashJson,
   lineChartSvg,
   parseConfig,
+  resolveThreads,
   readTensorFile,
   svgToPng,
   writeFileAtomic,
@@ -288,12 +288,6 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
   } finally {
     await trainer.close();
   }
-}
-
-/** 'auto': every core on the CPU backends (one thread each), one thread on GPU backends. */
-export function resolveThreads(threads: number | 'auto', backend: string): number {
-  if (threads !== 'auto') return threads;
-  return backend === 'wasm' || backend === 'cpu' ? Math.min(availableParallelism(), 8) : 1;
 }
 
 /**

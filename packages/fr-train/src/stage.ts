@@ -6,6 +6,7 @@ import {
   hashJson,
   lineChartSvg,
   listCheckpoints,
+  resolveThreads,
   sha256,
   svgToPng,
   writeFileAtomic,
@@ -118,7 +119,7 @@ export const frTrainStage: StageDefinition<typeof frTrainConfigSchema> = {
   run: (ctx) => trainRecognizer(ctx),
 };
 
-async function trainRecognizer({ config, dir, inputs, progress }: StageContext<FrTrainConfig>) {
+async function trainRecognizer({ config, dir, inputs, progress, backend }: StageContext<FrTrainConfig>) {
   const data = await loadDataset(config, inputs);
   const backbone = iresnetConfigSchema.parse({ depth: 18, ...config.backbone, resolution: config.resolution });
   const trainerConfig = frTrainerConfigSchema.parse({ ...config.trainer, seed: config.seed });
@@ -129,6 +130,7 @@ async function trainRecognizer({ config, dir, inputs, progress }: StageContext<F
   delete knobs.steps;
   delete knobs.checkpointEvery;
   delete knobs.keepCheckpoints;
+  delete knobs.threads; // a resumed run may use another machine's cores
   const dataHash = hashJson({ crops: sha256(data.crops), labels: Array.from(data.labels), classes: data.classNames });
   const key = hashJson({ backbone, knobs, validationPerIdentity: config.validationPerIdentity, data: dataHash });
   const trainer = new FrTrainer(backbone, trainerConfig, data, train, key);
@@ -136,6 +138,7 @@ async function trainRecognizer({ config, dir, inputs, progress }: StageContext<F
   const total = trainerConfig.steps;
   const started = Date.now();
   try {
+    await trainer.startWorkers(resolveThreads(trainerConfig.threads, backend), backend);
     const resumed = trainer.resumeFrom(checkpoints);
     const resumedFromStep = resumed && 'step' in resumed ? resumed.step : 0;
     if (resumed && 'step' in resumed) progress({ phase: 'resume', step: resumed.step, total, message: `resuming from ${resumed.path}` });
@@ -144,7 +147,7 @@ async function trainRecognizer({ config, dir, inputs, progress }: StageContext<F
       phase: 'train',
       step: trainer.step,
       total,
-      message: `IResNet-${backbone.depth} ×${backbone.width} at ${backbone.resolution}×${backbone.resolution}, ${trainer.net.parameterCount()} parameters; ${data.classes} identities, ${train.length} training + ${validation.length} validation images; ${trainer.head.spec.kind} s=${trainer.head.spec.scale.toFixed(2)} m=${trainer.head.spec.margin}`,
+      message: `IResNet-${backbone.depth} ×${backbone.width} at ${backbone.resolution}×${backbone.resolution}, ${trainer.net.parameterCount()} parameters; ${data.classes} identities, ${train.length} training + ${validation.length} validation images; ${trainer.threads} thread(s); ${trainer.head.spec.kind} s=${trainer.head.spec.scale.toFixed(2)} m=${trainer.head.spec.margin}`,
     });
     const writeCurve = async (): Promise<string> => {
       const path = join(dir, 'training-curve.png');
@@ -227,6 +230,6 @@ async function trainRecognizer({ config, dir, inputs, progress }: StageContext<F
       },
     };
   } finally {
-    trainer.dispose();
+    await trainer.close();
   }
 }

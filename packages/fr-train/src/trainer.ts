@@ -1,11 +1,13 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import {
+  GradientWorkerPool,
   InvalidInputError,
   OPTIMIZER_SLOTS,
   Rng,
   clipScale,
   createOptimizer,
+  globalNorm,
   globalNormTensor,
   learningRateAt,
   readTensorFile,
@@ -25,6 +27,7 @@ import { IResNet } from './iresnet';
 import type { IResNetConfig } from './iresnet-config';
 import { marginWarmupFactor } from './margin';
 import { MarginHead, marginHeadConfigSchema } from './margin-head';
+import { frShardGradients, splitFrBatch, type FrBatchShard, type FrWorkerInit } from './shard';
 
 /**
  * The learning-rate decay after the warm-up, in fractions of the run (so one config serves any
@@ -57,6 +60,11 @@ export const frTrainerConfigSchema = z
     flip: z.boolean().default(true),
     /** 'light': a random shift of up to size/16 pixels and ±10% brightness and contrast. */
     augment: z.enum(['none', 'light']).default('none'),
+    /**
+     * Threads computing gradients (data parallel, the batch split between them): 'auto' = every
+     * core on the CPU backends (tfjs-wasm uses one core per thread in Node), 1 on GPU backends.
+     */
+    threads: z.union([z.literal('auto'), z.number().int().positive().max(64)]).default('auto'),
     checkpointEvery: z.number().int().positive().default(500),
     keepCheckpoints: z.number().int().positive().default(2),
     /** Average the step losses over this many steps per history point. */
@@ -131,6 +139,7 @@ export class FrTrainer {
   private readonly optimizer: Optimizer;
   private readonly variables: tf.Variable[];
   private rng: Rng;
+  private pool?: GradientWorkerPool<FrWorkerInit, FrBatchShard>;
   step = 0;
   history: FrHistoryPoint[] = [];
   private pending: FrStepLog[] = [];
@@ -215,6 +224,56 @@ export class FrTrainer {
     return learningRateAt(this.schedule, step);
   }
 
+  /**
+   * Compute gradients on this many threads (this one plus workers), each with its own backend and
+   * replicas: tfjs-wasm uses one core per thread in Node. Call once, before training; close()
+   * stops them. BatchNorm normalises each shard with its own statistics and the running
+   * statistics are this thread's (as data-parallel training without synchronised BatchNorm).
+   */
+  async startWorkers(threads: number, backend: string): Promise<void> {
+    if (threads <= 1 || this.pool) return;
+    if (!this.optimizer.hostWeights) throw new Error('fr-train: worker threads need the host-memory optimiser (a CPU backend)');
+    this.pool = await GradientWorkerPool.start<FrWorkerInit, FrBatchShard>({
+      script: join(__dirname, 'gradient-worker.ts'),
+      count: threads - 1,
+      init: { backend, backbone: this.backbone, head: this.head.config, classes: this.data.classes },
+    });
+  }
+
+  get threads(): number {
+    return 1 + (this.pool?.size ?? 0);
+  }
+
+  /** One step's update from flat gradients summed over the shards (the data-parallel path). */
+  private async parallelStep(
+    x: Float32Array,
+    labels: Int32Array,
+    marginFactor: number,
+  ): Promise<{ loss: number; correct: number; grads: Float32Array }> {
+    const px = this.data.size * this.data.size * 3;
+    const seeds = Array.from({ length: this.threads }, () => this.rng.nextUint32());
+    const shards = splitFrBatch(x, labels, px, this.threads, { marginFactor, seeds });
+    const pool = this.pool as GradientWorkerPool<FrWorkerInit, FrBatchShard>;
+    // Post the worker shards first (with the current weights), then compute ours meanwhile.
+    const remote = shards.length > 1 ? pool.gradients(this.optimizer.hostWeights as Float32Array, shards.slice(1)) : Promise.resolve([]);
+    remote.catch(() => undefined); // awaited below; never an unhandled rejection if ours throws first
+    const local = tf.tidy(() => frShardGradients(this.net, this.head, shards[0]));
+    let grads: Float32Array;
+    let terms: Float32Array;
+    try {
+      grads = Float32Array.from((await local.flat.data()) as Float32Array);
+      terms = Float32Array.from((await local.terms.data()) as Float32Array);
+    } finally {
+      tf.dispose([local.flat, local.terms]);
+    }
+    // Sum in a fixed order (ours, then workers by index) so a run is reproducible.
+    for (const other of await remote) {
+      for (let k = 0; k < grads.length; k++) grads[k] += other.grads[k];
+      for (let k = 0; k < terms.length; k++) terms[k] += other.terms[k];
+    }
+    return { loss: terms[0], correct: terms[1], grads };
+  }
+
   /** One optimiser step. Resolves once its numbers are on the CPU. */
   async trainStep(): Promise<FrStepLog> {
     const started = performance.now();
@@ -223,6 +282,25 @@ export class FrTrainer {
     const { x, labels } = this.drawBatch();
     const lr = this.learningRate(step);
     const marginFactor = marginWarmupFactor(step, c.marginWarmupSteps, 'linear');
+    if (this.pool) {
+      const r = await this.parallelStep(x, labels, marginFactor);
+      const gradNorm = globalNorm(r.grads);
+      if (!Number.isFinite(r.loss) || !Number.isFinite(gradNorm))
+        throw new Error(`fr-train: loss became ${r.loss} (grad norm ${gradNorm}) at step ${step}`);
+      this.optimizer.apply(r.grads, { step, learningRate: lr, gradScale: c.gradClip > 0 ? clipScale(gradNorm, c.gradClip) : 1 });
+      this.step = step;
+      const log: FrStepLog = {
+        step,
+        loss: r.loss,
+        accuracy: r.correct / labels.length,
+        gradNorm,
+        learningRate: lr,
+        marginFactor,
+        seconds: (performance.now() - started) / 1000,
+      };
+      this.record(log);
+      return log;
+    }
     const size = this.data.size;
     const out = tf.tidy(() => {
       const input = tf.tensor4d(x, [labels.length, size, size, 3]);
@@ -370,6 +448,13 @@ export class FrTrainer {
       this.history = [...state.history];
       this.pending = [...state.pending];
     });
+  }
+
+  /** Stop the worker threads and free the tensors. */
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = undefined;
+    this.dispose();
   }
 
   dispose(): void {

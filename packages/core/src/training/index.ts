@@ -38,3 +38,4 @@ export type { GradientWorkerPoolOptions } from './gradient-worker-pool';
 export { serveGradientWorker } from './serve-gradient-worker';
 export type { GradientWorkerBody } from './serve-gradient-worker';
 export type { GradientResult, GradientWorkerReply, GradientWorkerRequest } from './gradient-worker-protocol';
+export { resolveThreads } from './threads';

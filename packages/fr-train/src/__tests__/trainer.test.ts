@@ -103,6 +103,29 @@ describe('FrTrainer', () => {
     trainer.dispose();
   });
 
+  it('data-parallel: 2 threads (a worker with its own backend and replicas) train reproducibly, keep numTensors flat, and learn', async () => {
+    const run = async (): Promise<{ losses: number[]; weights: Float32Array; tensors: number[] }> => {
+      const trainer = makeTrainer({ steps: 30, learningRate: 0.1 });
+      await trainer.startWorkers(2, 'wasm');
+      expect(trainer.threads).toBe(2);
+      const losses: number[] = [];
+      const tensors: number[] = [];
+      for (let i = 0; i < 30; i++) {
+        losses.push((await trainer.trainStep()).loss);
+        tensors.push(tf.memory().numTensors);
+      }
+      const weights = trainer.net.flatWeightsSync();
+      await trainer.close();
+      return { losses, weights, tensors };
+    };
+    const a = await run();
+    const b = await run();
+    expect(b.weights).toEqual(a.weights); // the shard sum has a fixed order
+    expect(new Set(a.tensors.slice(1)).size).toBe(1);
+    const mean = (v: number[]) => v.reduce((s, x) => s + x, 0) / v.length;
+    expect(mean(a.losses.slice(-6))).toBeLessThan(0.7 * mean(a.losses.slice(0, 6)));
+  });
+
   it('flips mirror the image; a batch is drawn from the training rows only', () => {
     const data = syntheticData();
     const config = frTrainerConfigSchema.parse({ seed: 1, steps: 1, batchSize: 16, flip: true });
