@@ -30,8 +30,14 @@ const small: PipelineInput = {
     },
     anchors: { n: 300, dim: 128, iterations: 60, neighbours: 8, refreshEvery: 10 },
     identities: { m: 4 },
+    'fr-train': {
+      backbone: { depth: 18, width: 0.125, embeddingDim: 32 },
+      trainer: { steps: 4, batchSize: 4, warmupSteps: 1, marginWarmupSteps: 0, checkpointEvery: 2, logEvery: 1 },
+    },
+    eval: { pairsPerShard: 20 },
   },
 };
+const ALL = ['prepare', 'train-diffusion', 'anchors', 'identities', 'fr-train', 'eval'];
 
 describe('pipeline workflow against a real Temporal server', () => {
   let h: Harness;
@@ -64,12 +70,7 @@ describe('pipeline workflow against a real Temporal server', () => {
     const id = `it-pipeline-${Date.now()}`;
     const result = await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [small] });
     const r = result as PipelineResult;
-    expect(r.stages.map((s) => [s.stage, s.skipped])).toEqual([
-      ['prepare', false],
-      ['train-diffusion', false],
-      ['anchors', false],
-      ['identities', false],
-    ]);
+    expect(r.stages.map((s) => [s.stage, s.skipped])).toEqual(ALL.map((s) => [s, false]));
     expect(r.stages[0].metrics.accepted).toBeGreaterThan(0);
     for (const s of r.stages) {
       expect(existsSync(s.manifestPath)).toBe(true);
@@ -77,12 +78,15 @@ describe('pipeline workflow against a real Temporal server', () => {
     }
     expect(r.stages[1].metrics.steps).toBe(4);
     expect(r.stages[2].metrics.minAngleDeg).toBeGreaterThan(r.stages[2].metrics.random_minAngleDeg);
+    expect(r.stages[4].metrics.steps).toBe(4); // fr-train on the prepared faces
+    expect(r.stages[5].metrics.LFW40pairsample_accuracy).toBeGreaterThan(0); // eval of that model (sharded: 2 shards)
+    expect(r.stages[5].metrics.shards).toBe(2);
 
     // Children have deterministic ids, progress is queryable, and the stage search attribute is set.
     const child = h.client.workflow.getHandle(stageWorkflowId(id, 'anchors'));
     expect((await child.describe()).status.name).toBe('COMPLETED');
     const view = await h.client.workflow.getHandle(id).query<ProgressView>('progress');
-    expect(view).toMatchObject({ phase: 'done', completedStages: ['prepare', 'train-diffusion', 'anchors', 'identities'] });
+    expect(view).toMatchObject({ phase: 'done', completedStages: ALL });
     const described = await h.client.workflow.getHandle(id).describe();
     expect(described.searchAttributes.Id3Stage).toEqual(['done']);
 
@@ -92,10 +96,10 @@ describe('pipeline workflow against a real Temporal server', () => {
       args: [small],
     })) as PipelineResult;
     expect(again.runDir).toBe(r.runDir);
-    expect(again.stages.map((s) => s.skipped)).toEqual([true, true, true, true]);
+    expect(again.stages.map((s) => s.skipped)).toEqual(ALL.map(() => true));
     const events = new RunStore(r.runDir).readEvents();
-    expect(events.filter((e) => e.event === 'start').map((e) => e.stage)).toEqual(['prepare', 'train-diffusion', 'anchors', 'identities']);
-    expect(events.filter((e) => e.event === 'skip').map((e) => e.stage)).toEqual(['prepare', 'train-diffusion', 'anchors', 'identities']);
+    expect(events.filter((e) => e.event === 'start').map((e) => e.stage)).toEqual(ALL);
+    expect(events.filter((e) => e.event === 'skip').map((e) => e.stage)).toEqual(ALL);
   });
 
   it('a stage registered by one line (an extra stage module) runs in a pipeline after the stage it reads', async () => {

@@ -73,7 +73,11 @@ export async function runStageCommand(o: StageCommandOptions): Promise<StageSumm
   const section = stageSection(config, o.stage);
   if (mode.kind === 'plan') {
     const plan = await prepareStageRun(def, section, options);
-    if (plan.current) return { kind: 'plan', stage: o.stage, current: summarise(plan.result, store), shards: [] };
+    if (plan.current) {
+      // A sharded stage found current here is skipped here (no merge step follows): say so.
+      store.logEvent(o.stage, 'skip');
+      return { kind: 'plan', stage: o.stage, current: summarise(plan.result, store), shards: [] };
+    }
     return {
       kind: 'plan',
       stage: o.stage,
