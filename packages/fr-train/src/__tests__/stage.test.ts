@@ -2,9 +2,9 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { RunStore, executeStage, initBackend, type ProgressEvent } from '@id3/core';
+import { RunStore, executeStage, initBackend, readTensorFile, type ProgressEvent } from '@id3/core';
 import { evalStage } from '@id3/eval';
-import { prepareStage, requireDataPath } from '@id3/faces';
+import { prepareStage, requireDataPath, writeInsightfaceRecordIo } from '@id3/faces';
 import { frTrainStage } from '../stage';
 
 // Real faces end to end: ORL's first 20 people (10 greyscale photos each, ../shared/data/orl)
@@ -28,7 +28,14 @@ beforeAll(async () => {
   requireDataPath('orl', 's1');
   const prepared = await executeStage(
     prepareStage,
-    { seed: 0, source: { kind: 'folders', path: 'data:orl' }, limit: 200, sizes: [32], fallback: 'center-crop', fallbackFraction: 0.9 },
+    {
+      seed: 0,
+      source: { kind: 'folders', path: 'data:orl' },
+      limit: 200,
+      sizes: [112, 32],
+      fallback: 'center-crop',
+      fallbackFraction: 0.9,
+    },
     { ...opts, fieldPrefix: 'prepare' },
   );
   expect(prepared.manifest.metrics.accepted).toBeGreaterThanOrEqual(190);
@@ -69,6 +76,40 @@ describe('fr-train stage', () => {
     expect(r.manifest.inputs.model.sha256).toBe(store.readManifest('fr-train')?.outputs.model.sha256);
     expect(r.manifest.metrics.lfwsample_accuracy).toBeGreaterThanOrEqual(0.5);
     expect(readFileSync(store.abs(r.manifest.outputs.report.path), 'utf8')).toMatch(/# Verification report: stage:fr-train/);
+  });
+
+  it('trains from an insightface RecordIO set (112×112 JPEG records, resized to the training resolution)', async () => {
+    // Write the prepared 112 crops of ORL's first 5 people as train.rec + train.idx, as face2rec does.
+    const crops = readTensorFile(store.abs(store.readManifest('prepare')?.outputs.crops112.path ?? ''));
+    const index = JSON.parse(readFileSync(store.abs(store.readManifest('prepare')?.outputs.index.path ?? ''), 'utf8')) as {
+      rows: { label: number }[];
+    };
+    const px = 112 * 112 * 3;
+    const images: { label: number; image: Uint8Array }[] = [];
+    for (const [i, row] of index.rows.entries()) {
+      if (row.label >= 5) continue;
+      const raw = Buffer.from((crops.values as Uint8Array).subarray(i * px, (i + 1) * px));
+      images.push({
+        label: row.label,
+        image: await sharp(raw, { raw: { width: 112, height: 112, channels: 3 } })
+          .jpeg({ quality: 95 })
+          .toBuffer(),
+      });
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'id3-rec-'));
+    writeInsightfaceRecordIo(join(dir, 'train.rec'), join(dir, 'train.idx'), images);
+    const recStore = new RunStore(mkdtempSync(join(tmpdir(), 'id3-fr-rec-')));
+    const r = await executeStage(
+      frTrainStage,
+      {
+        ...trainConfig,
+        dataset: { kind: 'recordio', rec: join(dir, 'train.rec'), idx: join(dir, 'train.idx') },
+        trainer: { ...trainConfig.trainer, steps: 4, batchSize: 8, checkpointEvery: 4 },
+      },
+      { store: recStore, progress: () => undefined, backend: 'wasm', fieldPrefix: 'fr-train' },
+    );
+    expect(r.manifest.metrics).toMatchObject({ identities: 5, steps: 4, trainImages: images.length - 5 });
+    expect(Object.keys(r.manifest.inputs).sort()).toEqual(['idx', 'rec']);
   });
 
   it('refuses a dataset with fewer than two identities, naming the field', async () => {
