@@ -19,6 +19,7 @@ const input: PipelineInput = {
   stages: ['eval'],
   overrides: {
     eval: {
+      model: 'teacher:faceapi-dlib-128',
       benchmarks: [{ kind: 'bin', name: 'lfw-sample', path: 'data:samples/insightface-bin/sample-py3.bin' }],
       pairsPerShard: PER_SHARD,
     },

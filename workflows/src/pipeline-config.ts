@@ -1,5 +1,5 @@
 import { constants } from 'node:buffer';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -98,6 +98,17 @@ export function planRun(input: PipelineInput): RunPlan {
   }
   const runName = input.runName ?? `${config.profile}-${configHash.slice(0, 12)}`;
   const runDir = resolve(runsDir(), runName);
+  // What a stage reads must be made in this run or be there already: fail now, not in the stage.
+  for (const s of stages) {
+    for (const upstream of Object.keys(registry.get(s)?.reads?.(sections[s]) ?? {})) {
+      if (!stages.includes(upstream) && !existsSync(join(runDir, upstream, 'manifest.json'))) {
+        throw new InvalidInputError(
+          `field '${field}': stage '${s}' reads the outputs of stage '${upstream}', which neither runs now nor has completed in run '${runName}' (add '${upstream}' to the stages)`,
+          { field },
+        );
+      }
+    }
+  }
   mkdirSync(runDir, { recursive: true });
   const configPath = join(runDir, 'config.json');
   writeJsonAtomic(configPath, config);

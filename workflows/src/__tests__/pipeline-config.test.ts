@@ -46,6 +46,16 @@ describe('planRun', () => {
     );
   });
 
+  it('refuses a stage whose upstream neither runs nor has completed in the run directory', () => {
+    expect(() => planRun({ profile: 'demo', runName: 'plan-orphan', stages: ['identities'] })).toThrow(
+      /field 'stages': stage 'identities' reads the outputs of stage 'anchors', which neither runs now nor has completed in run 'plan-orphan'/,
+    );
+    expect(planRun({ profile: 'demo', runName: 'plan-orphan', stages: ['anchors', 'identities'] }).stages).toEqual([
+      'anchors',
+      'identities',
+    ]);
+  });
+
   it.each([
     [{ runName: '../escape' }, /field 'runName'/],
     [{ overrides: { anchors: { iterations: -1 } } }, /field 'anchors\.iterations'/],
