@@ -241,6 +241,7 @@ interface ShardRecord {
   readonly shard: string;
   readonly workKey: string;
   readonly metrics: Readonly<Record<string, number>>;
+  readonly startedAt: string;
   readonly finishedAt: string;
   readonly pid: number;
 }
@@ -325,6 +326,7 @@ export async function executeShard<S extends z.ZodTypeAny>(
   }
   const shardDir = shardDirOf(store, def.name, shard);
   rmSync(shardDonePath(store, def.name, shard), { force: true });
+  const startedAt = new Date().toISOString();
   store.logEvent(def.name, 'shard-start', { shard, ...workerTag() });
   let result: { metrics: Readonly<Record<string, number>> };
   try {
@@ -344,6 +346,7 @@ export async function executeShard<S extends z.ZodTypeAny>(
     shard,
     workKey: r.workKey,
     metrics,
+    startedAt,
     finishedAt: new Date().toISOString(),
     pid: process.pid,
   };
@@ -388,7 +391,7 @@ export async function executeStage<S extends z.ZodTypeAny>(
   }
   r.emit({ phase: 'start', message: plan.reason });
 
-  const startedAt = new Date();
+  let startedAt = new Date();
   store.logEvent(def.name, 'start');
   let result: StageOutputs;
   const shards: CompletedShard[] = [];
@@ -401,6 +404,8 @@ export async function executeStage<S extends z.ZodTypeAny>(
       const record = readShardRecord(store, def.name, shard.id, r.workKey);
       if (!record) throw new Error(`stage '${def.name}': shard '${shard.id}' has no completion record after running`);
       shards.push({ id: shard.id, dir: shardDirOf(store, def.name, shard.id), metrics: record.metrics });
+      // A sharded stage started with its first shard (under Temporal, in other processes).
+      if (record.startedAt && Date.parse(record.startedAt) < startedAt.getTime()) startedAt = new Date(record.startedAt);
     }
     result = await def.run({ ...baseContext(def as AnyStageDefinition, r, options), shards } as StageContext<z.output<S>>);
   } catch (err) {
