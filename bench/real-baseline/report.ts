@@ -1,0 +1,116 @@
+/**
+ * The real-data baseline's report (issue 11 §2): reads finished runs of the `celeba` profile (or
+ * any run with fr-train and eval on LFW) and writes `docs/real-baseline/`: results.json (one object
+ * per trained model), report.md, and each model's training curve and ROC.
+ *
+ *   node --import tsx bench/real-baseline/report.ts --run .id3/runs/celeba-baseline [--run …] [--out docs/real-baseline] [--benchmark LFW]
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { StageManifest } from '@id3/core';
+
+interface ModelCard {
+  backbone: { depth: number; width: number; resolution: number; embeddingDim: number };
+  head: { kind: string; margin: number; scale: number };
+  dataset: {
+    kind: string;
+    identities: number;
+    trainImages: number;
+    validationImages: number;
+    select: { perIdentity?: number; minPerIdentity?: number };
+  };
+  steps: number;
+  trainSeconds: number;
+  validationAccuracy: number;
+}
+
+interface Verification {
+  pairs: number;
+  accuracy: number;
+  accuracyStd: number;
+  tar: number;
+  auc: number;
+}
+
+const readJson = <T>(path: string): T => JSON.parse(readFileSync(path, 'utf8')) as T;
+
+/** The photos a run prepared, as its prepare config names them (e.g. 'folders data:celeba/images'). */
+function describeSource(prepare: StageManifest): string {
+  const source = (prepare.config as { source?: { kind?: string; path?: string } }).source ?? {};
+  return [source.kind, source.path].filter(Boolean).join(' ');
+}
+
+function main(): void {
+  const { values } = parseArgs({
+    options: {
+      run: { type: 'string', multiple: true },
+      out: { type: 'string', default: 'docs/real-baseline' },
+      benchmark: { type: 'string', default: 'LFW' },
+    },
+  });
+  const given = values.run ?? [];
+  const runs = given.map((r) => resolve(r));
+  if (runs.length === 0) throw new Error('--run RUN_DIR (repeatable): a run with fr-train and eval completed');
+  const out = resolve(values.out);
+  mkdirSync(out, { recursive: true });
+  const rows = runs.map((run) => {
+    for (const stage of ['prepare', 'fr-train', 'eval']) {
+      if (!existsSync(join(run, stage, 'manifest.json')))
+        throw new Error(`${run}: stage '${stage}' has not completed (no ${stage}/manifest.json)`);
+    }
+    const train = readJson<StageManifest>(join(run, 'fr-train', 'manifest.json'));
+    const card = readJson<ModelCard>(join(run, train.outputs.card.path));
+    const evaluation = readJson<StageManifest>(join(run, 'eval', 'manifest.json'));
+    const results = readJson<{ model: string; results: Record<string, Verification> }>(join(run, evaluation.outputs.results.path)).results;
+    const lfw = results[values.benchmark];
+    if (!lfw) throw new Error(`${run}: eval has no benchmark named '${values.benchmark}' (it has: ${Object.keys(results).join(', ')})`);
+    const name = basename(run);
+    if (train.outputs.curve) copyFileSync(join(run, train.outputs.curve.path), join(out, `${name}-training-curve.png`));
+    copyFileSync(join(run, evaluation.outputs.roc.path), join(out, `${name}-roc.png`));
+    const images = card.dataset.trainImages + card.dataset.validationImages;
+    return {
+      run: name,
+      dataset: describeSource(readJson<StageManifest>(join(run, 'prepare', 'manifest.json'))),
+      resolution: card.backbone.resolution,
+      identities: card.dataset.identities,
+      imagesPerIdentity: card.dataset.select.perIdentity ?? Math.round(images / card.dataset.identities),
+      trainImages: card.dataset.trainImages,
+      backbone: `IResNet-${card.backbone.depth} ×${card.backbone.width}, ${card.backbone.embeddingDim}-d`,
+      head: `${card.head.kind} (s = ${card.head.scale.toFixed(2)}, m = ${card.head.margin})`,
+      steps: card.steps,
+      trainSeconds: card.trainSeconds,
+      validationAccuracy: card.validationAccuracy,
+      lfwPairs: lfw.pairs,
+      lfwAccuracy: lfw.accuracy,
+      lfwStd: lfw.accuracyStd,
+      lfwTarAtFar1e3: lfw.tar,
+      lfwAuc: lfw.auc,
+    };
+  });
+  writeFileSync(
+    join(out, 'results.json'),
+    `${JSON.stringify({ date: new Date().toISOString(), benchmark: values.benchmark, models: rows }, null, 2)}\n`,
+  );
+  const pct = (v: number): string => (100 * v).toFixed(2);
+  const md = [
+    '# Real-data baseline',
+    '',
+    `Face recognizers trained on real photos and scored on ${values.benchmark} (insightface protocol, 10 folds, at the training resolution). Made by \`node --import tsx bench/real-baseline/report.ts ${given.map((r) => `--run ${r}`).join(' ')}\`.`,
+    '',
+    `| run | photos | identities × images | resolution | backbone | head | steps | train time | validation acc. | ${values.benchmark} acc. | TAR@FAR=1e-3 | AUC |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map(
+      (r) =>
+        `| ${r.run} | ${r.dataset} | ${r.identities} × ${r.imagesPerIdentity} | ${r.resolution}×${r.resolution} | ${r.backbone} | ${r.head} | ${r.steps} | ${(r.trainSeconds / 60).toFixed(1)} min | ${pct(r.validationAccuracy)} | **${pct(r.lfwAccuracy)} ± ${pct(r.lfwStd)}** | ${pct(r.lfwTarAtFar1e3)} | ${r.lfwAuc.toFixed(4)} |`,
+    ),
+    '',
+    'Validation accuracy: closed-set identification of held-out photos of the training people (monitoring only; no model is selected on it or on the benchmark — each is its last checkpoint after a fixed schedule).',
+    '',
+    ...rows.flatMap((r) => [`![${r.run} training curve](${r.run}-training-curve.png) ![${r.run} ROC](${r.run}-roc.png)`, '']),
+  ].join('\n');
+  writeFileSync(join(out, 'report.md'), md);
+  console.log(md);
+}
+
+main();
