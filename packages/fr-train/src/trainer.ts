@@ -430,6 +430,12 @@ export class FrTrainer {
       const net = IResNet.load(join(dir, 'backbone'));
       const head = MarginHead.load(join(dir, 'head'));
       try {
+        // The key covers the architecture; this guards a hand-edited or foreign checkpoint.
+        if (JSON.stringify(net.layout()) !== JSON.stringify(this.net.layout()) || head.parameterCount() !== this.head.parameterCount()) {
+          throw new InvalidInputError(`${dir}: the checkpoint's network differs from this trainer's (backbone or class count)`, {
+            file: dir,
+          });
+        }
         const weights = new Float32Array(this.net.parameterCount() + this.head.parameterCount());
         weights.set(net.flatWeightsSync(), 0);
         weights.set(head.flatWeightsSync(), this.net.parameterCount());
