@@ -6,8 +6,12 @@ resolutions, strided-conv down, nearest + conv up, condition MLP [y; s] -> 512 -
 and the same training step: q_sample, eps-MSE + beta_t x0-reconstruction, backward, global-norm
 clip, Adam, EMA.
 
-Run with Debian's python3-torch: /usr/bin/python3 unet_reference.py CONFIG_JSON RES BATCH STEPS [threads]
+Run with Debian's python3-torch: /usr/bin/python3 unet_reference.py CONFIG_JSON RES BATCH STEPS [threads] [--forward]
 Prints one JSON object (parameter count, seconds per step).
+
+--forward (bench/sampler): time the UNet forward alone, as a sampler calls it (torch.no_grad(),
+one shared timestep per batch), instead of the training step; secondsPerStep is then seconds per
+forward of the batch.
 """
 import json
 import math
@@ -129,14 +133,39 @@ class UNet(nn.Module):
         return self.out(F.silu(self.out_norm(h)))
 
 
+def forward_only(net, cfg, res, batch, steps):
+    """Seconds per sampling forward: eps for a batch at one shared timestep, no autograd."""
+    net.eval()
+    xt = torch.randn(batch, 3, res, res)
+    t = torch.full((batch,), 500, dtype=torch.long)
+    y = F.normalize(torch.randn(batch, cfg['identityDim']), dim=1)
+    s = torch.randn(batch, cfg['attributeDim'])
+    with torch.no_grad():
+        for _ in range(2):
+            net(xt, t, y, s)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            net(xt, t, y, s)
+    return (time.perf_counter() - t0) / steps
+
+
 def main():
-    cfg = json.loads(sys.argv[1])
-    res, batch, steps = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+    forward = '--forward' in sys.argv[1:]
+    argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != '--forward']
+    cfg = json.loads(argv[1])
+    res, batch, steps = int(argv[2]), int(argv[3]), int(argv[4])
+    threads = int(argv[5]) if len(argv) > 5 else 2
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = {**cfg, 'resolution': res}
     net = UNet(cfg)
+    if forward:
+        sec = forward_only(net, cfg, res, batch, steps)
+        print(json.dumps({
+            'framework': f'pytorch {torch.__version__}', 'mode': 'forward', 'threads': threads, 'resolution': res, 'batch': batch,
+            'parameters': sum(p.numel() for p in net.parameters()), 'secondsPerStep': sec, 'steps': steps,
+        }))
+        return
     ema = [p.detach().clone() for p in net.parameters()]
     opt = torch.optim.Adam(net.parameters(), lr=2e-4)
     T = 1000

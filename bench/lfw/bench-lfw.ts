@@ -3,20 +3,24 @@
  * protocol (6,000 pairs of ../shared/data/lfw), through id3's own detection, 5-point alignment,
  * flip-summed embeddings and the insightface verification protocol.
  *
- *   npm run bench:lfw -- [--teacher NAME] [--folds 10] [--template dlib|arcface] [--padding P] [--detector tiny|ssd] [--workers 2]
+ *   npm run bench:lfw -- [--teacher NAME] [--folds 10] [--template dlib|arcface] [--padding P] [--detector tiny|ssd] [--workers 2] [--write-calibration]
  *
  * `--teacher` is a face embedder's registry name (faceapi-dlib-128, mobileface-256, …; the short
  * `faceapi` and `mobileface` still work); the crop and its padding default to the registry's.
  *
  * Images are processed by `--workers` child processes (tfjs-wasm is single-threaded); embeddings
  * are cached by model key and image hash in .id3/cache/embeddings, so a re-run is instant.
+ *
+ * `--write-calibration` (full protocol only) also records the teacher's same-person cosine
+ * threshold at FAR = 1e-3 over all different-person pairs in packages/faces/src/models/
+ * teacher-calibration.json (read by `teacherCalibration(name)`; the sampler's leakage default).
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend, sha256, tf } from '@id3/core';
-import { EmbeddingCache, evaluateVerification } from '@id3/eval';
+import { EmbeddingCache, evaluateDistances, pairDistances } from '@id3/eval';
 import {
   alignForEmbedder,
   decodeImage,
@@ -26,8 +30,10 @@ import {
   loadEmbedder,
   readLfwPairs,
   requireDataPath,
+  thresholdAtFar,
   type DetectorName,
   type EmbedderEntry,
+  type TeacherCalibration,
 } from '@id3/faces';
 
 const ROOT = resolve(__dirname, '../..');
@@ -41,8 +47,11 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '2' },
     worker: { type: 'string' },
     'paths-file': { type: 'string' },
+    'write-calibration': { type: 'boolean', default: false },
   },
 });
+const CALIBRATION_FILE = join(ROOT, 'packages', 'faces', 'src', 'models', 'teacher-calibration.json');
+const CALIBRATION_FAR = 1e-3;
 const SHORT_NAMES: Readonly<Record<string, string>> = { faceapi: 'faceapi-dlib-128', mobileface: 'mobileface-256' };
 const teacherName = SHORT_NAMES[values.teacher!] ?? values.teacher!;
 const entry = embedderInfo(teacherName, '--teacher');
@@ -91,6 +100,10 @@ async function main(): Promise<void> {
   const list = readLfwPairs(requireDataPath('lfw', 'pairs.txt'), requireDataPath('lfw', 'lfw-deepfunneled'));
   const folds = Number(values.folds);
   const pairs = list.pairs.filter((p) => p.fold < folds);
+  // The committed threshold must come from the whole protocol and the teacher's own crop.
+  if (values['write-calibration'] && (pairs.length !== list.pairs.length || values.template || values.padding || detector !== 'tiny')) {
+    throw new Error('--write-calibration needs the full protocol (all folds) with the registry crop and the default detector');
+  }
   const unique = [...new Set(pairs.flatMap((p) => [p.a, p.b]))].sort();
   const workers = Number(values.workers);
   const tmp = join(ROOT, 'bench', 'results');
@@ -145,13 +158,9 @@ async function main(): Promise<void> {
     a.set(embed(p.a), i * dim);
     b.set(embed(p.b), i * dim);
   });
-  const r = evaluateVerification(
-    a,
-    b,
-    dim,
-    pairs.map((p) => p.same),
-    { foldOf: pairs.map((p) => p.fold) },
-  );
+  const dist = pairDistances(a, b, dim);
+  const issame = pairs.map((p) => p.same);
+  const r = evaluateDistances(dist, issame, { foldOf: pairs.map((p) => p.fold) });
   const sum = (k: string) => results.reduce((s, w) => s + (w[k] as number), 0);
   const computed = sum('images') - sum('cached');
   const summary = {
@@ -176,6 +185,44 @@ async function main(): Promise<void> {
   };
   writeFileSync(join(tmp, `lfw-${modelKey}-${folds}folds.json`), `${JSON.stringify(summary, null, 2)}\n`);
   console.log(JSON.stringify(summary, null, 2));
+  if (values['write-calibration']) writeCalibration(dist, issame, r.accuracy, r.accuracyStd);
+}
+
+/** Merge this teacher's FAR = 1e-3 cosine threshold into the committed calibration file. */
+function writeCalibration(dist: Float64Array, issame: readonly boolean[], accuracy: number, accuracyStd: number): void {
+  // Unit vectors: squared L2 d = 2 − 2·cos.
+  const cosines = Array.from(dist, (d) => 1 - d / 2);
+  const t = thresholdAtFar(
+    cosines.filter((_, i) => !issame[i]),
+    cosines.filter((_, i) => issame[i]),
+    CALIBRATION_FAR,
+  );
+  const calibration: TeacherCalibration = {
+    benchmark: 'LFW View 2 (pairs.txt, lfw-deepfunneled)',
+    model: modelKey,
+    farTarget: CALIBRATION_FAR,
+    cosine: t.cosine,
+    squaredL2: 2 - 2 * t.cosine,
+    falseAccepts: t.falseAccepts,
+    far: t.far,
+    tar: t.tar,
+    samePairs: t.positives,
+    differentPairs: t.negatives,
+    bracket: t.bracket,
+    accuracy,
+    accuracyStd,
+    date: new Date().toISOString(),
+    command: ['npm run bench:lfw --', ...process.argv.slice(2)].join(' '),
+    note: `coarse: FAR ${CALIBRATION_FAR} over ${t.negatives} different-person pairs is ${t.falseAccepts} false accepts; the threshold sits halfway between impostor cosines number ${t.falseAccepts} and ${t.falseAccepts + 1} from the top (bracket), so it moves with any single pair`,
+  };
+  const all = existsSync(CALIBRATION_FILE)
+    ? (JSON.parse(readFileSync(CALIBRATION_FILE, 'utf8')) as Record<string, TeacherCalibration>)
+    : {};
+  all[teacherName] = calibration;
+  writeFileSync(CALIBRATION_FILE, `${JSON.stringify(all, null, 2)}\n`);
+  console.log(
+    `calibration for ${teacherName} written to ${CALIBRATION_FILE}: cosine ${t.cosine.toFixed(4)} at FAR ${t.far} (TAR ${t.tar.toFixed(4)})`,
+  );
 }
 
 if (values.worker) {

@@ -1,9 +1,10 @@
 import { isAbsolute, resolve } from 'node:path';
 import { anchorsStage, identitiesStage } from '@id3/anchors';
-import { trainDiffusionStage } from '@id3/diffusion';
+import { identitySpaceStage, trainDiffusionStage } from '@id3/diffusion';
 import { evalStage } from '@id3/eval';
 import { prepareStage } from '@id3/faces';
 import { frTrainStage } from '@id3/fr-train';
+import { sampleStage } from '@id3/sampler';
 import type { AnyStageDefinition } from '@id3/core';
 
 /**
@@ -14,8 +15,10 @@ import type { AnyStageDefinition } from '@id3/core';
 export const BUILTIN_STAGES: readonly AnyStageDefinition[] = [
   prepareStage,
   trainDiffusionStage,
+  identitySpaceStage,
   anchorsStage,
   identitiesStage,
+  sampleStage,
   frTrainStage,
   evalStage,
 ] as readonly AnyStageDefinition[];

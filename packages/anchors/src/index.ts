@@ -7,3 +7,17 @@ export type { PairwiseStats } from './pairwise';
 export { angleDeg, normaliseRows, randomUnitVectors } from './sphere';
 export { anchorsConfigSchema, anchorsStage, identitiesConfigSchema, identitiesStage } from './stages';
 export type { AnchorsConfig, IdentitiesConfig } from './stages';
+export {
+  IDENTITY_SPACE_FORMAT,
+  IDENTITY_SPACE_VERSION,
+  chooseK,
+  fitIdentitySpace,
+  fromWhitened,
+  meanAndCovariance,
+  readIdentitySpace,
+  requireSameIdentitySpace,
+  symmetricEigen,
+  toWhitened,
+  writeIdentitySpace,
+} from './identity-space';
+export type { IdentitySpaceHeader, IdentitySpaceMap, KeepOptions, LoadedIdentitySpace } from './identity-space';

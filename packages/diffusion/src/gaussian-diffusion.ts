@@ -14,6 +14,12 @@ export type GuidanceHook = (xt: tf.Tensor4D, t: number, predX0: tf.Tensor4D) => 
 
 export interface SampleOptions {
   readonly rng: Rng;
+  /**
+   * Where the loop's Gaussian noise comes from (x_T, then each stochastic step's z), in draw
+   * order; default: `rng`. The sampler gives each image its own stream, so an image depends on
+   * its own seed only, whichever batch it is drawn in.
+   */
+  readonly noise?: NoiseSource;
   /** Clip x̂0 to [-1, 1] before using it (images live there). Default true. */
   readonly clipDenoised?: boolean;
   readonly guidance?: GuidanceHook;
@@ -35,6 +41,22 @@ export interface SampleStep {
   readonly sample: tf.Tensor4D;
   readonly predX0: tf.Tensor4D;
 }
+
+/** Draws a standard-normal tensor of the given shape. */
+export type NoiseSource = (shape: readonly number[]) => tf.Tensor;
+
+/** Per-sample noise: sample i's values come from streams[i] alone (shape[0] = streams.length). */
+export function perSampleNoise(streams: readonly Rng[]): NoiseSource {
+  return (shape) => {
+    if (shape[0] !== streams.length) throw new RangeError(`perSampleNoise: batch ${shape[0]} but ${streams.length} streams`);
+    const per = shape.slice(1).reduce((a, b) => a * b, 1);
+    const values = new Float32Array(shape[0] * per);
+    streams.forEach((rng, i) => rng.fillNormal(values.subarray(i * per, (i + 1) * per)));
+    return tf.tensor(values, [...shape], 'float32');
+  };
+}
+
+const drawNoise = (o: SampleOptions, shape: readonly number[]): tf.Tensor => (o.noise ? o.noise(shape) : gaussianNoise(o.rng, shape));
 
 /** Standard-normal tensor drawn from our seeded, checkpointable RNG (not tf.randomNormal). */
 export function gaussianNoise(rng: Rng, shape: readonly number[]): tf.Tensor {
@@ -146,7 +168,7 @@ export class GaussianDiffusion {
     const sample = tf.tidy(() => {
       const { mean, logVariance } = this.qPosterior(predX0, xt, ts);
       if (t === 0) return mean;
-      return tf.add(mean, tf.mul(tf.exp(tf.mul(0.5, logVariance)), gaussianNoise(o.rng, xt.shape))) as tf.Tensor4D;
+      return tf.add(mean, tf.mul(tf.exp(tf.mul(0.5, logVariance)), drawNoise(o, xt.shape))) as tf.Tensor4D;
     });
     return { sample, predX0 };
   }
@@ -171,7 +193,7 @@ export class GaussianDiffusion {
     const dirCoef = Math.sqrt(Math.max(0, 1 - aPrev - sigma * sigma));
     const sample = tf.tidy(() => {
       const mean = tf.add(tf.mul(Math.sqrt(aPrev), predX0), tf.mul(dirCoef, eps)) as tf.Tensor4D;
-      return sigma > 0 && tPrev >= 0 ? (tf.add(mean, tf.mul(sigma, gaussianNoise(o.rng, xt.shape))) as tf.Tensor4D) : mean;
+      return sigma > 0 && tPrev >= 0 ? (tf.add(mean, tf.mul(sigma, drawNoise(o, xt.shape))) as tf.Tensor4D) : mean;
     });
     eps.dispose();
     return { sample, predX0 };
@@ -180,7 +202,7 @@ export class GaussianDiffusion {
   /** DDIM sampling from pure noise; yields every step (tensors valid until the next resume). */
   *ddimLoop(model: EpsModel, shape: readonly [number, number, number, number], o: DdimOptions): Generator<SampleStep, tf.Tensor4D, void> {
     const ts = ddimTimesteps(this.steps, o.steps);
-    let x = gaussianNoise(o.rng, shape) as tf.Tensor4D;
+    let x = drawNoise(o, shape) as tf.Tensor4D;
     for (const [index, t] of ts.entries()) {
       const tPrev = index + 1 < ts.length ? ts[index + 1] : -1;
       const { sample, predX0 } = this.ddimStep(model, x, t, tPrev, o);
@@ -194,7 +216,7 @@ export class GaussianDiffusion {
 
   /** DDPM ancestral sampling over all T steps. */
   *ddpmLoop(model: EpsModel, shape: readonly [number, number, number, number], o: SampleOptions): Generator<SampleStep, tf.Tensor4D, void> {
-    let x = gaussianNoise(o.rng, shape) as tf.Tensor4D;
+    let x = drawNoise(o, shape) as tf.Tensor4D;
     for (let t = this.steps - 1; t >= 0; t--) {
       const { sample, predX0 } = this.ddpmStep(model, x, t, o);
       x.dispose();

@@ -1,7 +1,7 @@
 export { cosineBetas, ddimTimesteps, identityWeight, linearBetas, makeSchedule, scheduleConfigSchema, scheduleFromBetas } from './schedule';
 export type { NoiseSchedule, ScheduleConfig } from './schedule';
-export { GaussianDiffusion, gaussianNoise, runLoop } from './gaussian-diffusion';
-export type { DdimOptions, EpsModel, GuidanceHook, SampleOptions, SampleStep } from './gaussian-diffusion';
+export { GaussianDiffusion, gaussianNoise, perSampleNoise, runLoop } from './gaussian-diffusion';
+export type { DdimOptions, EpsModel, GuidanceHook, NoiseSource, SampleOptions, SampleStep } from './gaussian-diffusion';
 export { ParamStore, groupNormWith, timestepEmbedding, upsample2x } from './layers';
 export { UNET_WEIGHTS_FORMAT, UNet, unetArchitectureSchema, unetConfigSchema } from './unet';
 export type { UNetConfig, UNetConfigInput, UNetInputs } from './unet';
@@ -25,3 +25,8 @@ export { embedCrops, identityConsistency, pearson, readAttributes } from './held
 export type { AttributeReadout } from './held-out-evaluation';
 export { trainDiffusionConfigSchema, trainDiffusionStage } from './stage';
 export type { TrainDiffusionConfig } from './stage';
+export { GENERATOR_FORMAT, generatorDescriptorSchema, loadGenerator, readGeneratorDescriptor, writeGeneratorDescriptor } from './generator';
+export type { GeneratorDescriptor, LoadedGenerator } from './generator';
+export { heldOutRows } from './holdout';
+export { identitySpaceConfigSchema, identitySpaceStage, randomPairCosMean } from './identity-space-stage';
+export type { IdentitySpaceConfig } from './identity-space-stage';

@@ -17,6 +17,7 @@ import {
   type TensorHeader,
 } from '@id3/core';
 import { embedderInfo, loadEmbedder, type FaceEmbedder } from '@id3/faces';
+import { GENERATOR_FORMAT, writeGeneratorDescriptor } from './generator';
 import { embedCrops, identityConsistency, pearson, readAttributes } from './held-out-evaluation';
 import { gridPng, toImages } from './images';
 import { sampleConditions } from './sampling';
@@ -90,7 +91,9 @@ function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDif
     trainRows: Array.from({ length: n }, (_, i) => i).filter((i) => !held.has(i)),
   };
   const teacherName = String((emb.header.meta as { teacher?: string } | undefined)?.teacher ?? '');
+  const sMeta = scaled.header.meta as { columns?: string[]; scaling?: string } | undefined;
   return {
+    attributesMeta: { columns: sMeta?.columns ?? [], scaling: sMeta?.scaling ?? 'unknown' },
     data,
     heldOut,
     rawAttributes: raw.values as Float32Array,
@@ -123,7 +126,7 @@ function lossCurveSvg(history: readonly HistoryPoint[]): string {
  */
 export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSchema> = {
   name: 'train-diffusion',
-  version: 1,
+  version: 2,
   schema: trainDiffusionConfigSchema,
   upstream: ['prepare'],
   // The crops at the training resolution, the teacher embeddings y and the attributes s.
@@ -254,7 +257,21 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
     const finalPreview = join(dir, 'preview-final.png');
     if (existsSync(lastPreview)) cpSync(lastPreview, finalPreview);
     else await writePreview('preview-final.png');
+    const attributesMeta = prepared.attributesMeta;
     const outputs: Record<string, string> = {
+      // The folder a sampler loads (and a shipped model copies): weights + what they mean.
+      generator: writeGeneratorDescriptor(modelDir, {
+        format: GENERATOR_FORMAT,
+        weights: 'ema.json',
+        resolution: config.resolution,
+        schedule: config.schedule,
+        teacher: prepared.teacherName,
+        identityDim: data.identityDim,
+        identitySpace: 'teacher',
+        attributes: attributesMeta,
+        trainingData: { attributesSha256: prepared.hashes[2], images: data.trainRows.length + heldOut.length, heldOut },
+        steps: trainer.step,
+      }),
       ema: join(modelDir, 'ema.json'),
       emaData: join(modelDir, 'ema.bin'),
       weights: join(modelDir, 'weights.json'),

@@ -41,12 +41,23 @@ export { embedImage, embedWithFlip } from './models/face-embedder';
 export type { EmbedderEntry, FaceAlignment, FaceEmbedder } from './models/face-embedder';
 export { DEFAULT_EMBEDDER, embedderInfo, embedderNames, loadEmbedder, registerEmbedder } from './models/embedders';
 export { alignForEmbedder } from './models/align-for-embedder';
+export { teacherCalibration, thresholdAtFar } from './models/teacher-calibration';
+export type { TeacherCalibration } from './models/teacher-calibration';
 export { centredTemplatePoints, detectAndAlign, landmarksOfCrop } from './models/detect-align';
 export type { AlignOptions, AlignResult, DetectorName } from './models/detect-align';
 export { headPoseFrom68, projectModel } from './pose';
 export type { HeadPose } from './pose';
 export { landmarkBox, predictAge } from './models/age';
-export { ATTRIBUTE_NAMES, correlation, prepareConfigSchema, prepareStage, resolveSourcePath, scaleAttributes } from './prepare';
+export {
+  ATTRIBUTE_NAMES,
+  ATTRIBUTE_SCALING,
+  correlation,
+  prepareConfigSchema,
+  prepareStage,
+  resolveSourcePath,
+  scaleAttributes,
+  unscaleAttributes,
+} from './prepare';
 export type { PrepareConfig } from './prepare';
 export { randomAttributes, randomIdentity, renderFacePng, renderFaceSvg, writeProceduralFaces } from './procedural';
 export type { FaceAttributes, FaceIdentity } from './procedural';

@@ -79,8 +79,12 @@ export type PrepareConfig = z.output<typeof prepareConfigSchema>;
 
 /** Attributes are stored raw (years, degrees) and scaled to about [-1, 1] for conditioning. */
 export const ATTRIBUTE_NAMES = ['age', 'pitch', 'yaw', 'roll'] as const;
+export const ATTRIBUTE_SCALING = 'age/50-1, angles/90';
 export function scaleAttributes([age, pitch, yaw, roll]: readonly number[]): number[] {
   return [age / 50 - 1, pitch / 90, yaw / 90, roll / 90];
+}
+export function unscaleAttributes([age, pitch, yaw, roll]: readonly number[]): number[] {
+  return [(age + 1) * 50, pitch * 90, yaw * 90, roll * 90];
 }
 
 interface Entry {
@@ -342,7 +346,7 @@ export const prepareStage: StageDefinition<typeof prepareConfigSchema> = {
       Float32Array.from(attributes.flatMap(scaleAttributes)),
       {
         columns: ATTRIBUTE_NAMES,
-        scaling: 'age/50-1, angles/90',
+        scaling: ATTRIBUTE_SCALING,
       },
     );
     outputs.attributesScaledData = join(dir, 'attributes-scaled.bin');

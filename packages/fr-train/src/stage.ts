@@ -25,11 +25,13 @@ export const frTrainConfigSchema = z
     /**
      * The training set: 'prepared' = the prepare stage's crops and identity labels (a `folders`
      * source: one folder per person); 'recordio' = an insightface train.rec + train.idx
-     * (112×112 aligned crops, resized to the training resolution).
+     * (112×112 aligned crops, resized to the training resolution); 'sampled' = the sample
+     * stage's synthetic dataset (its tensor pack and identity labels).
      */
     dataset: z
       .discriminatedUnion('kind', [
         z.object({ kind: z.literal('prepared') }).strict(),
+        z.object({ kind: z.literal('sampled') }).strict(),
         z.object({ kind: z.literal('recordio'), rec: z.string().min(1), idx: z.string().min(1) }).strict(),
       ])
       .default({ kind: 'prepared' }),
@@ -49,6 +51,7 @@ export const FR_MODEL_CARD_FORMAT = 'id3-fr-model-card/1';
 
 async function loadDataset(config: FrTrainConfig, inputs: Readonly<Record<string, string>>): Promise<FaceDataset> {
   if (config.dataset.kind === 'prepared') return datasetFromPrepared(inputs[`crops${config.resolution}`], inputs.index, config.select);
+  if (config.dataset.kind === 'sampled') return datasetFromPrepared(inputs.crops, inputs.index, config.select);
   const ds = readInsightfaceDataset(inputs.rec, inputs.idx);
   try {
     const r = config.resolution;
@@ -92,12 +95,22 @@ export const frTrainStage: StageDefinition<typeof frTrainConfigSchema> = {
   name: 'fr-train',
   version: 1,
   schema: frTrainConfigSchema,
-  upstream: ['prepare'],
+  upstream: ['prepare', 'sample'],
   reads: (config): Record<string, string[]> =>
-    config.dataset.kind === 'prepared' ? { prepare: [`crops${config.resolution}`, 'index'] } : {},
+    config.dataset.kind === 'prepared'
+      ? { prepare: [`crops${config.resolution}`, 'index'] }
+      : config.dataset.kind === 'sampled'
+        ? { sample: ['crops', 'index'] }
+        : {},
   externalInputs: (config): Record<string, string> =>
     config.dataset.kind === 'recordio' ? { rec: resolveSourcePath(config.dataset.rec), idx: resolveSourcePath(config.dataset.idx) } : {},
   check(config, sections) {
+    const sample = sections.sample;
+    if (config.dataset.kind === 'sampled' && sample && sample.resolution !== config.resolution) {
+      throw new InvalidInputError(`field 'fr-train.resolution': ${config.resolution}, but the sampled dataset is ${String(sample.resolution)}×${String(sample.resolution)}`, {
+        field: 'fr-train.resolution',
+      });
+    }
     const prepare = sections.prepare;
     if (config.dataset.kind !== 'prepared' || !prepare) return;
     const sizes = prepare.sizes as number[] | undefined;

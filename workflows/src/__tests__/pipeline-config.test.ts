@@ -30,7 +30,7 @@ describe('planRun', () => {
   });
 
   it('the real profile is valid and runs prepare first', () => {
-    expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'train-diffusion', 'anchors', 'identities', 'eval']);
+    expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'train-diffusion', 'identity-space', 'anchors', 'identities', 'eval']);
   });
 
   it('anchors must live in the teacher’s embedding space when prepare is configured', () => {
@@ -72,6 +72,20 @@ describe('planRun', () => {
       /train-diffusion\.unet\.resolution.*not divisible/,
     ],
     [{ profile: 'real', overrides: { 'train-diffusion': { trainer: { batchSize: 0 } } } }, /field 'train-diffusion\.trainer\.batchSize'/],
+    // The identity space: anchors and identities in one space, fitted on the generator's own training split.
+    [
+      { profile: 'real', overrides: { identities: { space: 'teacher' } } },
+      /field 'identities\.space': 'teacher' differs from anchors\.space 'whitened'/,
+    ],
+    [
+      { profile: 'real', overrides: { 'identity-space': { holdout: 64 } } },
+      /field 'identity-space\.holdout': 64 differs from train-diffusion\.holdout 200/,
+    ],
+    [
+      { profile: 'real', overrides: { 'identity-space': { resolution: 48 } } },
+      /field 'identity-space\.resolution': 48 is not one of prepare\.sizes/,
+    ],
+    [{ profile: 'real', overrides: { 'identity-space': { variance: 1.5 } } }, /field 'identity-space\.variance'/],
   ])('rejects %j naming the field', (input, message) => {
     expect(() => planRun(input)).toThrow(message);
   });
