@@ -1,9 +1,10 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { freePort, startDevServer, type RunningDevServer } from '@id3/workflows';
+import { ID3_BIN, freePort, startDevServer, type RunningDevServer } from '@id3/workflows';
 
 /** A real Temporal dev server (the installed CLI, SQLite file) on free loopback ports. */
 export interface Harness {
@@ -94,4 +95,29 @@ export async function waitFor<T>(
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(200);
   }
+}
+
+/**
+ * An `id3 worker` process on the harness's server and runs folder (as a user starts one on
+ * another machine); its stdout and stderr go to `logs`.
+ */
+export function spawnWorker(h: Harness, logs: string[]): ChildProcess {
+  const child = spawn(ID3_BIN, ['worker', '--runs-dir', h.runsDir], {
+    env: { ...process.env, TEMPORAL_ADDRESS: h.server.address, ID3_RUNS_DIR: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout?.on('data', (d: Buffer) => logs.push(d.toString()));
+  child.stderr?.on('data', (d: Buffer) => logs.push(d.toString()));
+  return child;
+}
+
+/** Worker identity as the activities record it in events.jsonl. */
+export const workerIdentity = (w: ChildProcess): string => `${w.pid}@${hostname()}`;
+
+/** SIGKILL a process and wait until it is gone. */
+export async function killProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGKILL');
+  await exited;
 }

@@ -1,10 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RunStore } from '@id3/core';
-import { ID3_BIN, TASK_QUEUE, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView } from '@id3/workflows';
-import { startHarness, waitFor, type Harness } from './harness';
+import { TASK_QUEUE, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView } from '@id3/workflows';
+import { killProcess, spawnWorker, startHarness, waitFor, workerIdentity, type Harness } from './harness';
 
 // Two `id3 worker` processes share the eval stage's shards (one run directory, one task queue);
 // one of them is SIGKILLed in the middle of a shard. The run must finish, no finished shard may
@@ -39,12 +38,7 @@ describe('a sharded stage on two workers', () => {
   const logs: string[] = [];
 
   function startWorker(): ChildProcess {
-    const child = spawn(ID3_BIN, ['worker', '--runs-dir', h.runsDir], {
-      env: { ...process.env, TEMPORAL_ADDRESS: h.server.address, ID3_RUNS_DIR: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout?.on('data', (d: Buffer) => logs.push(d.toString()));
-    child.stderr?.on('data', (d: Buffer) => logs.push(d.toString()));
+    const child = spawnWorker(h, logs);
     workers.push(child);
     return child;
   }
@@ -61,7 +55,7 @@ describe('a sharded stage on two workers', () => {
   it('shares the shards, and a worker killed mid-shard loses only that shard’s unfinished part', async () => {
     const a = startWorker();
     const b = startWorker();
-    const idOf = (w: ChildProcess): string => `${w.pid}@${hostname()}`;
+    const idOf = workerIdentity;
     const workflowId = `it-shards-${Date.now()}`;
     const handle = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId, args: [input] });
     const runDir = join(h.runsDir, 'it-shards');
@@ -89,9 +83,7 @@ describe('a sharded stage on two workers', () => {
     });
     const atStart = cacheFiles();
     await waitFor('a few images embedded after that shard started', () => cacheFiles() >= atStart + 4, 60_000);
-    const exited = new Promise<void>((r) => a.once('exit', () => r()));
-    a.kill('SIGKILL');
-    await exited;
+    await killProcess(a);
     expect(events().some((e) => e.event === 'shard-complete' && e.shard === killed)).toBe(false);
 
     const result = (await handle.result()) as PipelineResult;

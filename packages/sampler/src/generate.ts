@@ -137,6 +137,11 @@ export class IdentitySampler {
     }
   }
 
+  /** Frees the teacher-input matrices (the generator and teacher belong to the caller). */
+  dispose(): void {
+    this.input.dispose();
+  }
+
   /** Sample in chunks of maxBatch (fixed by slot order). */
   private sampleChunked(y: Float32Array, s: Float32Array, seeds: readonly number[]): Float32Array {
     const r = this.resolution;

@@ -75,7 +75,8 @@ export function identityGuidance(o: IdentityGuidanceOptions): GuidanceHook {
     const ts = new Array<number>(xt.shape[0]).fill(t);
     const g = tf.grad((x: tf.Tensor) => {
       const eps = net.forward({ xt: x as tf.Tensor4D, t: ts, y: o.y, s });
-      const x0 = tf.clipByValue(tf.div(tf.sub(x, tf.mul(Math.sqrt(1 - a), eps)), Math.sqrt(a)), -1, 1) as tf.Tensor4D;
+      // Not clipped: the clip's zero gradient would switch guidance off wherever x̂0 overshoots.
+      const x0 = tf.div(tf.sub(x, tf.mul(Math.sqrt(1 - a), eps)), Math.sqrt(a)) as tf.Tensor4D;
       return identitySimilarity(o.teacher, o.input, x0, o.y);
     })(xt) as tf.Tensor4D;
     const c = tf.mul(g, -config.scale * Math.sqrt(1 - a) * identityWeight(t, schedule.steps)) as tf.Tensor4D;

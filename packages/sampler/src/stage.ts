@@ -15,13 +15,25 @@ import {
   type StageContext,
   type StageDefinition,
 } from '@id3/core';
-import { embedCrops, loadGenerator, readGeneratorDescriptor, TeacherInput, type LoadedGenerator } from '@id3/diffusion';
-import { ATTRIBUTE_SCALING, decodeImage, embedderInfo, loadEmbedder, resolveSourcePath, unscaleAttributes, type RgbImage } from '@id3/faces';
+import { embedCrops, loadGenerator, readAttributes, readGeneratorDescriptor, TeacherInput, type LoadedGenerator } from '@id3/diffusion';
+import {
+  ATTRIBUTE_SCALING,
+  decodeImage,
+  embedderInfo,
+  loadEmbedder,
+  resolveSourcePath,
+  teacherCalibration,
+  unscaleAttributes,
+  type FaceEmbedder,
+  type RgbImage,
+} from '@id3/faces';
 import { attributeSpecSchema, drawAttributes, meanAttributes, type AttributePool } from './attributes';
 import { calibrateFaceCheck, type FaceCheck } from './face-check';
-import { filterConfigSchema, IdentitySampler, samplerLoopSchema, type AttemptRecord } from './generate';
+import { writeDatasetCard } from './card';
+import { filterConfigSchema, IdentitySampler, quantise, samplerLoopSchema, type AttemptRecord } from './generate';
+import { flagLeakingIdentities } from './leakage';
 import { guidanceConfigSchema } from './guidance';
-import { attributeRng } from './seeds';
+import { attributeRng, imageSeed } from './seeds';
 
 /** `model` naming the pipeline's own generator; anything else is a generator folder (e.g. models/<name>). */
 export const STAGE_MODEL = 'stage:train-diffusion';
@@ -213,11 +225,13 @@ async function writePng(path: string, data: Uint8Array, size: number): Promise<v
 
 /** One shard: its identities in order, each resumable (a finished identity is never redone). */
 async function runShard({ config, dir, inputs, shard, shardDir, progress }: ShardContext<SampleConfig>) {
+  assertWritable(shardDir);
   const inp = loadInputs(config, inputs);
+  let sampler: IdentitySampler | undefined;
   try {
     const teacher = await loadEmbedder(inp.generator.descriptor.teacher, 'sample.model teacher');
     const faceCheck = await faceCheckFor(config, dir, inputs, inp.pool);
-    const sampler = new IdentitySampler(inp.generator, teacher, config.loop, config.guidance, config.filter, faceCheck, config.seed);
+    sampler = new IdentitySampler(inp.generator, teacher, config.loop, config.guidance, config.filter, faceCheck, config.seed);
     const first = shardIndex(shard) * config.identitiesPerShard;
     const last = Math.min(inp.identities, first + config.identitiesPerShard);
     const key = generationKey(config, inp);
@@ -274,6 +288,7 @@ async function runShard({ config, dir, inputs, shard, shardDir, progress }: Shar
     }
     return { metrics: { identities: last - first, resumedIdentities: resumed, generated, accepted, seconds } };
   } finally {
+    sampler?.dispose();
     inp.generator.net.dispose();
   }
 }
@@ -308,6 +323,7 @@ export const sampleStage: StageDefinition<typeof sampleConfigSchema> = {
         field: 'sample.identities.images',
       });
     const teacher = sections.prepare?.teacher;
+    if (typeof teacher === 'string' && config.model === STAGE_MODEL) leakageThreshold(config, teacher);
     const dim = sections.anchors?.dim;
     if (typeof teacher === 'string' && typeof dim === 'number' && embedderInfo(teacher, 'prepare.teacher').dim !== dim)
       throw new InvalidInputError(`field 'anchors.dim': ${dim}, but the generator's teacher ${teacher} embeds in ${embedderInfo(teacher).dim} dimensions`, {
@@ -343,7 +359,7 @@ interface MergedIdentity {
 }
 
 async function mergeDataset(ctx: StageContext<SampleConfig>) {
-  const { config, dir, inputs, shards, progress } = ctx;
+  const { config, inputs, shards, progress } = ctx;
   const inp = loadInputs(config, inputs);
   try {
     const key = generationKey(config, inp);
@@ -365,6 +381,48 @@ async function mergeDataset(ctx: StageContext<SampleConfig>) {
   }
 }
 
+/**
+ * Teacher embeddings of the prepared crops at the generated resolution through the same path
+ * the synthetic images take (TeacherInput, flip-summed): the leakage search compares like with
+ * like. Cached in the stage folder by the crops' and teacher's identity.
+ */
+async function referenceEmbeddings(dir: string, inputs: Readonly<Record<string, string>>, resolution: number, teacher: FaceEmbedder): Promise<Float32Array> {
+  const cropsPath = inputs[`crops${resolution}`];
+  const { header, values } = readTensorFile(cropsPath);
+  const path = join(dir, `reference-embeddings-${resolution}`);
+  if (existsSync(`${path}.json`)) {
+    const cached = readTensorFile(`${path}.json`);
+    const meta = cached.header.meta as { crops?: string; teacher?: string } | undefined;
+    if (meta?.crops === header.sha256 && meta.teacher === teacher.name) return cached.values as Float32Array;
+  }
+  const input = TeacherInput.forTeacher(teacher, resolution);
+  try {
+    const unit = Float32Array.from(values as Uint8Array, (v) => v / 127.5 - 1);
+    const emb = await embedCrops(teacher, input, unit, resolution);
+    writeTensorFile(path, 'float32', [header.shape[0], teacher.dim], emb, { crops: header.sha256, teacher: teacher.name });
+    return emb;
+  } finally {
+    input.dispose();
+  }
+}
+
+function leakageThreshold(config: SampleConfig, teacher: string): { cosine: number; source: string } {
+  if (config.leakage.threshold !== 'calibrated') return { cosine: config.leakage.threshold, source: 'sample.leakage.threshold' };
+  const c = teacherCalibration(teacher);
+  if (!c)
+    throw new InvalidInputError(
+      `field 'sample.leakage.threshold': teacher ${teacher} has no calibrated same-person threshold (run npm run bench:lfw -- --teacher ${teacher} --write-calibration, or give a cosine)`,
+      { field: 'sample.leakage.threshold' },
+    );
+  return { cosine: c.cosine, source: `${teacher}: same-person threshold at FAR ${c.farTarget} on ${c.benchmark} (${c.command})` };
+}
+
+const gather = (x: Float32Array, width: number, rows: readonly number[]): Float32Array => {
+  const out = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => out.set(x.subarray(r * width, (r + 1) * width), i * width));
+  return out;
+};
+
 async function writeDataset(
   { config, dir, inputs }: StageContext<SampleConfig>,
   inp: Inputs,
@@ -373,42 +431,75 @@ async function writeDataset(
 ) {
   const r = config.resolution;
   const px = r * r * 3;
+  const d = inp.dim;
+  const teacherName = inp.generator.descriptor.teacher;
+  const threshold = leakageThreshold(config, teacherName);
+  const teacher = await loadEmbedder(teacherName, 'sample.model teacher');
   const minImages = config.filter.minImagesPerIdentity ?? Math.ceil(inp.images / 2);
-  const kept = merged.filter((m) => m.record.acceptedSlots.length >= minImages);
+  const enough = merged.filter((m) => m.record.acceptedSlots.length >= minImages);
   const droppedTooFew = merged.filter((m) => m.record.acceptedSlots.length < minImages).map((m) => identityName(m.record.identity));
+
+  // Leakage: every accepted image against the generator's training faces, same embedding path.
+  progress({ phase: 'leakage', message: 'embedding the training faces at the generated resolution' });
+  const reference = await referenceEmbeddings(dir, inputs, r, teacher);
+  const g = inp.generator.descriptor;
+  const heldOut = inp.pool.rows.length < reference.length / d ? g.trainingData.heldOut : [];
+  const trainingRows = inp.pool.rows;
+  const embeddingsOf = (ms: readonly MergedIdentity[]): { embeddings: Float32Array; labels: Int32Array } => {
+    const rows = ms.flatMap((m, label) => m.record.acceptedSlots.map((j) => ({ e: m.record.embeddings[j], label })));
+    const embeddings = new Float32Array(rows.length * d);
+    rows.forEach((row, i) => embeddings.set(row.e, i * d));
+    return { embeddings, labels: Int32Array.from(rows, (row) => row.label) };
+  };
+  const trainingEmbeddings = gather(reference, d, trainingRows);
+  const before = embeddingsOf(enough);
+  const flags = flagLeakingIdentities({ ...before, dim: d, identities: enough.length }, trainingEmbeddings, threshold.cosine);
+  const flagged = new Set(flags.flagged);
+  const kept = config.leakage.drop ? enough.filter((_, k) => !flagged.has(k)) : enough;
+  const leakageDropped = config.leakage.drop
+    ? flags.flagged.map((k) => ({ name: identityName(enough[k].record.identity), cosine: flags.maxCosine[k] }))
+    : [];
   progress({ phase: 'merge', message: `${kept.length} of ${merged.length} identities kept` });
 
   // The dataset folder, rebuilt from the shards each time (cheap; the shards are the truth).
   const datasetDir = join(dir, 'dataset');
   rmSync(datasetDir, { recursive: true, force: true });
   const rows: { path: string; label: number; identity: string; slot: number }[] = [];
-  const crops = new Uint8Array(kept.reduce((a, m) => a + m.record.acceptedSlots.length, 0) * px);
+  const crops = new Uint8Array(kept.reduce((acc, m) => acc + m.record.acceptedSlots.length, 0) * px);
+  const y = new Float32Array((crops.length / px) * d);
+  const requestedYaw: number[] = [];
+  const requestedAge: number[] = [];
   for (const [label, m] of kept.entries()) {
     const name = identityName(m.record.identity);
     mkdirSync(join(datasetDir, name), { recursive: true });
+    const yRows = identityRows(inp, m.record.identity);
     for (const j of m.record.acceptedSlots) {
       const path = join(datasetDir, name, `${j}.png`);
       cpSync(join(m.folder, `${j}.png`), path);
       const image = await decodeImage(path);
       crops.set(image.data, rows.length * px);
+      y.set(yRows.subarray(j * d, (j + 1) * d), rows.length * d);
+      const raw = unscaleAttributes(m.record.s[j]);
+      requestedAge.push(raw[0]);
+      requestedYaw.push(raw[2]);
       rows.push({ path, label, identity: name, slot: j });
     }
   }
   const keptSet = new Set(kept.map((m) => m.record.identity));
   const manifestLines = merged.flatMap((m) =>
-    m.record.attempts.map((a) =>
+    m.record.attempts.map((at) =>
       JSON.stringify({
-        identity: identityName(a.identity),
-        slot: a.slot,
-        attempt: a.attempt,
-        yRow: a.identity * inp.m + a.slot,
-        s: unscaleAttributes(m.record.s[a.slot]),
-        seed: a.seed,
-        similarity: a.similarity,
-        faceResidual: a.faceResidual,
-        accepted: a.accepted,
-        rejectedBy: a.rejectedBy,
-        inDataset: a.accepted && keptSet.has(a.identity),
+        identity: identityName(at.identity),
+        slot: at.slot,
+        attempt: at.attempt,
+        yRow: at.identity * inp.m + at.slot,
+        s: unscaleAttributes(m.record.s[at.slot]),
+        seed: at.seed,
+        similarity: at.similarity,
+        faceResidual: at.faceResidual,
+        accepted: at.accepted,
+        rejectedBy: at.rejectedBy,
+        inDataset: at.accepted && keptSet.has(at.identity),
       }),
     ),
   );
@@ -424,21 +515,106 @@ async function writeDataset(
 
   const attempts = merged.flatMap((m) => m.record.attempts);
   const generated = attempts.length;
-  const accepted = attempts.filter((a) => a.accepted).length;
-  const seconds = merged.reduce((a, m) => a + m.record.seconds, 0);
-  return {
-    outputs,
-    metrics: {
-      identities: kept.length,
-      identitiesDropped: droppedTooFew.length,
-      images: rows.length,
-      generated,
-      acceptanceRate: generated ? accepted / generated : 0,
-      rejectedSimilarity: attempts.filter((a) => a.rejectedBy === 'similarity').length,
-      rejectedFace: attempts.filter((a) => a.rejectedBy === 'face').length,
-      imagesPerSecond: seconds > 0 ? rows.length / seconds : 0,
-      generatedPerSecond: seconds > 0 ? generated / seconds : 0,
-    },
+  const accepted = attempts.filter((at) => at.accepted).length;
+  const seconds = merged.reduce((acc, m) => acc + m.record.seconds, 0);
+  const metrics: Record<string, number> = {
+    identities: kept.length,
+    identitiesDropped: droppedTooFew.length,
+    identitiesLeaking: flags.flagged.length,
+    images: rows.length,
+    generated,
+    acceptanceRate: generated ? accepted / generated : 0,
+    rejectedSimilarity: attempts.filter((at) => at.rejectedBy === 'similarity').length,
+    rejectedFace: attempts.filter((at) => at.rejectedBy === 'face').length,
+    imagesPerSecond: seconds > 0 ? rows.length / seconds : 0,
+    generatedPerSecond: seconds > 0 ? generated / seconds : 0,
   };
+  if (rows.length === 0) return { outputs, metrics };
+
+  // The card: what the dataset is, how recognisable its people are, and how close to real ones.
+  progress({ phase: 'card', message: 'reading back attributes and writing the dataset card' });
+  const final = embeddingsOf(kept);
+  const readRows = new Rng(config.seed).fork('sample/read-back').shuffle(rows.map((_, i) => i)).slice(0, config.card.readBackImages).sort((p, q) => p - q);
+  const readBack = await readAttributes(readRows.map((i) => ({ width: r, height: r, data: crops.subarray(i * px, (i + 1) * px) })));
+  const rawTraining = readTensorFile(inputs.attributes).values as Float32Array;
+  const width = rawTraining.length / (reference.length / d);
+  const { crops: preparedAtR } = preparedCrops(inputs, r);
+  const comparison = config.guidance.scale > 0 && config.card.guidanceComparison > 0 ? await guidanceComparison(config, inp, teacher, kept) : undefined;
+  const card = await writeDatasetCard(join(dir, 'card'), {
+    title: `sample: ${kept.length} synthetic identities × up to ${inp.images} images`,
+    seed: config.seed,
+    set: {
+      resolution: r,
+      images: crops,
+      labels: final.labels,
+      identityNames: kept.map((m) => identityName(m.record.identity)),
+      dim: d,
+      embeddings: final.embeddings,
+      y,
+      requested: { yaw: Float32Array.from(requestedYaw), age: Float32Array.from(requestedAge) },
+    },
+    readBack: { indices: readRows, yaw: readBack.yaw, age: readBack.age },
+    training: {
+      embeddings: trainingEmbeddings,
+      yaw: Float32Array.from(trainingRows, (row) => rawTraining[row * width + 2]),
+      age: Float32Array.from(trainingRows, (row) => rawTraining[row * width]),
+      crops: gather8(preparedAtR, px, trainingRows),
+      cropSize: r,
+    },
+    realHeldOut: { embeddings: gather(reference, d, heldOut), crops: gather8(preparedAtR, px, heldOut) },
+    leakageThreshold: threshold,
+    leakageFlags: config.leakage.drop ? undefined : flags,
+    leakageDropped,
+    acceptance: {
+      generated,
+      accepted,
+      rejectedSimilarity: metrics.rejectedSimilarity,
+      rejectedFace: metrics.rejectedFace,
+      droppedIdentities: droppedTooFew,
+      warnAboveRejectedFraction: config.filter.warnRejectedFraction,
+    },
+    guidanceComparison: comparison,
+    grid: { identities: config.card.gridIdentities, images: config.card.gridImages },
+  });
+  outputs.card = join(dir, 'card', 'report.md');
+  outputs.cardNumbers = join(dir, 'card', 'card.json');
+  if ('accuracy' in card.verification) metrics.teacherVerificationAccuracy = card.verification.accuracy;
+  metrics.identityConsistency = card.similarity.identityConsistency;
+  metrics.mismatchedConsistency = card.similarity.mismatchedConsistency;
+  metrics.intraCosine = card.similarity.intraMean;
+  metrics.interCosine = card.similarity.interMean;
+  metrics.yawCorrelation = card.attributes.yaw.correlation;
+  metrics.ageCorrelation = card.attributes.age.correlation;
+  return { outputs, metrics };
 }
 
+const gather8 = (x: Uint8Array, width: number, rows: readonly number[]): Uint8Array => {
+  const out = new Uint8Array(rows.length * width);
+  rows.forEach((row, i) => out.set(x.subarray(row * width, (row + 1) * width), i * width));
+  return out;
+};
+
+/** The first identities' attempt-0 images again, guidance on and off on the same seeds. */
+async function guidanceComparison(config: SampleConfig, inp: Inputs, teacher: FaceEmbedder, kept: readonly MergedIdentity[]) {
+  const ids = kept.slice(0, config.card.guidanceComparison).map((m) => m.record.identity);
+  const perIdentity = Math.min(inp.images, config.card.gridImages);
+  const off = { ...config.guidance, scale: 0 };
+  const sampler = new IdentitySampler(inp.generator, teacher, config.loop, config.guidance, config.filter, undefined, config.seed);
+  try {
+    const px = config.resolution ** 2 * 3;
+    const guided = new Uint8Array(ids.length * perIdentity * px);
+    const unguided = new Uint8Array(ids.length * perIdentity * px);
+    for (const [k, i] of ids.entries()) {
+      const d = inp.dim;
+      const a = inp.pool.width;
+      const yRows = identityRows(inp, i).subarray(0, perIdentity * d);
+      const sRows = identityAttributes(config, inp, i).subarray(0, perIdentity * a);
+      const seeds = Array.from({ length: perIdentity }, (_, j) => imageSeed(config.seed, i, j, 0));
+      guided.set(quantise(sampler.sample(yRows, sRows, seeds)), k * perIdentity * px);
+      unguided.set(quantise(sampler.sample(yRows, sRows, seeds, off)), k * perIdentity * px);
+    }
+    return { identities: ids.length, perIdentity, size: config.resolution, guided, unguided };
+  } finally {
+    sampler.dispose();
+  }
+}

@@ -1,5 +1,5 @@
 import { Rng, initBackend, tf } from '@id3/core';
-import { GaussianDiffusion, gaussianNoise, runLoop, type EpsModel } from '../gaussian-diffusion';
+import { GaussianDiffusion, gaussianNoise, perSampleNoise, runLoop, type EpsModel } from '../gaussian-diffusion';
 import { ddimTimesteps, makeSchedule } from '../schedule';
 
 beforeAll(async () => {
@@ -151,5 +151,29 @@ describe('GaussianDiffusion', () => {
     const x = runLoop(diffusion.ddimLoop(model, [4, 2, 2, 3], { steps: 10, eta: 0.5, rng: new Rng(6) }));
     x.dispose();
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe('perSampleNoise', () => {
+  it('gives sample i the draws of stream i alone, whatever else is in the batch; a DDIM/DDPM loop uses it for x_T and every z', () => {
+    const alone = perSampleNoise([new Rng(5)])([1, 2, 2, 3]).dataSync();
+    const together = perSampleNoise([new Rng(9), new Rng(5)])([2, 2, 2, 3]).dataSync();
+    expect(Array.from(together.slice(12))).toEqual(Array.from(alone));
+    expect(() => perSampleNoise([new Rng(1)])([2, 3])).toThrow(/batch 2 but 1 streams/);
+
+    const diffusion = new GaussianDiffusion(makeSchedule({ steps: 100 }));
+    const zero: EpsModel = (xt) => tf.zerosLike(xt);
+    const draw = (streams: number[], kind: 'ddim' | 'ddpm'): Float32Array => {
+      const o = { rng: new Rng(0), noise: perSampleNoise(streams.map((s) => new Rng(s))) };
+      const shape = [streams.length, 2, 2, 3] as const;
+      const x = runLoop(kind === 'ddim' ? diffusion.ddimLoop(zero, shape, { ...o, steps: 5, eta: 1 }) : diffusion.ddpmLoop(zero, shape, o));
+      const v = x.dataSync() as Float32Array;
+      x.dispose();
+      return v;
+    };
+    for (const kind of ['ddim', 'ddpm'] as const) {
+      expect(Array.from(draw([3, 4], kind).slice(12))).toEqual(Array.from(draw([8, 4], kind).slice(12)));
+      expect(Array.from(draw([3, 4], kind).slice(0, 12))).not.toEqual(Array.from(draw([8, 4], kind).slice(0, 12)));
+    }
   });
 });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Rng } from '@id3/core';
 import { evaluateDistances, pairDistances } from '@id3/eval';
 import { writeDatasetCard, type DatasetCardInput, type DatasetCardNumbers } from '../card';
-import { drawVerificationPairs, gatherRows, unitRows } from '../leakage';
+import { drawVerificationPairs, flagLeakingIdentities, gatherRows, unitRows } from '../leakage';
 
 const dim = 16;
 const k = 6;
@@ -183,6 +183,20 @@ describe('writeDatasetCard', () => {
     expect(json.leakage.closest[0].identity).toBe('id00000');
     expect(json.leakage.closest).toHaveLength(k);
     expect(json.warnings.some((w) => w.includes('1 of 6 identities'))).toBe(true);
+  });
+
+  it('reuses leakage flags the stage computed, and refuses flags of another threshold', async () => {
+    const flags = flagLeakingIdentities(
+      { embeddings: input.set.embeddings, labels: input.set.labels, dim, identities: k },
+      input.training.embeddings,
+      0.95,
+    );
+    const again = await writeDatasetCard(join(dir, 'again'), { ...input, leakageFlags: flags, guidanceComparison: undefined });
+    expect(again.leakage).toEqual(card.leakage);
+    expect(again.files).not.toContain('guidance-on-off.png');
+    await expect(writeDatasetCard(join(dir, 'other'), { ...input, leakageFlags: { ...flags, threshold: 0.9 } })).rejects.toThrow(
+      /another set or threshold/,
+    );
   });
 
   it('rejects inconsistent input with a message', async () => {
