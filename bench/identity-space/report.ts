@@ -154,21 +154,28 @@ function withinGroupPairs(x: Float32Array, d: number, groups: number[][], pairs:
 
 interface Stats {
   readonly nearest: Float32Array;
+  readonly nearestOther: Float32Array;
   readonly different: Float32Array;
   readonly same: Float32Array;
 }
+const KINDS = ['nearest', 'nearestOther', 'different', 'same'] as const;
 
 /** The three statistics of synthetic embeddings y ([rows, d], rows i·m … i·m+m−1 = identity i) against real faces. */
 function syntheticStats(y: Float32Array, d: number, m: number, real: Float32Array, o: { sample: number; pairs: number; rng: Rng }): Stats {
   const rows = y.length / d;
   const picked = Array.from({ length: Math.min(o.sample, rows) }, () => o.rng.int(rows));
-  const nearest = nearestCos(pickRows(y, d, picked), real, d);
+  const queries = pickRows(y, d, picked);
+  const nearest = nearestCos(queries, real, d);
+  // Nearest embedding of another identity among as many synthetic rows as there are real faces
+  // (the real reference's base), so both maxima are over bases of one size.
+  const base = Array.from({ length: real.length / d }, () => o.rng.int(rows));
+  const nearestOther = nearestCos(queries, pickRows(y, d, base), d, (q, b) => Math.floor(base[b] / m) === Math.floor(picked[q] / m));
   const different = randomPairs(y, d, rows, o.pairs, o.rng, (i, j) => Math.floor(i / m) !== Math.floor(j / m));
   const groups = Array.from({ length: Math.min(rows / m, 20000) }, () => {
     const id = o.rng.int(rows / m);
     return Array.from({ length: m }, (_, j) => id * m + j);
   });
-  return { nearest, different, same: withinGroupPairs(y, d, groups, o.pairs, o.rng) };
+  return { nearest, nearestOther, different, same: withinGroupPairs(y, d, groups, o.pairs, o.rng) };
 }
 
 /** The same statistics for real faces: nearest face of another person, different-person pairs, same-person pairs. */
@@ -181,13 +188,51 @@ function realStats(real: Float32Array, d: number, labels: number[], o: { sample:
   const different = randomPairs(real, d, n, o.pairs, o.rng, (i, j) => labels[i] !== labels[j]);
   const byLabel = new Map<number, number[]>();
   labels.forEach((l, i) => byLabel.set(l, [...(byLabel.get(l) ?? []), i]));
-  return { nearest, nearestAny, different, same: withinGroupPairs(real, d, [...byLabel.values()], o.pairs, o.rng) };
+  // A real person's nearest other person is both references: to the nearest real face and to the nearest other identity.
+  return { nearest, nearestOther: nearest, nearestAny, different, same: withinGroupPairs(real, d, [...byLabel.values()], o.pairs, o.rng) };
 }
 
-/** Whether a synthetic distribution passes against the real one: means within half a real standard deviation ("different": or lower). */
+/**
+ * Whether a synthetic distribution passes against the real one: means within half a real standard
+ * deviation; for the two separation statistics (different identities, nearest other identity)
+ * lower is fine too — identities farther apart than real people are what Tammes is for.
+ */
 function verdict(kind: keyof Stats, real: Summary, synth: Summary): { pass: boolean; gapInSd: number } {
   const gap = (synth.mean - real.mean) / real.sd;
-  return { pass: kind === 'different' ? gap <= 0.5 : Math.abs(gap) <= 0.5, gapInSd: gap };
+  return { pass: kind === 'different' || kind === 'nearestOther' ? gap <= 0.5 : Math.abs(gap) <= 0.5, gapInSd: gap };
+}
+
+/**
+ * Design (b) for several k: how near real faces the placed identities land, and how near each
+ * other (n anchors, m = 4, the report's band), against the real references in teacher cosine.
+ * Fewer directions put identities nearer real faces but also nearer each other.
+ */
+async function kSweep(
+  real: Float32Array,
+  dim: number,
+  ks: number[],
+  o: { n: number; lb: number; ub: number; seed: number; iterations: number; sample: number; pairs: number },
+) {
+  const rows = [];
+  for (const k of ks) {
+    let map: IdentitySpaceMap;
+    try {
+      map = fitIdentitySpace(real, dim, { k });
+    } catch (err) {
+      process.stderr.write(`k sweep: k=${k} skipped: ${(err as Error).message}\n`);
+      continue;
+    }
+    process.stderr.write(`k sweep: k=${k}\n`);
+    const anchors = (await tammesAnchors({ n: o.n, dim: k, seed: o.seed, iterations: o.iterations })).points;
+    const ids = sampleIdentities(anchors, k, { m: 4, lb: o.lb, ub: o.ub, seed: o.seed + 1 });
+    const s = syntheticStats(fromWhitened(map, ids.embeddings), dim, 4, real, {
+      sample: o.sample,
+      pairs: o.pairs,
+      rng: new Rng(o.seed).fork(`k${k}`),
+    });
+    rows.push({ k, varianceKept: map.varianceKept, ...Object.fromEntries(KINDS.map((kind) => [kind, summarise(s[kind]).mean])) });
+  }
+  return rows as { k: number; varianceKept: number; nearest: number; nearestOther: number; different: number; same: number }[];
 }
 
 /** One SVG holding several plots side by side (each placed by x/y), rasterised once. */
@@ -304,7 +349,7 @@ async function main(): Promise<void> {
     process.stderr.write(`statistics: ${d.key}\n`);
     const s = syntheticStats(d.y, d.space === 'z' ? k : dim, d.m, d.space === 'z' ? realZ : real, opts);
     const ref = d.space === 'z' ? realW : realT;
-    const stats = (['nearest', 'different', 'same'] as const).map((kind) => {
+    const stats = KINDS.map((kind) => {
       const r = summarise(ref[kind]);
       const sy = summarise(s[kind]);
       return { kind, real: r, synthetic: sy, ...verdict(kind, r, sy) };
@@ -332,6 +377,21 @@ async function main(): Promise<void> {
     };
   });
 
+  const sweepK = await kSweep(
+    real,
+    dim,
+    [8, 16, 24, 32, 40, 48, k, 64, 80].filter((v, i, a) => a.indexOf(v) === i).sort((x, y) => x - y),
+    {
+      n,
+      lb,
+      ub,
+      seed,
+      iterations: Math.min(100, Number(args.iterations)),
+      sample: 2000,
+      pairs: 5000,
+    },
+  );
+
   // LFW View 2 in each space (from bench:lfw's cache), with the map fitted on this run's
   // f(x̂0)-path embeddings and, for comparison, on prepare's full-resolution embeddings.
   const fullRes = readTensorFile(abs(prepare.outputs.embeddings.path)).values as Float32Array;
@@ -349,13 +409,14 @@ async function main(): Promise<void> {
   const colours: Record<string, string> = { raw: '#d62728', a: '#9467bd', b: '#1f77b4', pipeline: '#2ca02c' };
   const titles = {
     nearest: 'cos to nearest real training face (real: nearest face of another person)',
+    nearestOther: 'cos to the nearest other identity (real: nearest face of another person)',
     different: 'cos between different identities',
     same: 'cos between two images of one identity',
   };
   const plots: string[] = [];
   for (const r of results) {
     const ref = r.space === 'z' ? realW : realT;
-    for (const kind of ['nearest', 'different', 'same'] as const) {
+    for (const kind of KINDS) {
       const both = [ref[kind], r.samples[kind]];
       const lo = Math.max(-1, Math.min(...both.map((v) => v.reduce((a, b) => Math.min(a, b), Infinity))) - 0.01);
       const hi = Math.min(1, Math.max(...both.map((v) => v.reduce((a, b) => Math.max(a, b), -Infinity))) + 0.01);
@@ -374,7 +435,7 @@ async function main(): Promise<void> {
       );
     }
   }
-  writeFileSync(join(out, 'histograms.png'), await svgToPng(gridSvg(plots, 3)));
+  writeFileSync(join(out, 'histograms.png'), await svgToPng(gridSvg(plots, 4)));
 
   const command = `npm run report:identity-space -- --run ${relative(ROOT, run)} --n ${n} --m ${m} --lb ${lb} --ub ${ub} --iterations ${args.iterations} --out ${relative(ROOT, out)}`;
   const json: ReportJson = {
@@ -399,6 +460,7 @@ async function main(): Promise<void> {
     designs: results.map((r) => ({ key: r.key, label: r.label, space: r.space, stats: r.stats })),
     band: { raw: bandRaw, b: summarise(bandB) },
     sweep,
+    sweepK,
     lfw,
     pipeline,
   };
@@ -435,12 +497,18 @@ interface ReportJson {
   readonly designs: readonly { key: string; label: string; space: string; stats: readonly StatRow[] }[];
   readonly band: { raw: Summary; b: Summary };
   readonly sweep: readonly { band: number[]; sameZ: number; sameTeacher: number }[];
+  readonly sweepK: Awaited<ReturnType<typeof kSweep>>;
   readonly lfw: ReturnType<typeof lfwAccuracy>;
   readonly pipeline?: unknown;
 }
 
 function markdown(r: ReportJson): string {
-  const names = { nearest: 'cos to nearest real face', different: 'different identities', same: 'one identity' } as const;
+  const names = {
+    nearest: 'cos to nearest real face',
+    nearestOther: 'cos to nearest other identity',
+    different: 'different identities',
+    same: 'one identity',
+  } as const;
   const lines = [
     '# Identity placement: raw teacher space vs whitened identity space',
     '',
@@ -450,7 +518,7 @@ function markdown(r: ReportJson): string {
     `Identity space: k = ${r.identitySpace.k} of ${r.identitySpace.dim} directions, ${(100 * r.identitySpace.varianceKept).toFixed(1)}% of the variance; |μ| = ${f3(r.identitySpace.meanNorm)}; artefact sha256 \`${r.identitySpace.sha256.slice(0, 16)}…\`.`,
     `Synthetic: ${r.synthetic.n} Tammes anchors (${r.synthetic.iterations} iterations) × ${r.synthetic.m} embeddings, band [${r.synthetic.lb}, ${r.synthetic.ub}].`,
     '',
-    "Statistics (mean ± sd, p5–p95). Real references (from the prepared set's identity labels): a real face's cos to its nearest training face **of another person**, random pairs of faces of different people, and random pairs of photos of one person — the labelled set's same-person pairs stand in for LFW's (LFW pairs would need detection and alignment at the training resolution). **Pass**: the synthetic mean is within 0.5 real standard deviations of the real mean (for \"different identities\": at most 0.5 sd above it — farther apart is fine).",
+    'Statistics (mean ± sd, p5–p95). Real references (from the prepared set\'s identity labels): a real face\'s cos to its nearest training face **of another person**, random pairs of faces of different people, and random pairs of photos of one person — the labelled set\'s same-person pairs stand in for LFW\'s (LFW pairs would need detection and alignment at the training resolution). The synthetic "nearest other identity" is taken among as many synthetic embeddings as there are real faces, so both maxima run over bases of one size. **Pass**: the synthetic mean is within 0.5 real standard deviations of the real mean (for the two separation statistics, "nearest other identity" and "different identities", at most 0.5 sd above it — farther apart is fine).',
     '',
     '| design | metric space | statistic | real | synthetic | gap (real sd) | pass |',
     '|---|---|---|---|---|---|---|',
@@ -478,6 +546,18 @@ function markdown(r: ReportJson): string {
     '|---|---|---|',
     ...r.sweep.map((s) => `| [${s.band[0].toFixed(2)}, ${s.band[1].toFixed(2)}] | ${f3(s.sameZ)} | ${f3(s.sameTeacher)} |`),
     `| real photos of one person | ${f3(r.real.z.same.mean)} | ${f3(r.real.teacher.same.mean)} |`,
+    '',
+    '## How many directions: design (b) for several k',
+    '',
+    `${r.synthetic.n} anchors × 4 embeddings, band [${r.synthetic.lb}, ${r.synthetic.ub}], teacher cosine; mean of each statistic (real reference in the last row; the pipeline keeps k = ${r.identitySpace.k}).`,
+    '',
+    '| k | variance kept | cos to nearest real face | cos to nearest other identity | different identities | one identity |',
+    '|---|---|---|---|---|---|',
+    ...r.sweepK.map(
+      (x) =>
+        `| ${x.k} | ${(100 * x.varianceKept).toFixed(1)}% | ${f3(x.nearest)} | ${f3(x.nearestOther)} | ${f3(x.different)} | ${f3(x.same)} |`,
+    ),
+    `| real | | ${f3(r.real.teacher.nearest.mean)} | ${f3(r.real.teacher.nearestOther.mean)} | ${f3(r.real.teacher.different.mean)} | ${f3(r.real.teacher.same.mean)} |`,
     '',
     '## LFW View 2 accuracy of the teacher in each metric space',
     '',

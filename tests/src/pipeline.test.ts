@@ -16,7 +16,8 @@ import { startHarness, type Harness } from './harness';
 // Real Temporal dev server + real worker + real stage processes (bin/id3 stage …).
 jest.setTimeout(240_000);
 
-// The demo pipeline (prepare on procedural faces → train-diffusion → anchors → identities), made small.
+// The demo pipeline (prepare on procedural faces → train-diffusion → anchors → identities →
+// sample → fr-train on the sampled faces → eval), made small.
 const small: PipelineInput = {
   profile: 'demo',
   overrides: {
@@ -30,6 +31,14 @@ const small: PipelineInput = {
     },
     anchors: { n: 300, dim: 128, iterations: 60, neighbours: 8, refreshEvery: 10 },
     identities: { m: 4 },
+    sample: {
+      identities: { count: 3, images: 3 },
+      loop: { steps: 3 },
+      guidance: { scale: 1, every: 2, lastFraction: 0.5 },
+      filter: { minSimilarity: -1, faceCheck: false, replacements: 0 },
+      identitiesPerShard: 2,
+      card: { gridIdentities: 2, gridImages: 3, guidanceComparison: 1, readBackImages: 3 },
+    },
     'fr-train': {
       backbone: { depth: 18, width: 0.125, embeddingDim: 32 },
       trainer: { steps: 4, batchSize: 4, warmupSteps: 1, marginWarmupSteps: 0, checkpointEvery: 2, logEvery: 1 },
@@ -37,7 +46,7 @@ const small: PipelineInput = {
     eval: { pairsPerShard: 20 },
   },
 };
-const ALL = ['prepare', 'train-diffusion', 'anchors', 'identities', 'fr-train', 'eval'];
+const ALL = ['prepare', 'train-diffusion', 'anchors', 'identities', 'sample', 'fr-train', 'eval'];
 
 describe('pipeline workflow against a real Temporal server', () => {
   let h: Harness;
@@ -78,9 +87,10 @@ describe('pipeline workflow against a real Temporal server', () => {
     }
     expect(r.stages[1].metrics.steps).toBe(4);
     expect(r.stages[2].metrics.minAngleDeg).toBeGreaterThan(r.stages[2].metrics.random_minAngleDeg);
-    expect(r.stages[4].metrics.steps).toBe(4); // fr-train on the prepared faces
-    expect(r.stages[5].metrics.LFW40pairsample_accuracy).toBeGreaterThan(0); // eval of that model (sharded: 2 shards)
-    expect(r.stages[5].metrics.shards).toBe(2);
+    expect(r.stages[4].metrics).toMatchObject({ identities: 3, images: 9, shards: 2 }); // sample: 2 shards of identities
+    expect(r.stages[5].metrics).toMatchObject({ steps: 4, identities: 3 }); // fr-train on the sampled faces
+    expect(r.stages[6].metrics.LFW40pairsample_accuracy).toBeGreaterThan(0); // eval of that model (sharded: 2 shards)
+    expect(r.stages[6].metrics.shards).toBe(2);
 
     // Children have deterministic ids, progress is queryable, and the stage search attribute is set.
     const child = h.client.workflow.getHandle(stageWorkflowId(id, 'anchors'));

@@ -76,7 +76,9 @@ describe('the sample stage on two workers, one killed mid-shard', () => {
   it('completes, resumes the killed shard from its last identity, and writes the same bytes as one uninterrupted worker', async () => {
     const a = start();
     const run = async (input: PipelineInput, id: string): Promise<PipelineResult> =>
-      (await (await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [input] })).result()) as PipelineResult;
+      (await (
+        await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [input] })
+      ).result()) as PipelineResult;
 
     // The upstream stages once, then the same folder copied for the interrupted run.
     await run(upstream, `it-sample-up-${Date.now()}`);
@@ -86,7 +88,10 @@ describe('the sample stage on two workers, one killed mid-shard', () => {
     rmSync(join(killDir, 'events.jsonl'), { force: true });
 
     // Reference: one worker, never interrupted.
-    const ref = await run({ profile: 'demo', runName: 'it-sample-ref', stages: ['sample'], overrides, timing }, `it-sample-ref-${Date.now()}`);
+    const ref = await run(
+      { profile: 'demo', runName: 'it-sample-ref', stages: ['sample'], overrides, timing },
+      `it-sample-ref-${Date.now()}`,
+    );
     expect(ref.stages[0].metrics.identities).toBeGreaterThan(0);
 
     // Two workers; kill a once a shard it started has finished one identity but not the shard.
@@ -121,7 +126,9 @@ describe('the sample stage on two workers, one killed mid-shard', () => {
     const starts = es.filter((e) => e.event === 'shard-start' && e.shard === killed);
     expect(starts.map((e) => e.worker)).toEqual([workerIdentity(a), workerIdentity(b)]);
     // The second run of the killed shard kept the identity the dead worker had finished.
-    const record = JSON.parse(readFileSync(join(killDir, 'sample', 'shards', killed, 'done.json'), 'utf8')) as { metrics: Record<string, number> };
+    const record = JSON.parse(readFileSync(join(killDir, 'sample', 'shards', killed, 'done.json'), 'utf8')) as {
+      metrics: Record<string, number>;
+    };
     expect(record.metrics.resumedIdentities).toBeGreaterThanOrEqual(1);
 
     const want = datasetFiles(refDir);

@@ -27,7 +27,9 @@ export const generatorDescriptorSchema = z
     identitySpace: z.string().default('teacher'),
     attributes: z.object({ columns: z.array(z.string()), scaling: z.string() }).strict(),
     /** sha256 of the prepared (scaled) attributes it trained on — identifies the prepared set — and the rows held out of training. */
-    trainingData: z.object({ attributesSha256: z.string(), images: z.number().int().nonnegative(), heldOut: z.array(z.number().int()) }).strict(),
+    trainingData: z
+      .object({ attributesSha256: z.string(), images: z.number().int().nonnegative(), heldOut: z.array(z.number().int()) })
+      .strict(),
     steps: z.number().int().nonnegative(),
   })
   .strict();
@@ -42,7 +44,8 @@ export function writeGeneratorDescriptor(dir: string, descriptor: GeneratorDescr
 /** Read and validate `generator.json` (a path to it or to its folder); errors name the file and field. */
 export function readGeneratorDescriptor(pathOrDir: string): { path: string; descriptor: GeneratorDescriptor } {
   const path = pathOrDir.endsWith('.json') ? pathOrDir : join(pathOrDir, 'generator.json');
-  if (!existsSync(path)) throw new InvalidInputError(`${path}: no generator descriptor (expected a train-diffusion model folder)`, { file: path });
+  if (!existsSync(path))
+    throw new InvalidInputError(`${path}: no generator descriptor (expected a train-diffusion model folder)`, { file: path });
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));
@@ -71,7 +74,11 @@ export function loadGenerator(pathOrDir: string): LoadedGenerator {
   const { path, descriptor } = readGeneratorDescriptor(pathOrDir);
   const net = UNet.load(join(dirname(path), descriptor.weights));
   const c = net.config;
-  if (c.resolution !== descriptor.resolution || c.identityDim !== descriptor.identityDim || c.attributeDim !== descriptor.attributes.columns.length) {
+  if (
+    c.resolution !== descriptor.resolution ||
+    c.identityDim !== descriptor.identityDim ||
+    c.attributeDim !== descriptor.attributes.columns.length
+  ) {
     net.dispose();
     throw new InvalidInputError(
       `${path}: descriptor (resolution ${descriptor.resolution}, identityDim ${descriptor.identityDim}, ${descriptor.attributes.columns.length} attributes) does not match its weights (${c.resolution}, ${c.identityDim}, ${c.attributeDim})`,

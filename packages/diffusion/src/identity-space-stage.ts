@@ -142,16 +142,20 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
     const key = hashJson({ crops: crops.header.sha256, teacher: teacherName, size });
     let emb: Float32Array = new Float32Array(n * dim);
     let done = 0;
-    if (existsSync(`${partialPath}.json`)) {
+    // A finished run's embeddings (same crops, teacher and resolution: another variance or k
+    // needs no new embeddings), else a killed run's partial ones.
+    const embeddingsBase = join(dir, 'embeddings');
+    for (const path of [embeddingsBase, partialPath]) {
+      if (done > 0 || !existsSync(`${path}.json`)) continue;
       try {
-        const p = readTensorFile(partialPath);
+        const p = readTensorFile(path);
         if (p.header.meta?.key === key && p.values instanceof Float32Array && p.values.length === emb.length) {
           emb = p.values;
-          done = Number(p.header.meta.done);
-          progress({ phase: 'resume', step: done, total: n, message: `resuming the embeddings at row ${done}` });
+          done = path === partialPath ? Number(p.header.meta.done) : n;
+          progress({ phase: 'resume', step: done, total: n, message: `reusing the embeddings of ${done} rows (${path}.json)` });
         }
       } catch (err) {
-        progress({ phase: 'resume', message: `ignoring unreadable partial embeddings: ${(err as Error).message}` });
+        progress({ phase: 'resume', message: `ignoring unreadable embeddings ${path}.json: ${(err as Error).message}` });
       }
     }
     const px = size * size * 3;
@@ -183,7 +187,8 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
       source: `teacher '${teacherName}' on prepare's ${size}×${size} crops mapped onto its input by TeacherInput, image + flip (the path f(x̂0) takes in train-diffusion); train-diffusion's ${config.holdout} held-out rows (seed ${config.seed}) excluded`,
       ...(config.k === undefined ? { varianceTarget: config.variance } : {}),
     });
-    const embeddingsPath = writeTensorFile(join(dir, 'embeddings'), 'float32', [n, dim], emb, {
+    const embeddingsPath = writeTensorFile(embeddingsBase, 'float32', [n, dim], emb, {
+      key,
       teacher: teacherName,
       resolution: size,
       what: 'teacher embeddings of every prepared crop through the f(x̂0) path (unit rows, row i = prepared row i)',

@@ -107,9 +107,12 @@ export const frTrainStage: StageDefinition<typeof frTrainConfigSchema> = {
   check(config, sections) {
     const sample = sections.sample;
     if (config.dataset.kind === 'sampled' && sample && sample.resolution !== config.resolution) {
-      throw new InvalidInputError(`field 'fr-train.resolution': ${config.resolution}, but the sampled dataset is ${String(sample.resolution)}×${String(sample.resolution)}`, {
-        field: 'fr-train.resolution',
-      });
+      throw new InvalidInputError(
+        `field 'fr-train.resolution': ${config.resolution}, but the sampled dataset is ${String(sample.resolution)}×${String(sample.resolution)}`,
+        {
+          field: 'fr-train.resolution',
+        },
+      );
     }
     const prepare = sections.prepare;
     if (config.dataset.kind !== 'prepared' || !prepare) return;

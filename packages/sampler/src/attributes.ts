@@ -15,12 +15,16 @@ export const attributeSpecSchema = z.discriminatedUnion('kind', [
     .object({
       kind: z.literal('ranges'),
       ranges: z
-        .object(Object.fromEntries(ATTRIBUTE_NAMES.map((n) => [n, z.tuple([z.number(), z.number()]).optional()])) as Record<
-          (typeof ATTRIBUTE_NAMES)[number],
-          z.ZodOptional<z.ZodTuple<[z.ZodNumber, z.ZodNumber]>>
-        >)
+        .object(
+          Object.fromEntries(ATTRIBUTE_NAMES.map((n) => [n, z.tuple([z.number(), z.number()]).optional()])) as Record<
+            (typeof ATTRIBUTE_NAMES)[number],
+            z.ZodOptional<z.ZodTuple<[z.ZodNumber, z.ZodNumber]>>
+          >,
+        )
         .strict()
-        .refine((r) => Object.values(r).every((v) => v === undefined || v[0] <= v[1]), { message: 'each range must be [lo, hi] with lo ≤ hi' }),
+        .refine((r) => Object.values(r).every((v) => v === undefined || v[0] <= v[1]), {
+          message: 'each range must be [lo, hi] with lo ≤ hi',
+        }),
     })
     .strict(),
   z.object({ kind: z.literal('mean') }).strict(),
@@ -42,7 +46,8 @@ export function meanAttributes(pool: AttributePool): Float32Array {
 
 /** One scaled attribute vector s for a slot, drawn from the slot's own stream. */
 export function drawAttributes(spec: AttributeSpec, pool: AttributePool, rng: Rng, mean?: Float32Array): Float32Array {
-  if (pool.width !== ATTRIBUTE_NAMES.length) throw new RangeError(`attributes: expected ${ATTRIBUTE_NAMES.length} columns, got ${pool.width}`);
+  if (pool.width !== ATTRIBUTE_NAMES.length)
+    throw new RangeError(`attributes: expected ${ATTRIBUTE_NAMES.length} columns, got ${pool.width}`);
   if (spec.kind === 'mean') return Float32Array.from(mean ?? meanAttributes(pool));
   const row = pool.rows[rng.int(pool.rows.length)];
   const s = pool.scaled.slice(row * pool.width, (row + 1) * pool.width);

@@ -15,9 +15,11 @@ import { resizeImage, type RgbImage } from '@id3/faces';
 import {
   drawVerificationPairs,
   flagLeakingIdentities,
+  flaggedAbove,
   fractionAtLeast,
   gatherRows,
   nearestNeighbours,
+  quantile,
   summarise,
   type DistributionSummary,
   type LeakageFlags,
@@ -161,6 +163,17 @@ export interface DatasetCardNumbers {
     /** The identities closest to a training face (up to 16), as in leakage-closest.png. */
     readonly closest: readonly LeakageEntry[];
     readonly droppedBeforeCard: readonly { readonly name: string; readonly cosine: number }[];
+    /**
+     * Thresholds read off the real held-out faces themselves (their nearest-training p95 / p99):
+     * a search over thousands of training faces finds a look-alike for most real people above a
+     * pairwise same-person threshold, so these say how many identities are closer than real strangers.
+     */
+    readonly realReference: readonly {
+      readonly quantile: number;
+      readonly cosine: number;
+      readonly identities: number;
+      readonly syntheticImages: number;
+    }[];
   };
   readonly warnings: readonly string[];
   readonly files: readonly string[];
@@ -169,6 +182,9 @@ export interface DatasetCardNumbers {
 const CLOSEST_PAIRS = 16;
 const PAIRS_PER_ROW = 4;
 const FOLDS = 10;
+/** Warn when the leakage threshold flags more than this fraction of real never-seen faces. */
+const REAL_FLAGGED_WARNING = 0.05;
+const REAL_QUANTILES = [0.95, 0.99];
 const COLORS = { synthetic: '#d62728', identity: '#9467bd', real: '#1f77b4', training: '#7f7f7f', readBack: '#2ca02c' };
 
 function checkInput(input: DatasetCardInput): void {
@@ -373,6 +389,27 @@ export async function writeDatasetCard(dir: string, input: DatasetCardInput): Pr
     );
   }
   if (realNn.cosine.length === 0) warnings.push('no real held-out faces: leakage has no real-data reference');
+  const realFlagged = fractionAtLeast(realNn.cosine, threshold);
+  if (realFlagged > REAL_FLAGGED_WARNING) {
+    warnings.push(
+      `the leakage threshold also flags ${pct(realFlagged, 1)} of real faces the generator never trained on: at this search size it does not separate copies from look-alikes; read the real-reference rows`,
+    );
+  }
+  const perImageSummary = summarise(leak.perImage.cosine);
+  if (perImageSummary.median > realSummary.p95) {
+    warnings.push(
+      `the median synthetic image (cos ${f4(perImageSummary.median)}) is closer to a training face than 95% of real held-out faces (p95 ${f4(realSummary.p95)})`,
+    );
+  }
+  const realReference = REAL_QUANTILES.filter(() => realNn.cosine.length > 0).map((q) => {
+    const cosine = quantile(realNn.cosine, q);
+    return {
+      quantile: q,
+      cosine,
+      identities: flaggedAbove(leak.maxCosine, cosine).length,
+      syntheticImages: fractionAtLeast(leak.perImage.cosine, cosine),
+    };
+  });
   const dropped = input.leakageDropped ?? [];
 
   const numbers: DatasetCardNumbers = {
@@ -411,7 +448,7 @@ export async function writeDatasetCard(dir: string, input: DatasetCardInput): Pr
     attributes: { readBackImages: rb.indices.length, yaw: yawNumbers, age: ageNumbers },
     leakage: {
       threshold: input.leakageThreshold,
-      perImage: summarise(leak.perImage.cosine),
+      perImage: perImageSummary,
       perIdentity: perIdentitySummary,
       realHeldOut: realSummary,
       fractionAtOrAboveThreshold: {
@@ -423,6 +460,7 @@ export async function writeDatasetCard(dir: string, input: DatasetCardInput): Pr
       flagged,
       closest,
       droppedBeforeCard: dropped,
+      realReference,
     },
     warnings,
     files,
@@ -695,6 +733,18 @@ function renderReport(c: DatasetCardNumbers, input: DatasetCardInput, gridNames:
     L.push('| identity | cosine | image | nearest training face |', '|---|---|---|---|');
     for (const e of lk.flagged.slice(0, 50)) L.push(`| ${e.identity} | ${f4(e.cosine)} | ${e.image} | ${e.training} |`);
     if (lk.flagged.length > 50) L.push('', `… and ${lk.flagged.length - 50} more in card.json.`);
+    L.push('');
+  }
+  if (lk.realReference.length) {
+    L.push(
+      'Against thresholds read off the real held-out faces (an identity at or above p95 has an image closer to a training face than 95% of real never-seen faces are):',
+      '',
+      '| threshold | cosine | identities at or above | synthetic images at or above |',
+      '|---|---|---|---|',
+    );
+    for (const q of lk.realReference) {
+      L.push(`| real held-out p${Math.round(q.quantile * 100)} | ${f4(q.cosine)} | ${q.identities} | ${pct(q.syntheticImages)} |`);
+    }
     L.push('');
   }
   if (lk.droppedBeforeCard.length) {

@@ -99,7 +99,10 @@ export class IdentitySampler {
 
   /** Timesteps (noisiest first) the loop visits, and how many of them are guided. */
   guidedSteps(guidance: GuidanceConfig = this.guidance): { total: number; guided: number } {
-    return { total: this.timesteps.length, guided: guidedTimesteps(this.timesteps, this.generator.diffusion.schedule.steps, guidance).size };
+    return {
+      total: this.timesteps.length,
+      guided: guidedTimesteps(this.timesteps, this.generator.diffusion.schedule.steps, guidance).size,
+    };
   }
 
   /** One batch: rows of y and s, one seed per image → images in [-1, 1]. */
@@ -122,12 +125,25 @@ export class IdentitySampler {
     const at = guidedTimesteps(this.timesteps, diffusion.schedule.steps, guidance);
     const hook =
       at.size > 0
-        ? identityGuidance({ teacher: this.teacher, input: this.input, y: yT, s: sT, net, schedule: diffusion.schedule, config: guidance, at })
+        ? identityGuidance({
+            teacher: this.teacher,
+            input: this.input,
+            y: yT,
+            s: sT,
+            net,
+            schedule: diffusion.schedule,
+            config: guidance,
+            at,
+          })
         : undefined;
     const o = { rng: new Rng(0), noise: perSampleNoise(seeds.map((seed) => new Rng(seed))), guidance: hook };
     try {
       const shape = [n, r, r, 3] as const;
-      const x = runLoop(this.loop.kind === 'ddim' ? diffusion.ddimLoop(eps, shape, { ...o, steps: this.loop.steps, eta: this.loop.eta }) : diffusion.ddpmLoop(eps, shape, o));
+      const x = runLoop(
+        this.loop.kind === 'ddim'
+          ? diffusion.ddimLoop(eps, shape, { ...o, steps: this.loop.steps, eta: this.loop.eta })
+          : diffusion.ddpmLoop(eps, shape, o),
+      );
       const values = x.dataSync() as Float32Array;
       x.dispose();
       return values;

@@ -23,7 +23,11 @@ export const guidanceConfigSchema = z
 export type GuidanceConfig = z.output<typeof guidanceConfigSchema>;
 
 /** The timesteps of a sampling loop (noisiest first) at which guidance applies. */
-export function guidedTimesteps(timesteps: readonly number[], totalSteps: number, o: Pick<GuidanceConfig, 'scale' | 'every' | 'lastFraction'>): Set<number> {
+export function guidedTimesteps(
+  timesteps: readonly number[],
+  totalSteps: number,
+  o: Pick<GuidanceConfig, 'scale' | 'every' | 'lastFraction'>,
+): Set<number> {
   const out = new Set<number>();
   if (o.scale === 0) return out;
   const late = timesteps.filter((t) => t < o.lastFraction * totalSteps);

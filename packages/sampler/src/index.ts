@@ -9,3 +9,17 @@ export type { GuidanceConfig, IdentityGuidanceOptions } from './guidance';
 export { attributeRng, imageSeed } from './seeds';
 export { assertWritable, sampleConfigSchema, sampleStage, STAGE_MODEL } from './stage';
 export type { SampleConfig } from './stage';
+export { writeDatasetCard } from './card';
+export type { AttributeNumbers, DatasetCardInput, DatasetCardNumbers, LeakageEntry, SyntheticSet } from './card';
+export {
+  drawVerificationPairs,
+  flagLeakingIdentities,
+  flaggedAbove,
+  fractionAtLeast,
+  gatherRows,
+  identityLeakage,
+  nearestNeighbours,
+  summarise,
+  unitRows,
+} from './leakage';
+export type { DistributionSummary, IdentityLeakage, LeakageFlags, NearestNeighbours, VerificationPairs } from './leakage';

@@ -28,10 +28,10 @@ import {
   type RgbImage,
 } from '@id3/faces';
 import { attributeSpecSchema, drawAttributes, meanAttributes, type AttributePool } from './attributes';
-import { calibrateFaceCheck, type FaceCheck } from './face-check';
+import { calibrateFaceCheck, quantile, type FaceCheck } from './face-check';
 import { writeDatasetCard } from './card';
 import { filterConfigSchema, IdentitySampler, quantise, samplerLoopSchema, type AttemptRecord } from './generate';
-import { flagLeakingIdentities } from './leakage';
+import { flagLeakingIdentities, nearestNeighbours } from './leakage';
 import { guidanceConfigSchema } from './guidance';
 import { attributeRng, imageSeed } from './seeds';
 
@@ -59,8 +59,14 @@ export const sampleConfigSchema = z
     filter: filterConfigSchema.default({}),
     leakage: z
       .object({
-        /** Cosine above which a synthetic image counts as a training person ('calibrated': the teacher's LFW same-person threshold at FAR 1e-3). */
-        threshold: z.union([z.number().min(-1).max(1), z.literal('calibrated')]).default('calibrated'),
+        /**
+         * Cosine at or above which a synthetic image counts as a training person. 'held-out-p99'
+         * (default): the 99th percentile of real never-seen faces' cosine to their nearest
+         * training face, in the same embedding path — 1% of real new people would be flagged.
+         * 'calibrated': the teacher's LFW same-person threshold at FAR 1e-3 (one pair at a time:
+         * against thousands of training faces it flags most real people too; see the README).
+         */
+        threshold: z.union([z.number().min(-1).max(1), z.literal('held-out-p99'), z.literal('calibrated')]).default('held-out-p99'),
         /** Drop flagged identities from the dataset (they are always reported). */
         drop: z.boolean().default(false),
       })
@@ -155,12 +161,15 @@ function loadInputs(config: SampleConfig, inputs: Readonly<Record<string, string
     generator.net.dispose();
     throw new InvalidInputError(`field '${field}': ${message}`, { field: 'sample.model', file: path });
   };
-  if (g.resolution !== config.resolution) refuse(`the generator samples at ${g.resolution}×${g.resolution}, sample.resolution is ${config.resolution}`);
+  if (g.resolution !== config.resolution)
+    refuse(`the generator samples at ${g.resolution}×${g.resolution}, sample.resolution is ${config.resolution}`);
   if (g.identityDim !== ids.dim) refuse(`the generator takes ${g.identityDim}-d identities, ${inputs.embeddings} holds ${ids.dim}-d ones`);
-  if (g.attributes.scaling !== ATTRIBUTE_SCALING) refuse(`attribute scaling '${g.attributes.scaling}' is not this version's '${ATTRIBUTE_SCALING}'`);
+  if (g.attributes.scaling !== ATTRIBUTE_SCALING)
+    refuse(`attribute scaling '${g.attributes.scaling}' is not this version's '${ATTRIBUTE_SCALING}'`);
   const scaled = readTensorFile(inputs.attributesScaled);
   const width = scaled.header.shape[1];
-  if (width !== generator.net.config.attributeDim) refuse(`the generator takes ${generator.net.config.attributeDim} attributes, prepare has ${width}`);
+  if (width !== generator.net.config.attributeDim)
+    refuse(`the generator takes ${generator.net.config.attributeDim} attributes, prepare has ${width}`);
   const n = scaled.header.shape[0];
   // Attributes are resampled from the images the generator trained on, when they are these.
   const held = scaled.header.sha256 === g.trainingData.attributesSha256 ? new Set(g.trainingData.heldOut) : new Set<number>();
@@ -174,7 +183,8 @@ function loadInputs(config: SampleConfig, inputs: Readonly<Record<string, string
 function identityAttributes(config: SampleConfig, inp: Inputs, identity: number): Float32Array {
   const a = inp.pool.width;
   const s = new Float32Array(inp.images * a);
-  for (let j = 0; j < inp.images; j++) s.set(drawAttributes(config.attributes, inp.pool, attributeRng(config.seed, identity, j), inp.mean), j * a);
+  for (let j = 0; j < inp.images; j++)
+    s.set(drawAttributes(config.attributes, inp.pool, attributeRng(config.seed, identity, j), inp.mean), j * a);
   return s;
 }
 
@@ -198,11 +208,21 @@ const cropAt = (crops: Uint8Array, size: number, i: number): RgbImage => ({
  * The face check's calibration, computed once per stage folder (any shard may be first; the
  * result is deterministic, so a race writes the same bytes).
  */
-async function faceCheckFor(config: SampleConfig, dir: string, inputs: Readonly<Record<string, string>>, pool: AttributePool): Promise<FaceCheck | undefined> {
+async function faceCheckFor(
+  config: SampleConfig,
+  dir: string,
+  inputs: Readonly<Record<string, string>>,
+  pool: AttributePool,
+): Promise<FaceCheck | undefined> {
   if (!config.filter.faceCheck) return undefined;
   const { crops } = preparedCrops(inputs, config.resolution);
-  const rows = new Rng(config.seed).fork('sample/face-check').shuffle([...pool.rows]).slice(0, config.filter.faceCalibrationImages);
-  const key = sha256(JSON.stringify({ rows, q: config.filter.faceQuantile, crops: readTensorFile(inputs[`crops${config.resolution}`]).header.sha256 }));
+  const rows = new Rng(config.seed)
+    .fork('sample/face-check')
+    .shuffle([...pool.rows])
+    .slice(0, config.filter.faceCalibrationImages);
+  const key = sha256(
+    JSON.stringify({ rows, q: config.filter.faceQuantile, crops: readTensorFile(inputs[`crops${config.resolution}`]).header.sha256 }),
+  );
   const path = join(dir, 'face-check.json');
   if (existsSync(path)) {
     const cached = JSON.parse(readFileSync(path, 'utf8')) as { key: string; check: FaceCheck };
@@ -270,7 +290,9 @@ async function runShard({ config, dir, inputs, shard, shardDir, progress }: Shar
         attempts: out.attempts,
         acceptedSlots,
         s: Array.from({ length: inp.images }, (_, j) => Array.from(s.subarray(j * a, (j + 1) * a))),
-        embeddings: Array.from({ length: inp.images }, (_, j) => Array.from(out.embeddings.subarray(j * teacher.dim, (j + 1) * teacher.dim))),
+        embeddings: Array.from({ length: inp.images }, (_, j) =>
+          Array.from(out.embeddings.subarray(j * teacher.dim, (j + 1) * teacher.dim)),
+        ),
         seconds: (performance.now() - started) / 1000,
       };
       mkdirSync(join(shardDir, 'identities'), { recursive: true });
@@ -307,9 +329,12 @@ export const sampleStage: StageDefinition<typeof sampleConfigSchema> = {
   check(config, sections) {
     const td = sections['train-diffusion'];
     if (config.model === STAGE_MODEL && td && td.resolution !== config.resolution) {
-      throw new InvalidInputError(`field 'sample.resolution': ${config.resolution}, but train-diffusion.resolution is ${String(td.resolution)}`, {
-        field: 'sample.resolution',
-      });
+      throw new InvalidInputError(
+        `field 'sample.resolution': ${config.resolution}, but train-diffusion.resolution is ${String(td.resolution)}`,
+        {
+          field: 'sample.resolution',
+        },
+      );
     }
     if (config.model !== STAGE_MODEL) readGeneratorDescriptor(resolveSourcePath(config.model));
     const sizes = sections.prepare?.sizes as number[] | undefined;
@@ -326,9 +351,12 @@ export const sampleStage: StageDefinition<typeof sampleConfigSchema> = {
     if (typeof teacher === 'string' && config.model === STAGE_MODEL) leakageThreshold(config, teacher);
     const dim = sections.anchors?.dim;
     if (typeof teacher === 'string' && typeof dim === 'number' && embedderInfo(teacher, 'prepare.teacher').dim !== dim)
-      throw new InvalidInputError(`field 'anchors.dim': ${dim}, but the generator's teacher ${teacher} embeds in ${embedderInfo(teacher).dim} dimensions`, {
-        field: 'anchors.dim',
-      });
+      throw new InvalidInputError(
+        `field 'anchors.dim': ${dim}, but the generator's teacher ${teacher} embeds in ${embedderInfo(teacher).dim} dimensions`,
+        {
+          field: 'anchors.dim',
+        },
+      );
   },
   shards: {
     plan({ config, inputs }) {
@@ -369,13 +397,18 @@ async function mergeDataset(ctx: StageContext<SampleConfig>) {
       const last = Math.min(inp.identities, first + config.identitiesPerShard);
       for (let i = first; i < last; i++) {
         const path = join(shard.dir, 'identities', `${identityName(i)}.json`);
-        if (!existsSync(path)) throw new InvalidInputError(`${path}: shard ${shard.id} is recorded done but identity ${i} is missing`, { file: path });
+        if (!existsSync(path))
+          throw new InvalidInputError(`${path}: shard ${shard.id} is recorded done but identity ${i} is missing`, { file: path });
         const record = JSON.parse(readFileSync(path, 'utf8')) as IdentityRecord;
-        if (record.key !== key) throw new InvalidInputError(`${path}: identity ${i} was generated under another config (its shard must be rerun)`, { file: path });
+        if (record.key !== key)
+          throw new InvalidInputError(`${path}: identity ${i} was generated under another config (its shard must be rerun)`, {
+            file: path,
+          });
         merged.push({ record, folder: join(shard.dir, 'images', identityName(i)) });
       }
     }
-    return await writeDataset(ctx, inp, merged, progress);
+    const { outputs, metrics } = await writeDataset(ctx, inp, merged, progress);
+    return { outputs, metrics: { ...metrics, shards: shards.length } };
   } finally {
     inp.generator.net.dispose();
   }
@@ -386,7 +419,12 @@ async function mergeDataset(ctx: StageContext<SampleConfig>) {
  * the synthetic images take (TeacherInput, flip-summed): the leakage search compares like with
  * like. Cached in the stage folder by the crops' and teacher's identity.
  */
-async function referenceEmbeddings(dir: string, inputs: Readonly<Record<string, string>>, resolution: number, teacher: FaceEmbedder): Promise<Float32Array> {
+async function referenceEmbeddings(
+  dir: string,
+  inputs: Readonly<Record<string, string>>,
+  resolution: number,
+  teacher: FaceEmbedder,
+): Promise<Float32Array> {
   const cropsPath = inputs[`crops${resolution}`];
   const { header, values } = readTensorFile(cropsPath);
   const path = join(dir, `reference-embeddings-${resolution}`);
@@ -406,8 +444,25 @@ async function referenceEmbeddings(dir: string, inputs: Readonly<Record<string, 
   }
 }
 
-function leakageThreshold(config: SampleConfig, teacher: string): { cosine: number; source: string } {
-  if (config.leakage.threshold !== 'calibrated') return { cosine: config.leakage.threshold, source: 'sample.leakage.threshold' };
+/** Real never-seen faces needed before their 99th percentile means anything. */
+const MIN_HELD_OUT = 50;
+
+function leakageThreshold(config: SampleConfig, teacher: string, heldOutNearest?: () => Float32Array): { cosine: number; source: string } {
+  const t = config.leakage.threshold;
+  if (typeof t === 'number') return { cosine: t, source: 'sample.leakage.threshold' };
+  if (t === 'held-out-p99') {
+    if (!heldOutNearest) return { cosine: Number.NaN, source: 'held-out-p99' }; // plan time: nothing to check yet
+    const nearest = heldOutNearest();
+    if (nearest.length < MIN_HELD_OUT)
+      throw new InvalidInputError(
+        `field 'sample.leakage.threshold': 'held-out-p99' needs at least ${MIN_HELD_OUT} real faces the generator never trained on, this generator's data has ${nearest.length} here (raise train-diffusion.holdout, or give a cosine)`,
+        { field: 'sample.leakage.threshold' },
+      );
+    return {
+      cosine: quantile(Array.from(nearest), 0.99),
+      source: `99th percentile of ${nearest.length} real held-out faces' cosine to their nearest training face (same embedding path)`,
+    };
+  }
   const c = teacherCalibration(teacher);
   if (!c)
     throw new InvalidInputError(
@@ -433,7 +488,7 @@ async function writeDataset(
   const px = r * r * 3;
   const d = inp.dim;
   const teacherName = inp.generator.descriptor.teacher;
-  const threshold = leakageThreshold(config, teacherName);
+  leakageThreshold(config, teacherName); // an uncalibrated teacher fails before any work
   const teacher = await loadEmbedder(teacherName, 'sample.model teacher');
   const minImages = config.filter.minImagesPerIdentity ?? Math.ceil(inp.images / 2);
   const enough = merged.filter((m) => m.record.acceptedSlots.length >= minImages);
@@ -452,6 +507,8 @@ async function writeDataset(
     return { embeddings, labels: Int32Array.from(rows, (row) => row.label) };
   };
   const trainingEmbeddings = gather(reference, d, trainingRows);
+  const heldOutEmbeddings = gather(reference, d, heldOut);
+  const threshold = leakageThreshold(config, teacherName, () => nearestNeighbours(heldOutEmbeddings, trainingEmbeddings, d).cosine);
   const before = embeddingsOf(enough);
   const flags = flagLeakingIdentities({ ...before, dim: d, identities: enough.length }, trainingEmbeddings, threshold.cosine);
   const flagged = new Set(flags.flagged);
@@ -534,12 +591,17 @@ async function writeDataset(
   // The card: what the dataset is, how recognisable its people are, and how close to real ones.
   progress({ phase: 'card', message: 'reading back attributes and writing the dataset card' });
   const final = embeddingsOf(kept);
-  const readRows = new Rng(config.seed).fork('sample/read-back').shuffle(rows.map((_, i) => i)).slice(0, config.card.readBackImages).sort((p, q) => p - q);
+  const readRows = new Rng(config.seed)
+    .fork('sample/read-back')
+    .shuffle(rows.map((_, i) => i))
+    .slice(0, config.card.readBackImages)
+    .sort((p, q) => p - q);
   const readBack = await readAttributes(readRows.map((i) => ({ width: r, height: r, data: crops.subarray(i * px, (i + 1) * px) })));
   const rawTraining = readTensorFile(inputs.attributes).values as Float32Array;
   const width = rawTraining.length / (reference.length / d);
   const { crops: preparedAtR } = preparedCrops(inputs, r);
-  const comparison = config.guidance.scale > 0 && config.card.guidanceComparison > 0 ? await guidanceComparison(config, inp, teacher, kept) : undefined;
+  const comparison =
+    config.guidance.scale > 0 && config.card.guidanceComparison > 0 ? await guidanceComparison(config, inp, teacher, kept) : undefined;
   const card = await writeDatasetCard(join(dir, 'card'), {
     title: `sample: ${kept.length} synthetic identities × up to ${inp.images} images`,
     seed: config.seed,
@@ -561,7 +623,7 @@ async function writeDataset(
       crops: gather8(preparedAtR, px, trainingRows),
       cropSize: r,
     },
-    realHeldOut: { embeddings: gather(reference, d, heldOut), crops: gather8(preparedAtR, px, heldOut) },
+    realHeldOut: { embeddings: heldOutEmbeddings, crops: gather8(preparedAtR, px, heldOut) },
     leakageThreshold: threshold,
     leakageFlags: config.leakage.drop ? undefined : flags,
     leakageDropped,
@@ -575,6 +637,8 @@ async function writeDataset(
     },
     guidanceComparison: comparison,
     grid: { identities: config.card.gridIdentities, images: config.card.gridImages },
+    // As many different-identity pairs as same-identity ones: accuracy on unbalanced pairs says little.
+    pairs: balancedPairs(final.labels),
   });
   outputs.card = join(dir, 'card', 'report.md');
   outputs.cardNumbers = join(dir, 'card', 'card.json');
@@ -586,6 +650,14 @@ async function writeDataset(
   metrics.yawCorrelation = card.attributes.yaw.correlation;
   metrics.ageCorrelation = card.attributes.age.correlation;
   return { outputs, metrics };
+}
+
+function balancedPairs(labels: Int32Array): { same: number; different: number } {
+  const counts = new Map<number, number>();
+  for (const l of labels) counts.set(l, (counts.get(l) ?? 0) + 1);
+  const same = [...counts.values()].reduce((acc, c) => acc + (c * (c - 1)) / 2, 0);
+  const n = Math.min(3000, same);
+  return { same: n, different: n };
 }
 
 const gather8 = (x: Uint8Array, width: number, rows: readonly number[]): Uint8Array => {

@@ -68,6 +68,13 @@ describe('identity-space stage', () => {
     expect(toWhitened(space.map, emb.values as Float32Array).length).toBe(N * 4);
 
     expect((await executeStage(identitySpaceStage, config, { store, progress: () => undefined, backend: 'wasm' })).skipped).toBe(true);
+    // Another k refits on the same embeddings without embedding anything again.
+    const events: ProgressEvent[] = [];
+    const other = await executeStage(identitySpaceStage, { ...config, k: 3 }, { store, progress: (e) => events.push(e), backend: 'wasm' });
+    expect(other.manifest.metrics.k).toBe(3);
+    expect(events.some((e) => e.phase === 'resume' && e.step === N)).toBe(true);
+    expect(events.some((e) => e.phase === 'embed')).toBe(false);
+    expect(other.manifest.outputs.embeddings.sha256).toBe(r.manifest.outputs.embeddings.sha256);
   });
 
   it('a killed run resumes from its partial embeddings', async () => {

@@ -19,8 +19,8 @@ export interface TeacherCalibration {
   readonly tar: number;
   readonly samePairs: number;
   readonly differentPairs: number;
-  /** The impostor cosines the threshold sits between (how coarse it is). */
-  readonly bracket: readonly [number, number];
+  /** The impostor cosines the threshold sits between (how coarse it is): the lowest accepted, the highest rejected. */
+  readonly bracket: { readonly accepted: number; readonly rejected: number };
   /** The protocol's 10-fold accuracy in the same run. */
   readonly accuracy: number;
   readonly accuracyStd: number;
@@ -39,7 +39,7 @@ export function teacherCalibration(name: string): TeacherCalibration | undefined
 /**
  * The cosine threshold accepting at most ⌊far·N⌋ of N impostor (different-person) cosines: halfway
  * between the k-th and (k+1)-th highest (k = ⌊far·N⌋), so exactly k impostors are above it when
- * there are no ties. With 3,000 impostors and far = 1e-3, k = 3: the estimate rests on 4 values.
+ * there are no ties. With 3,000 impostors and far = 1e-3, k = 3: the 3rd and 4th highest pairs set it.
  */
 export function thresholdAtFar(
   impostors: readonly number[],
@@ -52,15 +52,16 @@ export function thresholdAtFar(
   tar: number;
   positives: number;
   negatives: number;
-  bracket: [number, number];
+  bracket: { accepted: number; rejected: number };
 } {
   if (impostors.length === 0) throw new RangeError('thresholdAtFar: no impostor pairs');
   if (!(far >= 0 && far < 1)) throw new RangeError(`thresholdAtFar: far must be in [0, 1), got ${far}`);
   const sorted = [...impostors].sort((x, y) => y - x);
   const k = Math.floor(far * sorted.length + 1e-9);
-  const above = sorted[k - 1] ?? 1;
-  const below = sorted[k];
-  const cosine = k === 0 ? (below + Math.max(below, 1)) / 2 : (above + below) / 2;
+  // k = 0: halfway between the highest impostor and a perfect match.
+  const accepted = k === 0 ? 1 : sorted[k - 1];
+  const rejected = sorted[k];
+  const cosine = (accepted + rejected) / 2;
   const falseAccepts = sorted.filter((c) => c >= cosine).length;
   const tp = genuine.filter((c) => c >= cosine).length;
   return {
@@ -70,6 +71,6 @@ export function thresholdAtFar(
     tar: genuine.length ? tp / genuine.length : 0,
     positives: genuine.length,
     negatives: sorted.length,
-    bracket: [below, above],
+    bracket: { accepted, rejected },
   };
 }

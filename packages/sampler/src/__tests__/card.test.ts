@@ -183,6 +183,20 @@ describe('writeDatasetCard', () => {
     expect(json.leakage.closest[0].identity).toBe('id00000');
     expect(json.leakage.closest).toHaveLength(k);
     expect(json.warnings.some((w) => w.includes('1 of 6 identities'))).toBe(true);
+    const p95 = real[8] + 0.55 * (real[9] - real[8]); // numpy's linear quantile of 10 values
+    expect(json.leakage.realReference[0]).toEqual({
+      quantile: 0.95,
+      cosine: expect.closeTo(p95, 5) as number,
+      identities: perIdentity.filter((c) => c >= p95).length,
+      syntheticImages: expect.any(Number) as number,
+    });
+    expect(json.warnings.some((w) => w.includes('real faces the generator never trained on'))).toBe(false);
+  });
+
+  it('warns when the threshold flags many real never-seen faces too', async () => {
+    const low = await writeDatasetCard(join(dir, 'low'), { ...input, leakageThreshold: { cosine: 0.3, source: 'too low' } });
+    expect(low.leakage.fractionAtOrAboveThreshold.realHeldOut).toBeGreaterThan(0.05);
+    expect(low.warnings.some((w) => w.includes('real faces the generator never trained on'))).toBe(true);
   });
 
   it('reuses leakage flags the stage computed, and refuses flags of another threshold', async () => {

@@ -143,7 +143,7 @@ describe('teacher calibration', () => {
     expect(t.falseAccepts).toBe(3);
     expect(t.far).toBeCloseTo(1e-3, 12);
     expect(t.tar).toBeCloseTo(0.5, 12);
-    expect(t.bracket).toEqual([2996 / 3000, 2997 / 3000]);
+    expect(t.bracket).toEqual({ accepted: 2997 / 3000, rejected: 2996 / 3000 });
   });
 
   it('returns undefined for a teacher never calibrated', () => {

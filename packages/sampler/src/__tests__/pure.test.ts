@@ -101,7 +101,12 @@ describe('the landmark face check', () => {
     const scrambled: Point[] = [shape[3], shape[1], shape[5], shape[0], shape[4], shape[2]];
     expect(procrustesResidual(scrambled, shape)).toBeGreaterThan(0.3);
     // A mirror image is not reachable by a rotation.
-    expect(procrustesResidual(shape.map(([x, y]) => [x, -y] as Point), shape)).toBeGreaterThan(0.05);
+    expect(
+      procrustesResidual(
+        shape.map(([x, y]) => [x, -y] as Point),
+        shape,
+      ),
+    ).toBeGreaterThan(0.05);
   });
 
   it('normalised shapes are centred with unit norm; the mean of rotated copies is the shape', () => {

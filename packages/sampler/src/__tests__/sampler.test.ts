@@ -1,5 +1,13 @@
 import { Rng, initBackend, tf } from '@id3/core';
-import { GaussianDiffusion, GENERATOR_FORMAT, makeSchedule, TeacherInput, UNet, unetConfigSchema, type LoadedGenerator } from '@id3/diffusion';
+import {
+  GaussianDiffusion,
+  GENERATOR_FORMAT,
+  makeSchedule,
+  TeacherInput,
+  UNet,
+  unetConfigSchema,
+  type LoadedGenerator,
+} from '@id3/diffusion';
 import { ATTRIBUTE_SCALING, loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { filterConfigSchema, IdentitySampler, samplerLoopSchema } from '../generate';
 import { guidanceConfigSchema, identityGuidance } from '../guidance';
@@ -16,7 +24,15 @@ beforeAll(async () => {
   await initBackend('wasm', () => undefined);
   teacher = await loadEmbedder('faceapi-dlib-128');
   const net = UNet.create(
-    unetConfigSchema.parse({ resolution: R, baseChannels: 8, channelMult: [1, 2], attentionResolutions: [], groups: 4, identityDim: DIM, conditionHidden: [16, 16] }),
+    unetConfigSchema.parse({
+      resolution: R,
+      baseChannels: 8,
+      channelMult: [1, 2],
+      attentionResolutions: [],
+      groups: 4,
+      identityDim: DIM,
+      conditionHidden: [16, 16],
+    }),
     3,
   );
   const schedule = { kind: 'linear' as const, steps: 1000, betaStart: 1e-4, betaEnd: 0.02 };
@@ -74,7 +90,15 @@ describe('IdentitySampler', () => {
   });
 
   it('identity guidance raises the teacher similarity of the saved images to their own y (same seeds)', async () => {
-    const plain = await new IdentitySampler(generator, teacher, loop, guidanceConfigSchema.parse({ scale: 0 }), noFilter, undefined, 1).generateIdentity(0, y(), s);
+    const plain = await new IdentitySampler(
+      generator,
+      teacher,
+      loop,
+      guidanceConfigSchema.parse({ scale: 0 }),
+      noFilter,
+      undefined,
+      1,
+    ).generateIdentity(0, y(), s);
     const sampler = new IdentitySampler(generator, teacher, loop, guidanceConfigSchema.parse({ scale: 200 }), noFilter, undefined, 1);
     const before = tf.memory().numTensors;
     const guided = await sampler.generateIdentity(0, y(), s);
@@ -92,9 +116,21 @@ describe('IdentitySampler', () => {
     const sT = tf.zeros([n, 4]) as tf.Tensor2D;
     const a = generator.diffusion.schedule.alphasCumprod[t];
     const x0 = tf.div(xt, Math.sqrt(a)) as tf.Tensor4D; // ε̂ = 0
-    const common = { teacher, input: new TeacherInput(R, teacher.inputSize, teacher.inputTemplate), y: yT, s: sT, net: generator.net, schedule: generator.diffusion.schedule, at: new Set([t]) };
+    const common = {
+      teacher,
+      input: new TeacherInput(R, teacher.inputSize, teacher.inputTemplate),
+      y: yT,
+      s: sT,
+      net: generator.net,
+      schedule: generator.diffusion.schedule,
+      at: new Set([t]),
+    };
     const shortcut = identityGuidance({ ...common, config: guidanceConfigSchema.parse({ scale: 3 }) })(xt, t, x0) as tf.Tensor4D;
-    const full = identityGuidance({ ...common, config: guidanceConfigSchema.parse({ scale: 3, gradient: 'full' }) })(xt, t, x0) as tf.Tensor4D;
+    const full = identityGuidance({ ...common, config: guidanceConfigSchema.parse({ scale: 3, gradient: 'full' }) })(
+      xt,
+      t,
+      x0,
+    ) as tf.Tensor4D;
     const scale = tf.max(tf.abs(shortcut)).dataSync()[0];
     expect(scale).toBeGreaterThan(0);
     expect(tf.max(tf.abs(tf.sub(full, shortcut))).dataSync()[0]).toBeLessThan(1e-3 * scale);
@@ -105,7 +141,15 @@ describe('IdentitySampler', () => {
 
   it('replaces rejected images with new seeds up to the budget, then leaves the slot empty', async () => {
     const strict = filterConfigSchema.parse({ minSimilarity: 1, faceCheck: false, replacements: 2 });
-    const out = await new IdentitySampler(generator, teacher, loop, guidanceConfigSchema.parse({ scale: 0 }), strict, undefined, 3).generateIdentity(9, y(), s);
+    const out = await new IdentitySampler(
+      generator,
+      teacher,
+      loop,
+      guidanceConfigSchema.parse({ scale: 0 }),
+      strict,
+      undefined,
+      3,
+    ).generateIdentity(9, y(), s);
     expect(out.images.every((im) => im === undefined)).toBe(true);
     expect(out.attempts).toHaveLength(SLOTS * 3);
     expect(out.attempts.every((r) => !r.accepted && r.rejectedBy === 'similarity')).toBe(true);
