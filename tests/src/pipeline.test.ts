@@ -147,6 +147,9 @@ describe('pipeline workflow against a real Temporal server', () => {
     [{ stages: ['anchors', 'nope'] }, /field 'profile\.stages\[1\]': unknown stage 'nope'/],
     // Impossible sizes are refused at plan time (not retried until a RangeError deep in the stage).
     [{ anchors: { n: 100000000 } }, /field 'anchors\.n': stage 'anchors' needs about .* GiB/],
+    // The sampler refuses before any sampling: more images than the identities stage drew, a model folder without a generator.
+    [{ sample: { identities: { images: 99 } } }, /field 'sample\.identities\.images': 99 asked, identities\.m is 16/],
+    [{ sample: { model: 'no/such/model' } }, /no\/such\/model\/generator\.json: no generator descriptor/],
   ])('invalid config %j fails non-retryably, naming the field', async (overrides, message) => {
     const handle = await h.client.workflow.start('pipeline', {
       taskQueue: TASK_QUEUE,
