@@ -1,7 +1,20 @@
-export { areaUnder, equalErrorRate, evaluateDistances, evaluateVerification, pairDistances, rates, rocCurve } from './verification';
+export {
+  areaUnder,
+  equalErrorRate,
+  evaluateDistances,
+  evaluateVerification,
+  meanStd,
+  pairCorrectness,
+  pairDistances,
+  pairFolds,
+  rates,
+  rocCurve,
+} from './verification';
 export type { VerificationOptions, VerificationResult } from './verification';
+export { binomialTwoSidedP, chiSquare1Sf, erfc, mcnemar, mcnemarFromCounts } from './mcnemar';
+export type { McNemarResult } from './mcnemar';
 export { EmbeddingCache } from './embedding-cache';
 export { PAPER_BENCHMARKS, paperTable, rocSvg, scoreHistogramSvg } from './report';
 export type { ModelRow, PaperBenchmark } from './report';
 export { evalConfigSchema, evalStage } from './stage';
-export type { EvalConfig } from './stage';
+export type { EvalConfig, PairResults } from './stage';

@@ -30,7 +30,7 @@ import {
 import { loadTrainedEmbedder } from '@id3/fr-train';
 import { EmbeddingCache } from './embedding-cache';
 import { PAPER_BENCHMARKS, paperTable, rocSvg, scoreHistogramSvg, type PaperBenchmark } from './report';
-import { evaluateVerification, pairDistances, type VerificationResult } from './verification';
+import { evaluateDistances, pairCorrectness, pairDistances, type VerificationOptions, type VerificationResult } from './verification';
 
 const benchmarkSchema = z.discriminatedUnion('kind', [
   z
@@ -182,6 +182,51 @@ async function embedRef(
   return v;
 }
 
+/**
+ * `pairs-<key>.json`: the protocol's outcome for every pair, in benchmark order, so two models
+ * scored on the same pairs can be compared with a paired test (McNemar on `correct`).
+ */
+export interface PairResults {
+  readonly benchmark: string;
+  readonly pairs: number;
+  /** Fold of each pair (the benchmark's own folds, or contiguous KFold). */
+  readonly folds: number[];
+  readonly issame: boolean[];
+  /** Squared L2 distance between the normalised embeddings, rounded to 6 decimals. */
+  readonly distance: number[];
+  /** Threshold chosen for each fold on the other folds (pairs with distance < it are "same"). */
+  readonly threshold: number[];
+  /** Right under its fold's threshold; the mean over a fold is that fold's reported accuracy. */
+  readonly correct: boolean[];
+}
+
+function pairResults(
+  name: string,
+  dist: Float64Array,
+  issame: readonly boolean[],
+  r: VerificationResult,
+  o: VerificationOptions,
+): PairResults {
+  // pairCorrectness refuses any mismatch with r.foldAccuracies, so the file cannot disagree with results.json.
+  const { fold, correct } = pairCorrectness(dist, issame, r, o);
+  return {
+    benchmark: name,
+    pairs: r.pairs,
+    folds: fold,
+    issame: [...issame],
+    // `correct` is decided on the unrounded distances; the rounding only keeps the file small.
+    distance: Array.from(dist, (d) => Number(d.toFixed(6))),
+    threshold: [...r.thresholds],
+    correct,
+  };
+}
+
+/** One field per line, each array on one line (~130 kB for 6,000 pairs; indented JSON would double it). */
+function compactJson(value: object): string {
+  const lines = Object.entries(value).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}`);
+  return `{\n${lines.join(',\n')}\n}\n`;
+}
+
 const benchmarkKey = (name: string): string => name.replace(/[^A-Za-z0-9]/g, '');
 
 /** Shard ids: `<benchmark index>-<benchmark key>-<chunk>`, in benchmark then pair order. */
@@ -218,12 +263,12 @@ function modelCache(config: EvalConfig, dir: string, model: FaceEmbedder): Embed
 
 /**
  * The `eval` stage: one model × a list of verification benchmarks → results.json, report.md (the
- * paper's table layout), an ROC plot over all benchmarks and a genuine/impostor score histogram
- * per benchmark.
+ * paper's table layout), an ROC plot over all benchmarks, and per benchmark a genuine/impostor
+ * score histogram and the per-pair outcomes (pairs-<key>.json, for paired tests between models).
  */
 export const evalStage: StageDefinition<typeof evalConfigSchema> = {
   name: 'eval',
-  version: 2,
+  version: 3, // 3: per-pair results (pairs-<key>.json)
   schema: evalConfigSchema,
   upstream: ['fr-train'],
   reads: (config): Record<string, string[]> => (config.model === TRAINED_MODEL ? { 'fr-train': ['model'] } : {}),
@@ -297,7 +342,9 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
         ea.set(values.subarray(0, count * dim), start * dim);
         eb.set(values.subarray(count * dim), start * dim);
       }
-      const r = evaluateVerification(ea, eb, dim, bench.issame, bench.foldOf ? { foldOf: bench.foldOf } : {});
+      const options: VerificationOptions = bench.foldOf ? { foldOf: bench.foldOf } : {};
+      const dist = pairDistances(ea, eb, dim);
+      const r = evaluateDistances(dist, bench.issame, options);
       results[bench.name] = r;
       curves.push({ label: bench.name, result: r });
       const key = benchmarkKey(bench.name);
@@ -318,13 +365,16 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
         await svgToPng(
           scoreHistogramSvg(
             `${config.model} on ${bench.name}: genuine vs impostor`,
-            pairDistances(ea, eb, dim),
+            dist,
             bench.issame,
             r.thresholds.reduce((s, t) => s + t, 0) / r.thresholds.length,
           ),
         ),
       );
       outputs[`scores_${key}`] = hist;
+      const pairsFile = join(dir, `pairs-${key}.json`);
+      writeFileAtomic(pairsFile, compactJson(pairResults(bench.name, dist, bench.issame, r, options)));
+      outputs[`pairs_${key}`] = pairsFile;
     }
     metrics.shards = shards.length;
     const paper = Object.fromEntries(

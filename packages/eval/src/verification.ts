@@ -102,7 +102,8 @@ function grid(step: number, max = 4): number[] {
   return Array.from({ length: n }, (_, i) => Number((i * step).toFixed(10)));
 }
 
-function meanStd(v: readonly number[]): [number, number] {
+/** Mean and population standard deviation (numpy's default ddof=0), as the protocol reports folds. */
+export function meanStd(v: readonly number[]): [number, number] {
   const m = v.reduce((a, b) => a + b, 0) / v.length;
   return [m, Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / v.length)];
 }
@@ -196,6 +197,52 @@ export function evaluateDistances(dist: ArrayLike<number>, issame: ArrayLike<boo
     eer,
     eerThreshold,
   };
+}
+
+/** The fold of every pair, exactly as `evaluateDistances` splits them with the same options. */
+export function pairFolds(pairs: number, o: VerificationOptions = {}): number[] {
+  const fold = new Array<number>(pairs);
+  foldIndices(pairs, o).forEach((idx, f) => {
+    for (const i of idx) fold[i] = f;
+  });
+  return fold;
+}
+
+/**
+ * Per-pair outcome of the protocol: pair i is right when (dist < the threshold chosen for its fold
+ * on the other folds) agrees with issame — the same rule `rates` applies, so the mean of `correct`
+ * over each fold is that fold's accuracy. This is what a paired test (McNemar) compares between
+ * two models on the same pairs. `dist` and `o` must be those `result` was computed from; a
+ * mismatch is refused rather than silently giving other numbers.
+ */
+export function pairCorrectness(
+  dist: ArrayLike<number>,
+  issame: ArrayLike<boolean>,
+  result: Pick<VerificationResult, 'pairs' | 'thresholds' | 'foldAccuracies'>,
+  o: VerificationOptions = {},
+): { fold: number[]; correct: boolean[] } {
+  const pairs = dist.length;
+  if (issame.length !== pairs) throw new RangeError(`${pairs} distances but ${issame.length} labels`);
+  if (result.pairs !== pairs) throw new RangeError(`pairCorrectness: ${pairs} distances for a result over ${result.pairs} pairs`);
+  const fold = pairFolds(pairs, o);
+  const k = result.thresholds.length;
+  if (fold.some((f) => f >= k)) throw new RangeError(`pairCorrectness: the fold options give more folds than the result's ${k}`);
+  const correct = fold.map((f, i) => dist[i] < result.thresholds[f] === issame[i]);
+  // Same integer counts as `rates` (acc = right / max(1, size)), so the comparison is exact.
+  const right = new Array<number>(k).fill(0);
+  const size = new Array<number>(k).fill(0);
+  fold.forEach((f, i) => {
+    size[f]++;
+    if (correct[i]) right[f]++;
+  });
+  for (let f = 0; f < k; f++) {
+    const acc = right[f] / Math.max(1, size[f]);
+    if (acc !== result.foldAccuracies[f])
+      throw new RangeError(
+        `pairCorrectness: fold ${f} scores ${acc} per pair but the result says ${result.foldAccuracies[f]}: other distances or fold options than the result's`,
+      );
+  }
+  return { fold, correct };
 }
 
 /** Full-resolution ROC: one point per distinct distance (pairs with d < t are "same"). */

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { RunStore, executeShard, executeStage, initBackend, prepareStageRun } from '@id3/core';
-import { evalStage } from '../index';
+import { evalStage, type PairResults } from '../index';
 
 // The eval stage with the pretrained teacher on real benchmark files: both insightface .bin
 // samples (40 LFW pairs of 112×112 crops each) and the CFP-layout sample (FP split).
@@ -41,6 +41,23 @@ describe('eval stage', () => {
     );
     expect(report).toMatch(/Not in the paper's table: lfw-sample-py2, lfw-sample-py3/);
     expect((await sharp(store.abs(r.manifest.outputs.roc.path)).metadata()).format).toBe('png');
+
+    // Per-pair outcomes, for paired tests: 40 pairs in 10 contiguous folds of 4 (the .bin's
+    // KFold); the mean of `correct` over each fold is exactly the fold accuracy in results.json.
+    const results = JSON.parse(readFileSync(store.abs(r.manifest.outputs.results.path), 'utf8')) as {
+      results: Record<string, { foldAccuracies: number[]; thresholds: number[] }>;
+    };
+    const pairs = JSON.parse(readFileSync(store.abs(r.manifest.outputs.pairs_lfwsamplepy2.path), 'utf8')) as PairResults;
+    expect(r.manifest.outputs.pairs_lfwsamplepy2.path).toMatch(/pairs-lfwsamplepy2\.json$/);
+    expect(pairs.benchmark).toBe('lfw-sample-py2');
+    expect(pairs.pairs).toBe(40);
+    expect(pairs.folds).toEqual(Array.from({ length: 40 }, (_, i) => Math.floor(i / 4)));
+    expect([pairs.issame.length, pairs.distance.length, pairs.correct.length]).toEqual([40, 40, 40]);
+    expect(pairs.threshold).toEqual(results.results['lfw-sample-py2'].thresholds);
+    const perFold = Array.from({ length: 10 }, (_, f) => pairs.correct.slice(4 * f, 4 * f + 4).filter(Boolean).length / 4);
+    expect(perFold).toEqual(results.results['lfw-sample-py2'].foldAccuracies);
+    expect(pairs.distance.every((d) => d >= 0 && d <= 4 && Number(d.toFixed(6)) === d)).toBe(true);
+    expect(r.manifest.outputs.pairs_CFPFP).toBeDefined();
 
     // One shard per benchmark here (40 pairs each, 500 per shard by default); py2 and py3 hold
     // the same images, so the second one's shard is served from the cache the first one filled.

@@ -1,0 +1,99 @@
+import { binomialTwoSidedP, chiSquare1Sf, erfc, mcnemar, mcnemarFromCounts } from '../index';
+
+// Expected values from /usr/bin/python3 (no scipy there): the exact p as
+// float(Fraction(2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)), 2 ** n)) capped at 1,
+// the chi-square p as math.erfc(math.sqrt(x / 2)) with x = (|b - c| - 1) ** 2 / (b + c).
+
+/** Per-pair correctness arrays with the given counts of (A, B) outcomes. */
+function pairsWith(both: number, b: number, c: number, neither: number): [boolean[], boolean[]] {
+  const a: boolean[] = [];
+  const m: boolean[] = [];
+  const push = (count: number, x: boolean, y: boolean) => {
+    for (let i = 0; i < count; i++) {
+      a.push(x);
+      m.push(y);
+    }
+  };
+  push(both, true, true);
+  push(b, true, false);
+  push(neither, false, false);
+  push(c, false, true);
+  return [a, m];
+}
+
+describe('mcnemar', () => {
+  it('no discordant pairs → p = 1 (exact and chi-square)', () => {
+    const r = mcnemar(...pairsWith(50, 0, 0, 7));
+    expect(r).toEqual({ b: 0, c: 0, n: 0, pExact: 1, chi2: 0, pChi2: 1 });
+    expect(mcnemar([], [])).toEqual(r);
+  });
+
+  it('b = 10, c = 0 → exact p = 2 · 0.5^10 = 0.001953125; χ² = 8.1, p = 0.004426525857919833', () => {
+    const r = mcnemar(...pairsWith(100, 10, 0, 3));
+    expect([r.b, r.c, r.n]).toEqual([10, 0, 10]);
+    expect(r.pExact).toBeCloseTo(0.001953125, 15);
+    expect(r.chi2).toBeCloseTo(8.1, 12);
+    expect(Math.abs(r.pChi2 / 0.004426525857919833 - 1)).toBeLessThan(2e-7);
+  });
+
+  it('b = c = 5 → exact p = 1 (capped); χ² = 0.1 (unclamped correction), p = 0.7518296340458492', () => {
+    const r = mcnemar(...pairsWith(20, 5, 5, 20));
+    expect(r.pExact).toBe(1);
+    expect(r.chi2).toBeCloseTo(0.1, 12);
+    expect(r.pChi2).toBeCloseTo(0.7518296340458492, 6);
+  });
+
+  it('matches exact Python values, symmetric in A and B', () => {
+    // [b, c, exact p, χ², χ² p]
+    const cases: [number, number, number, number, number][] = [
+      [12, 3, 0.03515625, 4.266666666666667, 0.03886710381241724], // 2 · 576 / 32768
+      [150, 110, 0.01541558283317147, 5.85, 0.015577051213613281],
+      [40, 80, 0.0003304000183913207, 12.675, 0.00037057721471458696],
+      // LFW-sized: 6,000 discordant pairs, where C(n, k) and 0.5^n leave double range.
+      [3100, 2900, 0.010191041523412898, 6.6001666666666665, 0.010196922236046848],
+    ];
+    for (const [b, c, p, x, px] of cases) {
+      for (const r of [mcnemarFromCounts(b, c), mcnemar(...pairsWith(7, c, b, 2))]) {
+        expect(r.n).toBe(b + c);
+        expect(Math.abs(r.pExact / p - 1)).toBeLessThan(1e-10);
+        expect(r.chi2).toBeCloseTo(x, 10);
+        expect(Math.abs(r.pChi2 / px - 1)).toBeLessThan(2e-7);
+      }
+    }
+    expect(mcnemar(...pairsWith(0, 12, 3, 0))).toMatchObject({ b: 12, c: 3 });
+    expect(mcnemar(...pairsWith(0, 3, 12, 0))).toMatchObject({ b: 3, c: 12 });
+  });
+
+  it('one discordant pair → p = 1 both ways', () => {
+    expect(mcnemarFromCounts(1, 0)).toMatchObject({ pExact: 1, chi2: 0, pChi2: 1 });
+    expect(binomialTwoSidedP(0, 1)).toBe(1);
+  });
+
+  it('refuses arrays of different length and bad counts', () => {
+    expect(() => mcnemar([true, false], [true])).toThrow(RangeError);
+    expect(() => mcnemar([true, false], [true])).toThrow(/model A has 2 per-pair results and model B 1/);
+    expect(() => mcnemarFromCounts(-1, 2)).toThrow(RangeError);
+    expect(() => binomialTwoSidedP(3, 2)).toThrow(RangeError);
+  });
+});
+
+describe('erfc / chi-square(1) tail', () => {
+  it('matches math.erfc to 1.2e-7 relative', () => {
+    const known: [number, number][] = [
+      [0, 1],
+      [0.1, 0.8875370839817152],
+      [0.5, 0.4795001221869535],
+      [1, 0.15729920705028513],
+      [2, 0.004677734981047265],
+      [3, 2.2090496998585438e-5],
+      [5, 1.5374597944280351e-12],
+      [-1, 1.842700792949715],
+    ];
+    for (const [x, v] of known) expect(Math.abs(erfc(x) / v - 1)).toBeLessThan(1.2e-7);
+  });
+
+  it('P[χ²₁ ≥ 3.841458820694124] = 0.05; x ≤ 0 → 1', () => {
+    expect(chiSquare1Sf(3.841458820694124)).toBeCloseTo(0.05, 7);
+    expect(chiSquare1Sf(0)).toBe(1);
+  });
+});

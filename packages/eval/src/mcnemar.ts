@@ -1,0 +1,99 @@
+/**
+ * McNemar's paired test on per-pair correctness: two models scored on the same verification
+ * pairs differ only where one is right and the other wrong (the discordant pairs). Under the null
+ * hypothesis each discordant pair goes either way with probability 1/2. Pure functions, no deps.
+ */
+
+export interface McNemarResult {
+  /** Pairs model A got right and model B wrong. */
+  readonly b: number;
+  /** Pairs model A got wrong and model B right. */
+  readonly c: number;
+  /** Discordant pairs, b + c. */
+  readonly n: number;
+  /** Exact two-sided binomial p-value: min(1, 2·P[X ≤ min(b, c)]), X ~ Bin(n, 1/2). */
+  readonly pExact: number;
+  /**
+   * Chi-square statistic with continuity correction, (|b − c| − 1)² / (b + c), unclamped as in
+   * statsmodels' mcnemar(exact=False) (so b = c > 0 gives 1/n, not 0); 0 when n = 0.
+   */
+  readonly chi2: number;
+  /** Its p-value on 1 degree of freedom, erfc(sqrt(chi2 / 2)); 1 when n = 0. */
+  readonly pChi2: number;
+}
+
+/**
+ * Complementary error function, Chebyshev fit (Numerical Recipes' erfcc): fractional error below
+ * 1.2e-7 everywhere, so small p-values keep their relative precision.
+ */
+export function erfc(x: number): number {
+  const z = Math.abs(x);
+  const t = 1 / (1 + 0.5 * z);
+  const r =
+    t *
+    Math.exp(
+      -z * z -
+        1.26551223 +
+        t *
+          (1.00002368 +
+            t *
+              (0.37409196 +
+                t *
+                  (0.09678418 +
+                    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+    );
+  return x >= 0 ? r : 2 - r;
+}
+
+/** Upper tail of chi-square with 1 degree of freedom: P[χ²₁ ≥ x] = erfc(sqrt(x / 2)). */
+export function chiSquare1Sf(x: number): number {
+  return x <= 0 ? 1 : erfc(Math.sqrt(x / 2));
+}
+
+/**
+ * Exact two-sided sign-test p-value for k successes out of n at p = 1/2: min(1, 2·P[X ≤ min(k, n−k)]).
+ * Summed in log space (log C(n, j) by a running sum, then log-sum-exp from the largest term), so
+ * n in the thousands neither overflows C(n, j) nor underflows 0.5^n before the terms are combined.
+ */
+export function binomialTwoSidedP(k: number, n: number): number {
+  if (!Number.isInteger(k) || !Number.isInteger(n) || n < 0 || k < 0 || k > n)
+    throw new RangeError(`binomialTwoSidedP: need integers 0 ≤ k ≤ n, got k=${k}, n=${n}`);
+  const m = Math.min(k, n - k);
+  const logHalfN = -n * Math.LN2;
+  const logTerms: number[] = [];
+  let logC = 0; // log C(n, 0)
+  for (let j = 0; j <= m; j++) {
+    logTerms.push(logC + logHalfN);
+    logC += Math.log(n - j) - Math.log(j + 1);
+  }
+  // Terms grow with j up to n/2 ≥ m, so the last one is the largest.
+  const top = logTerms[m];
+  let sum = 0;
+  for (const t of logTerms) sum += Math.exp(t - top);
+  return Math.min(1, 2 * Math.exp(top + Math.log(sum)));
+}
+
+/** McNemar's test from the discordant counts b (A right, B wrong) and c (A wrong, B right). */
+export function mcnemarFromCounts(b: number, c: number): McNemarResult {
+  if (!Number.isInteger(b) || !Number.isInteger(c) || b < 0 || c < 0)
+    throw new RangeError(`mcnemar: counts must be non-negative integers, got b=${b}, c=${c}`);
+  const n = b + c;
+  // No discordant pairs: no evidence either way (the chi-square formula would divide by 0).
+  const chi2 = n === 0 ? 0 : (Math.abs(b - c) - 1) ** 2 / n;
+  return { b, c, n, pExact: binomialTwoSidedP(Math.min(b, c), n), chi2, pChi2: n === 0 ? 1 : chiSquare1Sf(chi2) };
+}
+
+/** McNemar's test on per-pair correctness of models A and B over the same pairs, in the same order. */
+export function mcnemar(correctA: ArrayLike<boolean>, correctB: ArrayLike<boolean>): McNemarResult {
+  if (correctA.length !== correctB.length)
+    throw new RangeError(
+      `mcnemar: model A has ${correctA.length} per-pair results and model B ${correctB.length}; a paired test needs the same pairs`,
+    );
+  let b = 0;
+  let c = 0;
+  for (let i = 0; i < correctA.length; i++) {
+    if (correctA[i] && !correctB[i]) b++;
+    else if (!correctA[i] && correctB[i]) c++;
+  }
+  return mcnemarFromCounts(b, c);
+}
