@@ -193,6 +193,49 @@ function realStats(real: Float32Array, d: number, labels: number[], o: { sample:
 }
 
 /**
+ * The real counterpart of the identities stage's separation check: how often a photo is nearer
+ * its own person's centroid (the other photos' normalised sum) than every other person's.
+ */
+function ownCentroidNearest(real: Float32Array, d: number, labels: number[]) {
+  const people = [...new Set(labels)];
+  const index = new Map(people.map((l, i) => [l, i]));
+  const sums = new Float64Array(people.length * d);
+  const count = new Int32Array(people.length);
+  labels.forEach((l, i) => {
+    const j = index.get(l)!;
+    count[j]++;
+    for (let a = 0; a < d; a++) sums[j * d + a] += real[i * d + a];
+  });
+  let own = 0;
+  let total = 0;
+  let ownCos = 0;
+  let otherCos = 0;
+  labels.forEach((l, i) => {
+    const j = index.get(l)!;
+    if (count[j] < 2) return;
+    let best = -Infinity;
+    let mine = 0;
+    for (let q = 0; q < people.length; q++) {
+      let dot = 0;
+      let norm = 0;
+      for (let a = 0; a < d; a++) {
+        const c = sums[q * d + a] - (q === j ? real[i * d + a] : 0); // leave the photo out of its own centroid
+        dot += c * real[i * d + a];
+        norm += c * c;
+      }
+      const cos = dot / Math.sqrt(norm);
+      if (q === j) mine = cos;
+      else if (cos > best) best = cos;
+    }
+    if (mine > best) own++;
+    ownCos += mine;
+    otherCos += best;
+    total++;
+  });
+  return { fraction: own / total, ownCos: ownCos / total, nearestOtherCos: otherCos / total, photos: total };
+}
+
+/**
  * Whether a synthetic distribution passes against the real one: means within half a real standard
  * deviation; for the two separation statistics (different identities, nearest other identity)
  * lower is fine too — identities farther apart than real people are what Tammes is for.
@@ -377,10 +420,11 @@ async function main(): Promise<void> {
     };
   });
 
+  const separation = ownCentroidNearest(real, dim, labels);
   const sweepK = await kSweep(
     real,
     dim,
-    [8, 16, 24, 32, 40, 48, k, 64, 80].filter((v, i, a) => a.indexOf(v) === i).sort((x, y) => x - y),
+    [8, 16, 24, 32, 40, 48, 56, 64, 80, k].filter((v, i, a) => a.indexOf(v) === i).sort((x, y) => x - y),
     {
       n,
       lb,
@@ -461,6 +505,7 @@ async function main(): Promise<void> {
     band: { raw: bandRaw, b: summarise(bandB) },
     sweep,
     sweepK,
+    separation,
     lfw,
     pipeline,
   };
@@ -498,6 +543,7 @@ interface ReportJson {
   readonly band: { raw: Summary; b: Summary };
   readonly sweep: readonly { band: number[]; sameZ: number; sameTeacher: number }[];
   readonly sweepK: Awaited<ReturnType<typeof kSweep>>;
+  readonly separation: ReturnType<typeof ownCentroidNearest>;
   readonly lfw: ReturnType<typeof lfwAccuracy>;
   readonly pipeline?: unknown;
 }
@@ -578,7 +624,19 @@ function markdown(r: ReportJson): string {
       ),
     );
   }
-  if (r.pipeline) lines.push('', "## The pipeline's identities stage", '', '```json', JSON.stringify(r.pipeline, null, 2), '```');
+  if (r.pipeline) {
+    const pm = (r.pipeline as { metrics: Record<string, number> }).metrics;
+    lines.push(
+      '',
+      "## The pipeline's identities stage",
+      '',
+      `Its own separation check, in teacher cosine: ${(100 * pm.ownAnchorNearestFraction).toFixed(1)}% of the embeddings are nearer their own anchor than any other (own ${f3(pm.teacherAnchorCosMean)}, nearest other ${f3(pm.nearestOtherAnchorCosMean)}); the real counterpart: ${(100 * r.separation.fraction).toFixed(1)}% of the ${r.separation.photos} photos are nearer their own person's centroid than any other person's (own ${f3(r.separation.ownCos)}, nearest other ${f3(r.separation.nearestOtherCos)}).`,
+      '',
+      '```json',
+      JSON.stringify(r.pipeline, null, 2),
+      '```',
+    );
+  }
   lines.push('');
   return lines.join('\n');
 }

@@ -28,5 +28,5 @@ export type { TrainDiffusionConfig } from './stage';
 export { GENERATOR_FORMAT, generatorDescriptorSchema, loadGenerator, readGeneratorDescriptor, writeGeneratorDescriptor } from './generator';
 export type { GeneratorDescriptor, LoadedGenerator } from './generator';
 export { heldOutRows } from './holdout';
-export { identitySpaceConfigSchema, identitySpaceStage, randomPairCosMean } from './identity-space-stage';
+export { identitySpaceConfigSchema, identitySpaceStage } from './identity-space-stage';
 export type { IdentitySpaceConfig } from './identity-space-stage';

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import {
   InvalidInputError,
-  Rng,
   hashJson,
   lineChartSvg,
   parseConfig,
@@ -18,6 +17,7 @@ import {
 } from '@id3/core';
 import { embedderInfo, loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { GENERATOR_FORMAT, writeGeneratorDescriptor } from './generator';
+import { heldOutRows } from './holdout';
 import { embedCrops, identityConsistency, pearson, readAttributes } from './held-out-evaluation';
 import { gridPng, toImages } from './images';
 import { sampleConditions } from './sampling';
@@ -78,8 +78,7 @@ function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDif
     throw new InvalidInputError(`field 'train-diffusion.holdout': ${config.holdout} held out of only ${n} prepared images`, {
       field: 'train-diffusion.holdout',
     });
-  const order = new Rng(config.seed).fork('holdout').shuffle(Array.from({ length: n }, (_, i) => i));
-  const heldOut = order.slice(0, config.holdout).sort((a, b) => a - b);
+  const heldOut = heldOutRows(n, config.seed, config.holdout);
   const held = new Set(heldOut);
   const data: TrainingData = {
     size: config.resolution,
