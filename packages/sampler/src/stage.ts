@@ -148,7 +148,8 @@ function readIdentities(config: SampleConfig, inputs: Readonly<Record<string, st
     throw new InvalidInputError(`field 'sample.identities.images': ${images} asked, the identities stage drew m = ${m} per identity`, {
       field: 'sample.identities.images',
     });
-  return { y: values as Float32Array, dim: header.shape[1], m, identities, images, sha256: header.sha256 };
+  const space = (header.meta as { identitySpace?: string } | undefined)?.identitySpace ?? 'teacher';
+  return { y: values as Float32Array, dim: header.shape[1], m, identities, images, sha256: header.sha256, space };
 }
 
 function loadInputs(config: SampleConfig, inputs: Readonly<Record<string, string>>): Inputs {
@@ -164,6 +165,10 @@ function loadInputs(config: SampleConfig, inputs: Readonly<Record<string, string
   if (g.resolution !== config.resolution)
     refuse(`the generator samples at ${g.resolution}×${g.resolution}, sample.resolution is ${config.resolution}`);
   if (g.identityDim !== ids.dim) refuse(`the generator takes ${g.identityDim}-d identities, ${inputs.embeddings} holds ${ids.dim}-d ones`);
+  // Identities placed in a whitened space still live on the teacher's sphere (design b), which a
+  // teacher-space generator takes; a generator conditioned in an identity space needs that very space.
+  if (g.identitySpace !== 'teacher' && g.identitySpace !== ids.space)
+    refuse(`the generator conditions in identity space ${g.identitySpace}, ${inputs.embeddings} was made in ${ids.space}`);
   if (g.attributes.scaling !== ATTRIBUTE_SCALING)
     refuse(`attribute scaling '${g.attributes.scaling}' is not this version's '${ATTRIBUTE_SCALING}'`);
   const scaled = readTensorFile(inputs.attributesScaled);

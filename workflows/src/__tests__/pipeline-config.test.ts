@@ -30,7 +30,16 @@ describe('planRun', () => {
   });
 
   it('the real profile is valid and runs prepare first', () => {
-    expect(planRun({ profile: 'real' }).stages).toEqual(['prepare', 'train-diffusion', 'identity-space', 'anchors', 'identities', 'eval']);
+    expect(planRun({ profile: 'real' }).stages).toEqual([
+      'prepare',
+      'train-diffusion',
+      'identity-space',
+      'anchors',
+      'identities',
+      'sample',
+      'fr-train',
+      'eval',
+    ]);
   });
 
   it('anchors must live in the teacher’s embedding space when prepare is configured', () => {
