@@ -17,17 +17,9 @@ import { parseArgs } from 'node:util';
 import { Rng, initBackend, tf } from '@id3/core';
 import { loadEmbedder, type FaceEmbedder } from '@id3/faces';
 import { DiffusionTrainer, scheduleConfigSchema, trainerConfigSchema, unetConfigSchema, type TrainingData } from '@id3/diffusion';
+import { GENERATOR_ARCH } from './generator-arch';
 
-const ARCH = {
-  baseChannels: 32,
-  channelMult: [1, 2, 2],
-  resBlocks: 1,
-  attentionResolutions: [8],
-  groups: 8,
-  identityDim: 128,
-  attributeDim: 4,
-  conditionHidden: [512, 256],
-};
+const ARCH = GENERATOR_ARCH;
 const BATCH = 16;
 
 function syntheticData(size: number, n = 256): TrainingData {

@@ -53,18 +53,9 @@ import {
   type EpsModel,
   type GuidanceHook,
 } from '@id3/diffusion';
+import { GENERATOR_ARCH } from '../diffusion/generator-arch';
 
-/** The generator of bench-train-step.ts and train-diffusion's defaults. */
-const ARCH = {
-  baseChannels: 32,
-  channelMult: [1, 2, 2],
-  resBlocks: 1,
-  attentionResolutions: [8],
-  groups: 8,
-  identityDim: 128,
-  attributeDim: 4,
-  conditionHidden: [512, 256],
-};
+const ARCH = GENERATOR_ARCH;
 const RESOLUTION = 32;
 const TEACHER = 'faceapi-dlib-128';
 /** A mid-schedule timestep for the single-step measurements (the cost does not depend on it). */

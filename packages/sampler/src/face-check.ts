@@ -20,14 +20,8 @@ export function normaliseShape(points: readonly Point[]): Point[] {
   return centred.map(([x, y]) => [x / norm, y / norm] as Point);
 }
 
-/**
- * Procrustes distance between two shapes: sqrt(2 − 2·Σσ) of the normalised shapes, Σσ the
- * largest trace reachable by a rotation (no reflection). 0 = same shape up to similarity.
- */
-export function procrustesResidual(points: readonly Point[], reference: readonly Point[]): number {
-  if (points.length !== reference.length) throw new RangeError(`procrustesResidual: ${points.length} vs ${reference.length} points`);
-  const a = normaliseShape(points);
-  const b = normaliseShape(reference);
+/** Σ aᵢbᵢᵀ of two point lists: the 2×2 matrix a best rotation of a onto b is read from. */
+function crossCovariance(a: readonly Point[], b: readonly Point[]): { sxx: number; sxy: number; syx: number; syy: number } {
   let sxx = 0;
   let sxy = 0;
   let syx = 0;
@@ -38,6 +32,16 @@ export function procrustesResidual(points: readonly Point[], reference: readonly
     syx += a[i][1] * b[i][0];
     syy += a[i][1] * b[i][1];
   }
+  return { sxx, sxy, syx, syy };
+}
+
+/**
+ * Procrustes distance between two shapes: sqrt(2 − 2·Σσ) of the normalised shapes, Σσ the
+ * largest trace reachable by a rotation (no reflection). 0 = same shape up to similarity.
+ */
+export function procrustesResidual(points: readonly Point[], reference: readonly Point[]): number {
+  if (points.length !== reference.length) throw new RangeError(`procrustesResidual: ${points.length} vs ${reference.length} points`);
+  const { sxx, sxy, syx, syy } = crossCovariance(normaliseShape(points), normaliseShape(reference));
   // max over rotations θ of tr(R·M) = sqrt((sxx + syy)² + (sxy − syx)²) for 2-D shapes.
   const best = Math.hypot(sxx + syy, sxy - syx);
   return Math.sqrt(Math.max(0, 2 - 2 * best));
@@ -51,16 +55,7 @@ export function meanShape(shapes: readonly (readonly Point[])[], rounds = 4): Po
     const acc = mean.map(() => [0, 0]);
     for (const shape of shapes) {
       const s = normaliseShape(shape);
-      let sxx = 0;
-      let sxy = 0;
-      let syx = 0;
-      let syy = 0;
-      for (let i = 0; i < s.length; i++) {
-        sxx += s[i][0] * mean[i][0];
-        sxy += s[i][0] * mean[i][1];
-        syx += s[i][1] * mean[i][0];
-        syy += s[i][1] * mean[i][1];
-      }
+      const { sxx, sxy, syx, syy } = crossCovariance(s, mean);
       const theta = Math.atan2(sxy - syx, sxx + syy); // rotation taking s onto the mean
       const c = Math.cos(theta);
       const sn = Math.sin(theta);
