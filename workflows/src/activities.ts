@@ -7,7 +7,12 @@ import type { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { INVALID_INPUT_EXIT_CODE, isInvalidInput, parseProgressLine, type ProgressEvent } from '@id3/core';
 import type {
+  ExperimentInput,
+  ExperimentPlan,
+  ExperimentRun,
   PipelineInput,
+  PipelineResult,
+  ReuseSummary,
   ProgressSignal,
   RunPlan,
   RunStageActivityInput,
@@ -15,6 +20,7 @@ import type {
   StagePlanSummary,
   StageSummary,
 } from './contracts';
+import { planExperiment, recordExperimentRun, reuseFinishedStages } from './experiment';
 import { ID3_BIN } from './paths';
 import { localRunDir, planRun } from './pipeline-config';
 import { RESULT_LINE_PREFIX } from './stage-command';
@@ -41,6 +47,15 @@ function invalidInput(message: string): ApplicationFailure {
   return ApplicationFailure.create({ type: 'InvalidInput', message, nonRetryable: true });
 }
 
+function asInvalidInput<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (isInvalidInput(err)) throw invalidInput((err as Error).message);
+    throw err;
+  }
+}
+
 export function createActivities(deps: ActivityDeps = {}) {
   const signalEvery = deps.progressSignalEveryMs ?? 15_000;
   const heartbeatEvery = deps.heartbeatEveryMs ?? 2_000;
@@ -49,12 +64,7 @@ export function createActivities(deps: ActivityDeps = {}) {
   return {
     /** Validate the input, choose the run directory and write its config.json. */
     async planRun(input: PipelineInput): Promise<RunPlan> {
-      try {
-        return planRun(input ?? {});
-      } catch (err) {
-        if (isInvalidInput(err)) throw invalidInput((err as Error).message);
-        throw err;
-      }
+      return asInvalidInput(() => planRun(input ?? {}));
     },
 
     /**
@@ -77,6 +87,26 @@ export function createActivities(deps: ActivityDeps = {}) {
      */
     async runStage(input: RunStageActivityInput): Promise<StageSummary> {
       return runStageProcess<StageSummary>(input, []);
+    },
+
+    /** Validate an experiment file and every run it makes (each row × seed), in run order. */
+    async planExperiment(input: ExperimentInput): Promise<ExperimentPlan> {
+      return asInvalidInput(() => planExperiment(input));
+    },
+
+    /** Seed a run's directory with the finished stages of sibling runs that have the same config and inputs. */
+    async reuseFinishedStages(input: { run: ExperimentRun; siblings: readonly string[] }): Promise<ReuseSummary> {
+      return asInvalidInput(() => reuseFinishedStages(input.run, input.siblings));
+    },
+
+    /** A run finished: rebuild the experiment's results.json and report.md (returns where they are). */
+    async recordExperimentRun(input: {
+      plan: ExperimentPlan;
+      run: ExperimentRun;
+      result: Pick<PipelineResult, 'stages'>;
+      reuse: ReuseSummary;
+    }): Promise<{ results: number }> {
+      return asInvalidInput(() => ({ results: recordExperimentRun(input.plan, input.run, input.result, input.reuse).results.length }));
     },
   };
 

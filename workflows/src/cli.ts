@@ -5,8 +5,18 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
 import { describeProgress, isInvalidInput } from '@id3/core';
-import { TASK_QUEUE, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView, type StageSummary } from './contracts';
-import { DEFAULT_UI_PORT, ID3_BIN, stateDir, temporalAddress, temporalNamespace } from './paths';
+import {
+  TASK_QUEUE,
+  stageWorkflowId,
+  type ExperimentInput,
+  type ExperimentResult,
+  type PipelineInput,
+  type PipelineResult,
+  type ProgressView,
+  type StageSummary,
+} from './contracts';
+import { experimentResultsPaths, planExperiment } from './experiment';
+import { DEFAULT_UI_PORT, ID3_BIN, runsDir, stateDir, temporalAddress, temporalNamespace } from './paths';
 import { planRun } from './pipeline-config';
 import { isServerHealthy, startDevServer } from './server';
 import { stageCommandMain } from './stage-command';
@@ -23,6 +33,10 @@ Usage:
       --run-name NAME              run directory name (default: profile + config hash)
       --force                      re-run stages even if their outputs are current
       --no-wait                    start and print the Web UI link, do not follow
+  id3 experiment NAME [options]    run experiments/NAME.json: every row × seed as its own pipeline run,
+                                   results in <runs dir>/NAME/results.json + report.md as rows finish
+      --max-parallel-rows N        rows at once (default 1), --force, --no-wait
+      --seed S                     run only this seed of the file now (repeatable; other seeds' results are kept)
   id3 stage NAME [options]         run one stage in this process, without Temporal
       --profile NAME | --config FILE, --set ..., --run-name NAME | --run-dir DIR, --force
       --plan-only                  only say whether it is current and which of its shards are left
@@ -263,6 +277,64 @@ async function runCommand(values: Record<string, unknown>): Promise<number> {
   }
 }
 
+async function experimentCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
+  const name = positionals[1];
+  if (!name) throw new Error('id3 experiment NAME: which experiment (a file in experiments/)?');
+  const parallel = values['max-parallel-rows'] === undefined ? undefined : Number(values['max-parallel-rows']);
+  if (parallel !== undefined && !(Number.isInteger(parallel) && parallel >= 1)) throw new Error('--max-parallel-rows: a positive integer');
+  const seeds = (values.seed as string[] | undefined)?.map(Number);
+  if (seeds?.some((x) => !Number.isInteger(x) || x < 0)) throw new Error('--seed: a non-negative integer');
+  const input: ExperimentInput = {
+    name,
+    ...(seeds ? { seeds } : {}),
+    ...(parallel ? { maxParallelRows: parallel } : {}),
+    ...(values.force ? { force: true } : {}),
+  };
+  // Validate every row here first: a bad row fails in seconds, naming the file and field.
+  const plan = planExperiment(input);
+  for (const p of plan.pending) log(`pending (not run): ${p.row}: ${p.why}`);
+  const runs = plan.runs.filter((r) => !seeds || seeds.includes(r.seed));
+  await ensureServer();
+  const { client, connection } = await connectClient();
+  const workflowId = `id3-experiment-${name}`;
+  const paths = experimentResultsPaths(name);
+  try {
+    await ensureWorker(client);
+    try {
+      await client.workflow.start('experiment', {
+        taskQueue: TASK_QUEUE,
+        workflowId,
+        args: [input],
+        staticSummary: `experiment ${name}: ${runs.length} run(s)`,
+      });
+      log(
+        `Started workflow ${workflowId}: ${runs.length} run(s) (${[...new Set(runs.map((r) => r.row))].join(', ')} × seeds ${[...new Set(runs.map((r) => r.seed))].join(', ')})`,
+      );
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      log(`Workflow ${workflowId} is already running: following it.`);
+    }
+    log(`Results (written as rows finish): ${paths.results} and ${paths.report}`);
+    log(`Web UI: ${uiLink(workflowId)}`);
+    if (values['no-wait']) return 0;
+    try {
+      const result = await follow<ExperimentResult>(client, workflowId, false);
+      log(`Experiment ${result.name} finished: ${result.runs.length} run(s) in ${runsDir()}`);
+      if (existsSync(paths.report)) process.stdout.write(readFileSync(paths.report, 'utf8'));
+      return 0;
+    } catch (err) {
+      if (err instanceof WorkflowFailedError) {
+        log(`Workflow ${workflowId} failed: ${err.cause?.message ?? err.message}`);
+        log(`Web UI: ${uiLink(workflowId)}`);
+        return 1;
+      }
+      throw err;
+    }
+  } finally {
+    await connection.close();
+  }
+}
+
 async function stageCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
   const stage = positionals[1];
   if (!stage) throw new Error('id3 stage NAME: which stage?');
@@ -308,7 +380,9 @@ async function statusCommand(): Promise<number> {
       `worker: ${(await hasPollers(client)) ? 'polling' : 'none (id3 worker)'}${alivePid('worker') ? ` (background pid ${alivePid('worker')})` : ''}`,
     );
     let count = 0;
-    for await (const wf of client.workflow.list({ query: `WorkflowType = 'pipeline' OR WorkflowType = 'stage'` })) {
+    for await (const wf of client.workflow.list({
+      query: `WorkflowType = 'pipeline' OR WorkflowType = 'stage' OR WorkflowType = 'experiment'`,
+    })) {
       log(`  ${wf.status.name.padEnd(10)} ${wf.type.padEnd(9)} ${wf.workflowId}  ${wf.startTime.toISOString()}`);
       if (++count >= 15) break;
     }
@@ -349,6 +423,8 @@ export async function main(argv: string[]): Promise<number> {
       'plan-only': { type: 'boolean' },
       shard: { type: 'string' },
       'runs-dir': { type: 'string' },
+      'max-parallel-rows': { type: 'string' },
+      seed: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -361,6 +437,8 @@ export async function main(argv: string[]): Promise<number> {
       return runCommand({ ...values, profile: 'demo' });
     case 'run':
       return runCommand(values);
+    case 'experiment':
+      return experimentCommand(positionals, values);
     case 'stage':
       return stageCommand(positionals, values);
     case 'server':

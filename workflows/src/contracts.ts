@@ -138,3 +138,70 @@ export interface ProgressSignal {
 export function stageWorkflowId(pipelineWorkflowId: string, stage: string): string {
   return `${pipelineWorkflowId}--${stage}`;
 }
+
+/**
+ * Input of the `experiment` workflow (Web UI: {"name": "demo-table1"}): every row of
+ * `experiments/<name>.json` × every seed as its own child `pipeline` run.
+ */
+export interface ExperimentInput {
+  /** Experiment file `experiments/<name>.json`. */
+  readonly name: string;
+  /** Run only these of the file's seeds now (results of the others are kept; default: all). */
+  readonly seeds?: readonly number[];
+  /** At most this many rows run at once (default 1: each stage takes both cores of a small machine). */
+  readonly maxParallelRows?: number;
+  /** Re-run every row's stages even if current. */
+  readonly force?: boolean;
+  readonly timing?: StageTiming;
+}
+
+/** One child run of an experiment: a row at one seed. */
+export interface ExperimentRun {
+  readonly row: string;
+  readonly seed: number;
+  /** `<experiment>-<row>-s<seed>`. */
+  readonly runName: string;
+  readonly input: PipelineInput;
+  /** Hash of the row's whole pipeline config (what results.json records it under). */
+  readonly configHash: string;
+  /** Another row of the same seed this row is also compared with. */
+  readonly compareTo?: string;
+}
+
+/** What the experiment's plan activity validated: every run of the file in order (per seed, baseline first). */
+export interface ExperimentPlan {
+  readonly name: string;
+  readonly baseline: string;
+  /** The eval benchmark the table reports (same pairs in every row). */
+  readonly benchmark: string;
+  readonly runs: readonly ExperimentRun[];
+  /** Rows kept in the file but not run, and why. */
+  readonly pending: readonly { readonly row: string; readonly why: string }[];
+}
+
+/** What reusing finished sibling stages did for one run before its pipeline started. */
+export interface ReuseSummary {
+  readonly runName: string;
+  /** Stage → the sibling run its finished directory was taken from. */
+  readonly reused: Readonly<Record<string, string>>;
+}
+
+export interface ExperimentResult {
+  readonly name: string;
+  /** `<experiment>/results.json` and `report.md`, relative to the runs directory. */
+  readonly resultsPath: string;
+  readonly reportPath: string;
+  readonly runs: readonly {
+    readonly runName: string;
+    readonly row: string;
+    readonly seed: number;
+    readonly skippedStages: number;
+    readonly stages: number;
+  }[];
+  readonly pending: ExperimentPlan['pending'];
+}
+
+/** Deterministic id of an experiment's child pipeline for one row and seed. */
+export function experimentRunWorkflowId(experimentWorkflowId: string, row: string, seed: number): string {
+  return `${experimentWorkflowId}--${row}-s${seed}`;
+}

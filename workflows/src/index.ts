@@ -20,3 +20,14 @@ export type { StageRegistry } from './stages';
 export { runStageCommand, stageCommandMain, RESULT_LINE_PREFIX } from './stage-command';
 export type { StageCommandMode, StageCommandOptions } from './stage-command';
 export { REPO_ROOT, ID3_BIN, runsDir, stateDir, temporalCliPath } from './paths';
+export {
+  experimentResultsPaths,
+  experimentSchema,
+  experimentsDir,
+  loadExperiment,
+  planExperiment,
+  readReused,
+  recordExperimentRun,
+  reuseFinishedStages,
+} from './experiment';
+export type { Experiment, ExperimentResults, ExperimentRowResult } from './experiment';

@@ -18,6 +18,9 @@ import type { Activities } from './activities';
 import {
   RUN_SEARCH_ATTRIBUTE,
   STAGE_SEARCH_ATTRIBUTE,
+  experimentRunWorkflowId,
+  type ExperimentInput,
+  type ExperimentResult,
   type PipelineInput,
   type PipelineResult,
   type ProgressSignal,
@@ -182,6 +185,116 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
   const summary = await activities.runStage(base);
   view = publish({ ...view, phase: summary.skipped ? 'skipped' : 'done', metrics: summary.metrics, completedStages: [input.stage] });
   return summary;
+}
+
+const experimentActivities = proxyActivities<Activities>({
+  // Mirroring stage folders falls back to copying across filesystems: give it room.
+  startToCloseTimeout: '30 minutes',
+  retry: { initialInterval: '2s', maximumAttempts: 3, nonRetryableErrorTypes: ['InvalidInput'] },
+});
+
+/**
+ * An experiment (`experiments/<name>.json`): every row × seed as a child `pipeline` run
+ * (`<experiment id>--<row>-s<seed>`, run directory `<experiment>-<row>-s<seed>`), at most
+ * `maxParallelRows` at once, per seed the baseline first. Before each run, finished stages of
+ * sibling runs with the same config and inputs are mirrored into its directory (its pipeline
+ * then skips them); after each, results.json and report.md are rebuilt. Rerunning the experiment
+ * reruns every pipeline, which finds its stages current and skips them.
+ */
+export async function experiment(input: ExperimentInput): Promise<ExperimentResult> {
+  if (!input || typeof input.name !== 'string') {
+    throw ApplicationFailure.create({
+      type: 'InvalidInput',
+      message: 'field \'name\': required, e.g. {"name": "demo-table1"}',
+      nonRetryable: true,
+    });
+  }
+  let view: ProgressView = publish({ phase: 'planning', completedStages: [] });
+  setHandler(progressQuery, () => view);
+  const plan = await experimentActivities.planExperiment(input);
+  const toRun = plan.runs.filter((r) => !input.seeds || input.seeds.includes(r.seed));
+  const finished: ExperimentResult['runs'][number][] = [];
+  const failed: string[] = [];
+  const running = new Set<string>();
+  const show = (): void => {
+    view = publish({
+      runName: input.name,
+      stage: 'experiment',
+      phase: running.size ? 'running' : 'done',
+      step: finished.length,
+      total: toRun.length,
+      message: [
+        running.size ? `running: ${[...running].join(', ')}` : '',
+        failed.length ? `failed: ${failed.join('; ')}` : '',
+        plan.pending.length ? `pending (not run): ${plan.pending.map((p) => p.row).join(', ')}` : '',
+      ]
+        .filter(Boolean)
+        .join('\n\n'),
+      completedStages: finished.map((r) => r.runName),
+    });
+  };
+  // results.json is rebuilt read-modify-write: one update at a time.
+  let recording: Promise<unknown> = Promise.resolve();
+  await forEachLimited(
+    toRun,
+    input.maxParallelRows ?? 1,
+    () => false,
+    async (run) => {
+      running.add(run.runName);
+      show();
+      const siblings = plan.runs.filter((r) => r.runName !== run.runName).map((r) => r.runName);
+      try {
+        const reuse = await experimentActivities.reuseFinishedStages({ run, siblings });
+        const result = await executeChild(pipeline, {
+          workflowId: experimentRunWorkflowId(workflowInfo().workflowId, run.row, run.seed),
+          args: [run.input],
+          searchAttributes: { [RUN_SEARCH_ATTRIBUTE]: [run.runName] },
+          staticSummary: `${run.row} (seed ${run.seed})`,
+          staticDetails: `Row **${run.row}**, seed ${run.seed}, of experiment \`${plan.name}\` (run \`${run.runName}\`)`,
+        });
+        const record = recording.then(() =>
+          experimentActivities.recordExperimentRun({ plan, run, result: { stages: result.stages }, reuse }),
+        );
+        recording = record.catch(() => undefined);
+        await record;
+        finished.push({
+          runName: run.runName,
+          row: run.row,
+          seed: run.seed,
+          stages: result.stages.length,
+          skippedStages: result.stages.filter((s) => s.skipped).length,
+        });
+      } catch (err) {
+        // One failed row must not stop the others: it is reported, and the experiment fails at the end.
+        failed.push(`${run.runName}: ${rootMessage(err)}`);
+      } finally {
+        running.delete(run.runName);
+        show();
+      }
+    },
+  );
+  if (failed.length) {
+    throw ApplicationFailure.create({
+      type: 'ExperimentRunsFailed',
+      message: `experiment '${plan.name}': ${failed.length} of ${toRun.length} run(s) failed: ${failed.join('; ')}`,
+      nonRetryable: true,
+    });
+  }
+  const dir = `${plan.name}`;
+  return {
+    name: plan.name,
+    resultsPath: `${dir}/results.json`,
+    reportPath: `${dir}/report.md`,
+    runs: finished,
+    pending: plan.pending,
+  };
+}
+
+/** The innermost cause's message (a child's failure wraps the stage's own). */
+function rootMessage(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown } | undefined;
+  while (e?.cause) e = e.cause as typeof e;
+  return e?.message ?? String(err);
 }
 
 /**

@@ -1,0 +1,131 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { RunStore } from '@id3/core';
+import {
+  TASK_QUEUE,
+  createId3Worker,
+  experimentRunWorkflowId,
+  type ExperimentResult,
+  type ExperimentResults,
+  type ProgressView,
+} from '@id3/workflows';
+import { startHarness, type Harness } from './harness';
+
+// experiments/demo-table1.json end to end: its 2 rows (ID3, no-guidance) of the tiny demo pipeline
+// at seed 0 (both seeds take ~5 min on the shared 2-core machine; the second seed's runs are the
+// same code path, and the file-level bookkeeping over seeds is unit-tested in workflows/), each a
+// child pipeline run on a real Temporal dev server, worker and stage processes.
+jest.setTimeout(600_000);
+
+const UPSTREAM = ['prepare', 'train-diffusion', 'anchors', 'identities'];
+const ALL = [...UPSTREAM, 'sample', 'fr-train', 'eval'];
+
+describe('experiment workflow against a real Temporal server', () => {
+  let h: Harness;
+  let stopWorker: () => Promise<void>;
+
+  beforeAll(async () => {
+    h = await startHarness();
+    const { worker, close } = await createId3Worker({
+      address: h.server.address,
+      workflowBundle: h.workflowBundle,
+      activityDeps: { progressSignalEveryMs: 500 },
+    });
+    const running = worker.run();
+    stopWorker = async () => {
+      worker.shutdown();
+      await running;
+      await close();
+    };
+  });
+
+  afterAll(async () => {
+    await stopWorker?.();
+    await h?.close();
+  });
+
+  it('runs every row as a child pipeline, reuses shared stages, writes results, and a rerun skips everything', async () => {
+    const id = `it-experiment-${Date.now()}`;
+    const started = Date.now();
+    const result = (await h.client.workflow.execute('experiment', {
+      taskQueue: TASK_QUEUE,
+      workflowId: id,
+      args: [{ name: 'demo-table1', seeds: [0] }],
+    })) as ExperimentResult;
+    const firstMs = Date.now() - started;
+    // Per seed the baseline runs first, so its siblings find its stages finished.
+    expect(result.runs.map((r) => r.runName)).toEqual(['demo-table1-ID3-s0', 'demo-table1-no-guidance-s0']);
+    expect(result.pending).toEqual([]);
+    const child = await h.client.workflow.getHandle(experimentRunWorkflowId(id, 'no-guidance', 0)).describe();
+    expect(child.status.name).toBe('COMPLETED');
+    expect(await h.client.workflow.getHandle(id).query<ProgressView>('progress')).toMatchObject({ phase: 'done', step: 2, total: 2 });
+
+    const results = JSON.parse(readFileSync(join(h.runsDir, 'demo-table1', 'results.json'), 'utf8')) as ExperimentResults;
+    expect(results.results.map((r) => [r.row, r.seed])).toEqual([
+      ['ID3', 0],
+      ['no-guidance', 0],
+    ]);
+    for (const r of results.results) {
+      expect(r.lfwAccuracy).toBeGreaterThanOrEqual(0);
+      expect(r.lfwAccuracy).toBeLessThanOrEqual(1);
+      expect(r.lfwStd).toBeGreaterThanOrEqual(0);
+      expect(r).toMatchObject({ identities: 3, imagesPerIdentity: 3, benchmark: 'LFW (40-pair sample)' });
+      if (r.row === 'ID3') expect(r.mcnemarPVsID3).toBeNull();
+      else {
+        expect(r.mcnemarPVsID3).toBeGreaterThan(0);
+        expect(r.mcnemarPVsID3).toBeLessThanOrEqual(1);
+        expect(r.mcnemarVsID3?.b).toEqual(expect.any(Number));
+      }
+    }
+    expect(results.summary.map((s) => [s.row, s.seeds])).toEqual([
+      ['ID3', [0]],
+      ['no-guidance', [0]],
+    ]);
+    expect(results.notYetRun).toEqual(['demo-table1-ID3-s1', 'demo-table1-no-guidance-s1']);
+    const report = readFileSync(join(h.runsDir, 'demo-table1', 'report.md'), 'utf8');
+    expect(report).toMatch(/\| no-guidance \| 0 \| .* ± /);
+    expect(report).toMatch(/Not finished yet: `demo-table1-ID3-s1`/);
+
+    // Reuse: the second row took the first row's upstream stages and its pipeline skipped them.
+    const noGuidance0 = results.results[1];
+    expect(noGuidance0.reusedStages).toEqual(Object.fromEntries(UPSTREAM.map((s) => [s, 'demo-table1-ID3-s0'])));
+    expect(noGuidance0.skippedStages).toEqual(UPSTREAM);
+    const events = new RunStore(join(h.runsDir, 'demo-table1-no-guidance-s0')).readEvents();
+    expect(events.filter((e) => e.event === 'skip').map((e) => e.stage)).toEqual(UPSTREAM);
+    expect(events.filter((e) => e.event === 'start').map((e) => e.stage)).toEqual(['sample', 'fr-train', 'eval']);
+    // The copies are hard links of the sibling's files (no extra disk).
+    const weights = (run: string) => join(h.runsDir, run, 'train-diffusion', 'model', 'ema.bin');
+    expect(existsSync(weights('demo-table1-no-guidance-s0'))).toBe(true);
+    expect(statSync(weights('demo-table1-no-guidance-s0')).ino).toBe(statSync(weights('demo-table1-ID3-s0')).ino);
+
+    // A rerun of the experiment: every pipeline finds every stage current.
+    const again = (await h.client.workflow.execute('experiment', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `${id}-again`,
+      args: [{ name: 'demo-table1', seeds: [0] }],
+    })) as ExperimentResult;
+    expect(again.runs.map((r) => [r.runName, r.skippedStages, r.stages])).toEqual(
+      result.runs.map((r) => [r.runName, ALL.length, ALL.length]),
+    );
+    const rerun = JSON.parse(readFileSync(join(h.runsDir, 'demo-table1', 'results.json'), 'utf8')) as ExperimentResults;
+    expect(rerun.results.map((r) => [r.row, r.seed, r.lfwAccuracy, r.mcnemarPVsID3])).toEqual(
+      results.results.map((r) => [r.row, r.seed, r.lfwAccuracy, r.mcnemarPVsID3]),
+    );
+    console.log(
+      `experiment demo-table1: first run ${(firstMs / 1000).toFixed(0)} s, rerun ${((Date.now() - started - firstMs) / 1000).toFixed(0)} s`,
+    );
+  });
+
+  it('an unknown experiment fails non-retryably, listing the known ones', async () => {
+    const handle = await h.client.workflow.start('experiment', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `it-experiment-bad-${Date.now()}`,
+      args: [{ name: 'nope' }],
+    });
+    const err = await handle.result().catch((e: unknown) => e);
+    let cause = err as { cause?: unknown; message: string; type?: string } | undefined;
+    while (cause?.cause) cause = cause.cause as typeof cause;
+    expect(cause?.type).toBe('InvalidInput');
+    expect(cause?.message).toMatch(/unknown experiment 'nope'.*known: .*demo-table1/);
+  });
+});

@@ -1,0 +1,545 @@
+/**
+ * Experiments: `experiments/<name>.json` names a profile, seeds and rows (each a set of config
+ * overrides); every row × seed is one pipeline run `<experiment>-<row>-s<seed>`. This module
+ * validates the file, plans the runs, seeds a run with its siblings' finished stages, and keeps
+ * the experiment's results.json + report.md up to date as rows finish.
+ */
+import {
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+} from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import {
+  InvalidInputError,
+  hashJson,
+  isInvalidInput,
+  mergeConfig,
+  parseConfig,
+  readJsonFile,
+  writeFileAtomic,
+  writeJsonAtomic,
+  type StageManifest,
+} from '@id3/core';
+import { mcnemar, type PairResults } from '@id3/eval';
+import type { ExperimentInput, ExperimentPlan, ExperimentRun, PipelineResult, ReuseSummary } from './contracts';
+import { REPO_ROOT, runsDir } from './paths';
+import { buildPipelineConfig, planRun, validateStageSection, type PipelineConfig } from './pipeline-config';
+import { stageRegistry } from './stages';
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$/;
+
+const rowSchema = z
+  .object({
+    name: z.string().regex(NAME, 'a row name is 1-48 letters, digits, ".", "_" or "-"'),
+    description: z.string().optional(),
+    /** Deep-merged over the experiment's shared overrides (then the seed over both). */
+    overrides: z.record(z.unknown()).default({}),
+    /** Stages this row runs (default: the config's `stages`). */
+    stages: z.array(z.string()).nonempty().optional(),
+    /** Kept in the file but not run (a knob that does not exist yet): why. */
+    pending: z.string().min(1).optional(),
+    /** Also compare this row with another row of the same seed (e.g. the crowded pair). */
+    compareTo: z.string().optional(),
+  })
+  .strict();
+
+export const experimentSchema = z
+  .object({
+    description: z.string(),
+    profile: z.string(),
+    seeds: z.array(z.number().int().nonnegative()).nonempty(),
+    /** The row every other row is compared with (McNemar per seed). */
+    baseline: z.string().default('ID3'),
+    /** Eval benchmark the table reports (default: the first whose name starts with "LFW"). */
+    benchmark: z.string().optional(),
+    /** Shared by every row (under the row's own overrides). */
+    overrides: z.record(z.unknown()).default({}),
+    rows: z.array(rowSchema).nonempty(),
+  })
+  .strict()
+  .superRefine((e, ctx) => {
+    const names = e.rows.map((r) => r.name);
+    names.forEach((n, i) => {
+      if (names.indexOf(n) !== i) ctx.addIssue({ code: 'custom', path: ['rows', i, 'name'], message: `row '${n}' is named twice` });
+    });
+    e.seeds.forEach((s, i) => {
+      if (e.seeds.indexOf(s) !== i) ctx.addIssue({ code: 'custom', path: ['seeds', i], message: `seed ${s} is listed twice` });
+    });
+    const base = e.rows.find((r) => r.name === e.baseline);
+    if (!base) ctx.addIssue({ code: 'custom', path: ['baseline'], message: `no row is named '${e.baseline}' (rows: ${names.join(', ')})` });
+    else if (base.pending) ctx.addIssue({ code: 'custom', path: ['baseline'], message: `the baseline row '${e.baseline}' is pending` });
+    e.rows.forEach((r, i) => {
+      const other = e.rows.find((o) => o.name === r.compareTo);
+      if (r.compareTo !== undefined && (!other || other.pending))
+        ctx.addIssue({ code: 'custom', path: ['rows', i, 'compareTo'], message: `no runnable row is named '${r.compareTo}'` });
+    });
+  });
+export type Experiment = z.output<typeof experimentSchema>;
+
+/** The folder of experiment files (`<repo>/experiments`; ID3_EXPERIMENTS_DIR overrides). */
+export function experimentsDir(): string {
+  return resolve(process.env.ID3_EXPERIMENTS_DIR ?? join(REPO_ROOT, 'experiments'));
+}
+
+/** Read and validate `experiments/<name>.json`; errors name the file and the field. */
+export function loadExperiment(name: string): { path: string; experiment: Experiment } {
+  if (typeof name !== 'string' || !NAME.test(name))
+    throw new InvalidInputError(`field 'name': experiment name '${String(name)}' is not a plain name`, { field: 'name' });
+  const path = join(experimentsDir(), `${name}.json`);
+  if (!existsSync(path)) {
+    const known = existsSync(experimentsDir())
+      ? readdirSync(experimentsDir())
+          .filter((f) => f.endsWith('.json'))
+          .map((f) => f.slice(0, -5))
+      : [];
+    throw new InvalidInputError(`unknown experiment '${name}': no ${path} (known: ${known.join(', ') || 'none'})`, {
+      field: 'name',
+      file: path,
+    });
+  }
+  return { path, experiment: parseConfig(experimentSchema, readJsonFile(path), path) as Experiment };
+}
+
+const benchmarkKey = (name: string): string => name.replace(/[^A-Za-z0-9]/g, '');
+
+/** The eval benchmark a config reports on, by the experiment's name or the first LFW one. */
+function benchmarkOf(config: PipelineConfig, wanted: string | undefined): { name: string; spec: unknown } | undefined {
+  const benches = ((config.eval as { benchmarks?: { name?: string }[] } | undefined)?.benchmarks ?? []).filter((b) => b.name);
+  const b = benches.find((x) => (wanted ? x.name === wanted : x.name?.startsWith('LFW')));
+  return b?.name ? { name: b.name, spec: b } : undefined;
+}
+
+/**
+ * Validate an experiment and every run it makes (each row's config exactly as its pipeline will
+ * plan it), in order: per seed, the baseline first, so its finished stages are there to reuse.
+ */
+export function planExperiment(input: ExperimentInput): ExperimentPlan {
+  const { path, experiment: e } = loadExperiment(input?.name);
+  for (const [i, seed] of (input.seeds ?? []).entries()) {
+    if (!e.seeds.includes(seed))
+      throw new InvalidInputError(`field 'seeds[${i}]': seed ${seed} is not one of ${path}'s seeds (${e.seeds.join(', ')})`, {
+        field: `seeds[${i}]`,
+      });
+  }
+  const rows = [...e.rows.filter((r) => r.name === e.baseline), ...e.rows.filter((r) => r.name !== e.baseline)];
+  const runs: ExperimentRun[] = [];
+  let benchmark: { name: string; spec: unknown; row: string } | undefined;
+  for (const seed of e.seeds) {
+    for (const row of rows.filter((r) => !r.pending)) {
+      const i = e.rows.indexOf(row);
+      const runName = `${input.name}-${row.name}-s${seed}`;
+      const pipelineInput = {
+        profile: e.profile,
+        overrides: mergeConfig(mergeConfig(e.overrides, row.overrides), { seed }) as Record<string, unknown>,
+        runName,
+        ...(row.stages ? { stages: row.stages } : {}),
+        ...(input.force ? { force: true } : {}),
+        ...(input.timing ? { timing: input.timing } : {}),
+      };
+      const where = `${path}: field 'rows[${i}]' (row '${row.name}', seed ${seed})`;
+      let config: PipelineConfig;
+      let stages: readonly string[];
+      try {
+        config = buildPipelineConfig(pipelineInput);
+        stages = planRun(pipelineInput).stages;
+      } catch (err) {
+        if (isInvalidInput(err)) throw new InvalidInputError(`${where}: ${(err as Error).message}`, { file: path, field: `rows[${i}]` });
+        throw err;
+      }
+      if (!stages.includes('eval') || !stages.includes('fr-train'))
+        throw new InvalidInputError(
+          `${where}: a row must train a recognizer and score it (stages 'fr-train' and 'eval'); it runs ${stages.join(', ')}`,
+          {
+            file: path,
+            field: `rows[${i}].stages`,
+          },
+        );
+      const bench = benchmarkOf(config, e.benchmark);
+      if (!bench)
+        throw new InvalidInputError(
+          `${where}: eval has no benchmark ${e.benchmark ? `named '${e.benchmark}'` : 'whose name starts with "LFW"'}`,
+          {
+            file: path,
+            field: 'benchmark',
+          },
+        );
+      // McNemar pairs two models on the same pairs: every row must score the same benchmark.
+      if (benchmark && hashJson(benchmark.spec) !== hashJson(bench.spec))
+        throw new InvalidInputError(
+          `${where}: eval benchmark '${bench.name}' differs from row '${benchmark.row}' (${JSON.stringify(bench.spec)})`,
+          {
+            file: path,
+            field: `rows[${i}].overrides.eval`,
+          },
+        );
+      benchmark ??= { ...bench, row: row.name };
+      runs.push({
+        row: row.name,
+        seed,
+        runName,
+        input: pipelineInput,
+        configHash: hashJson(config),
+        ...(row.compareTo ? { compareTo: row.compareTo } : {}),
+      });
+    }
+  }
+  return {
+    name: input.name,
+    baseline: e.baseline,
+    benchmark: benchmark?.name ?? '',
+    runs,
+    pending: e.rows.filter((r) => r.pending).map((r) => ({ row: r.name, why: r.pending ?? '' })),
+  };
+}
+
+// ── reusing finished stages ──────────────────────────────────────────────────────────────────
+
+function readManifestAt(runDir: string, stage: string): StageManifest | undefined {
+  const path = join(runDir, stage, 'manifest.json');
+  if (!existsSync(path)) return undefined;
+  try {
+    const m = JSON.parse(readFileSync(path, 'utf8')) as StageManifest;
+    return m.format === 'id3-stage-manifest/1' ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Mirror a finished stage folder: hard links (no extra disk; a stage that later reruns here is
+ * unshared first, see unshareStage), or a copy with the same mtimes where links are impossible
+ * (another filesystem). Built beside the target and renamed into place, so a half-made copy is
+ * never taken for a stage folder.
+ */
+function mirrorStage(from: string, to: string): void {
+  const tmp = `${to}.reuse-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const walk = (src: string, dst: string): void => {
+    mkdirSync(dst, { recursive: true });
+    for (const entry of readdirSync(src, { withFileTypes: true })) {
+      if (/\.tmp-\d+-[0-9a-f]+$/.test(entry.name)) continue; // someone's write in flight
+      const s = join(src, entry.name);
+      const d = join(dst, entry.name);
+      if (entry.isDirectory()) walk(s, d);
+      else if (entry.isFile()) {
+        try {
+          linkSync(s, d);
+        } catch {
+          copyFileSync(s, d);
+          const st = statSync(s);
+          utimesSync(d, st.atime, st.mtime); // folder inputs are hashed by listing, mtimes included
+        }
+      }
+    }
+  };
+  try {
+    walk(from, tmp);
+    rmSync(to, { recursive: true, force: true });
+    renameSync(tmp, to);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Give a stage folder that is about to be rewritten its own copy of every file it shares with
+ * another run by hard link: most writes are temp + rename (which only replaces this run's link),
+ * but a few write in place (the sampler's card), and those must not reach the sibling's files.
+ */
+function unshareStage(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) unshareStage(path);
+    else if (entry.isFile() && statSync(path).nlink > 1) {
+      const tmp = `${path}.unshare-${process.pid}-${randomBytes(4).toString('hex')}`;
+      copyFileSync(path, tmp);
+      const st = statSync(path);
+      utimesSync(tmp, st.atime, st.mtime);
+      renameSync(tmp, path);
+    }
+  }
+}
+
+/**
+ * Before a run's pipeline starts, walk its stages in order. A stage whose own manifest still
+ * matches (stage version, config hash, and input hashes = its upstream outputs in this run) is
+ * left alone. Any other is taken from a sibling run whose manifest has this run's stage version,
+ * config hash and input hashes (the upstream outputs as they are in this run, after earlier
+ * stages were taken): the pipeline's stage then finds its outputs current and skips. A stage
+ * that will run here (no match, an upstream that will run, or `force`) gets its folder unshared
+ * first. Anything that does not match after all (a changed external folder, a touched file) is
+ * simply recomputed by its stage.
+ */
+export function reuseFinishedStages(run: ExperimentRun, siblings: readonly string[]): ReuseSummary {
+  const reused: Record<string, string> = {};
+  const registry = stageRegistry();
+  const config = buildPipelineConfig(run.input);
+  const wanted = run.input.stages ?? config.stages;
+  const runDir = resolve(runsDir(), run.runName);
+  const willRun = new Set<string>();
+  for (const stage of registry.names.filter((s) => wanted.includes(s))) {
+    const def = registry.get(stage);
+    if (!def) continue;
+    const section = validateStageSection(config, stage);
+    const configHash = hashJson({ stage, config: section });
+    const reads = Object.entries(def.reads?.(section) ?? {});
+    // What the stage would read here: its upstream outputs' hashes in this run (unknown while an upstream will rerun).
+    const inputs: Record<string, string> = {};
+    let known = !run.input.force && reads.every(([upstream]) => !willRun.has(upstream));
+    for (const [upstream, names] of reads) {
+      const m = readManifestAt(runDir, upstream);
+      for (const name of names) {
+        const hash = m?.outputs[name]?.sha256;
+        if (hash) inputs[name] = hash;
+        else known = false;
+      }
+    }
+    const matches = (m: StageManifest | undefined): boolean =>
+      known &&
+      m !== undefined &&
+      m.stageVersion === def.version &&
+      m.configHash === configHash &&
+      Object.entries(inputs).every(([name, hash]) => m.inputs[name]?.sha256 === hash);
+    if (matches(readManifestAt(runDir, stage))) continue;
+    const sibling = siblings.find((s) => matches(readManifestAt(resolve(runsDir(), s), stage)));
+    if (sibling) {
+      mirrorStage(join(runsDir(), sibling, stage), join(runDir, stage));
+      reused[stage] = sibling;
+      writeFileAtomic(join(runDir, 'reused.json'), `${JSON.stringify({ ...readReused(runDir), [stage]: sibling }, null, 2)}\n`);
+    } else {
+      willRun.add(stage);
+      unshareStage(join(runDir, stage));
+    }
+  }
+  return { runName: run.runName, reused };
+}
+
+/** Stage → sibling run it was taken from, as recorded in `<run>/reused.json`. */
+export function readReused(runDir: string): Record<string, string> {
+  const path = join(runDir, 'reused.json');
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, string>) : {};
+}
+
+// ── results ──────────────────────────────────────────────────────────────────────────────────
+
+/** One row at one seed in results.json. */
+export interface ExperimentRowResult {
+  readonly row: string;
+  readonly seed: number;
+  readonly runName: string;
+  readonly configHash: string;
+  readonly benchmark: string;
+  /** Mean accuracy over the benchmark's folds, and its std over folds (insightface protocol). */
+  readonly lfwAccuracy: number;
+  readonly lfwStd: number;
+  /** The training set the recognizer saw (after fr-train's selection). */
+  readonly identities: number;
+  readonly imagesPerIdentity: number;
+  readonly trainImages: number;
+  /** Exact McNemar p against the baseline row of the same seed (null for the baseline itself or before it finished). */
+  readonly mcnemarPVsID3: number | null;
+  /** Discordant pairs: b = baseline right, this row wrong; c = the reverse. */
+  readonly mcnemarVsID3: { readonly b: number; readonly c: number; readonly pChi2: number } | null;
+  readonly compareTo?: string;
+  readonly mcnemarPVsCompareTo?: number | null;
+  /** Pairs file of the eval stage, relative to the runs directory. */
+  readonly pairsFile: string;
+  /** Stages taken from a sibling run, and stages the pipeline found current. */
+  readonly reusedStages: Readonly<Record<string, string>>;
+  readonly skippedStages: readonly string[];
+  readonly finishedAt: string;
+}
+
+export interface ExperimentResults {
+  readonly format: 'id3-experiment-results/1';
+  readonly experiment: string;
+  readonly baseline: string;
+  readonly benchmark: string;
+  readonly updatedAt: string;
+  readonly results: readonly ExperimentRowResult[];
+  /** Per row over the seeds it finished: mean and sample std (n − 1) of the accuracy. */
+  readonly summary: readonly {
+    readonly row: string;
+    readonly seeds: readonly number[];
+    readonly lfwAccuracyMean: number;
+    readonly lfwAccuracyStdOverSeeds: number;
+    readonly lfwFoldStdMean: number;
+    readonly identities: number;
+    readonly imagesPerIdentity: number;
+    readonly mcnemarPVsID3: readonly (number | null)[];
+  }[];
+  readonly pending: ExperimentPlan['pending'];
+  readonly notYetRun: readonly string[];
+}
+
+export function experimentResultsPaths(name: string): { results: string; report: string } {
+  const dir = join(runsDir(), name);
+  return { results: join(dir, 'results.json'), report: join(dir, 'report.md') };
+}
+
+function readPairs(file: string): PairResults {
+  return JSON.parse(readFileSync(join(runsDir(), file), 'utf8')) as PairResults;
+}
+
+/** McNemar between two rows' per-pair correctness, refusing pairs that are not the same pairs. */
+function compare(a: ExperimentRowResult, b: ExperimentRowResult): { b: number; c: number; pExact: number; pChi2: number } {
+  const pa = readPairs(a.pairsFile);
+  const pb = readPairs(b.pairsFile);
+  if (hashJson(pa.issame) !== hashJson(pb.issame) || hashJson(pa.folds) !== hashJson(pb.folds))
+    throw new InvalidInputError(`${a.pairsFile} and ${b.pairsFile} are not the same pairs (issame or folds differ): no paired test`, {
+      file: b.pairsFile,
+    });
+  return mcnemar(pa.correct, pb.correct);
+}
+
+const mean = (v: readonly number[]): number => v.reduce((s, x) => s + x, 0) / v.length;
+const sampleStd = (v: readonly number[]): number =>
+  v.length < 2 ? 0 : Math.sqrt(v.reduce((s, x) => s + (x - mean(v)) ** 2, 0) / (v.length - 1));
+
+/**
+ * Record one finished run and rebuild results.json + report.md: entries of earlier executions
+ * are kept while their config is still the planned one, so an interrupted experiment's table
+ * stays whole while it resumes; McNemar is recomputed for every entry.
+ */
+export function recordExperimentRun(
+  plan: ExperimentPlan,
+  run: ExperimentRun,
+  result: Pick<PipelineResult, 'stages'>,
+  reuse: ReuseSummary,
+): ExperimentResults {
+  const paths = experimentResultsPaths(plan.name);
+  const planned = new Map(plan.runs.map((r) => [`${r.row}/${r.seed}`, r]));
+  let previous: ExperimentRowResult[] = [];
+  if (existsSync(paths.results)) {
+    const old = readJsonFile(paths.results) as Partial<ExperimentResults>;
+    if (old.format === 'id3-experiment-results/1' && Array.isArray(old.results))
+      previous = old.results.filter((r) => planned.get(`${r.row}/${r.seed}`)?.configHash === r.configHash);
+  }
+  const runDir = resolve(runsDir(), run.runName);
+  const evalManifest = readManifestAt(runDir, 'eval');
+  const frManifest = readManifestAt(runDir, 'fr-train');
+  if (!evalManifest || !frManifest) throw new Error(`run ${run.runName} finished without eval and fr-train manifests in ${runDir}`);
+  const key = benchmarkKey(plan.benchmark);
+  const pairs = evalManifest.outputs[`pairs_${key}`];
+  const accuracy = evalManifest.metrics[`${key}_accuracy`];
+  if (!pairs || accuracy === undefined) throw new Error(`${runDir}/eval/manifest.json: no results for benchmark '${plan.benchmark}'`);
+  const card = readJsonFile(join(runDir, frManifest.outputs.card.path)) as {
+    dataset: { identities: number; trainImages: number; validationImages: number };
+  };
+  const images = card.dataset.trainImages + card.dataset.validationImages;
+  const entry: ExperimentRowResult = {
+    row: run.row,
+    seed: run.seed,
+    runName: run.runName,
+    configHash: run.configHash,
+    benchmark: plan.benchmark,
+    lfwAccuracy: accuracy,
+    lfwStd: evalManifest.metrics[`${key}_accuracyStd`] ?? Number.NaN,
+    identities: card.dataset.identities,
+    imagesPerIdentity: card.dataset.identities ? images / card.dataset.identities : 0,
+    trainImages: card.dataset.trainImages,
+    mcnemarPVsID3: null,
+    mcnemarVsID3: null,
+    pairsFile: join(run.runName, pairs.path),
+    reusedStages: { ...readReused(runDir), ...reuse.reused },
+    skippedStages: result.stages.filter((s) => s.skipped).map((s) => s.stage),
+    finishedAt: new Date().toISOString(),
+  };
+  const order = plan.runs.map((r) => `${r.row}/${r.seed}`);
+  const byKey = new Map(previous.map((r) => [`${r.row}/${r.seed}`, r]));
+  byKey.set(`${entry.row}/${entry.seed}`, entry);
+  const compareTo = new Map(plan.runs.filter((r) => r.compareTo).map((r) => [r.row, r.compareTo as string]));
+  const results = order
+    .map((k) => byKey.get(k))
+    .filter((r): r is ExperimentRowResult => r !== undefined)
+    .map((r) => {
+      const base = r.row === plan.baseline ? undefined : byKey.get(`${plan.baseline}/${r.seed}`);
+      const m = base ? compare(base, r) : undefined;
+      const otherRow = compareTo.get(r.row);
+      const other = otherRow ? byKey.get(`${otherRow}/${r.seed}`) : undefined;
+      return {
+        ...r,
+        mcnemarPVsID3: m ? m.pExact : null,
+        mcnemarVsID3: m ? { b: m.b, c: m.c, pChi2: m.pChi2 } : null,
+        ...(otherRow ? { compareTo: otherRow, mcnemarPVsCompareTo: other ? compare(other, r).pExact : null } : {}),
+      };
+    });
+  const rows = [...new Set(plan.runs.map((r) => r.row))];
+  const summary = rows
+    .map((rowName) => results.filter((r) => r.row === rowName))
+    .filter((rs) => rs.length > 0)
+    .map((rs) => ({
+      row: rs[0].row,
+      seeds: rs.map((r) => r.seed),
+      lfwAccuracyMean: mean(rs.map((r) => r.lfwAccuracy)),
+      lfwAccuracyStdOverSeeds: sampleStd(rs.map((r) => r.lfwAccuracy)),
+      lfwFoldStdMean: mean(rs.map((r) => r.lfwStd)),
+      identities: mean(rs.map((r) => r.identities)),
+      imagesPerIdentity: mean(rs.map((r) => r.imagesPerIdentity)),
+      mcnemarPVsID3: rs.map((r) => r.mcnemarPVsID3),
+    }));
+  const out: ExperimentResults = {
+    format: 'id3-experiment-results/1',
+    experiment: plan.name,
+    baseline: plan.baseline,
+    benchmark: plan.benchmark,
+    updatedAt: new Date().toISOString(),
+    results,
+    summary,
+    pending: plan.pending,
+    notYetRun: order.filter((k) => !byKey.has(k)).map((k) => planned.get(k)?.runName ?? k),
+  };
+  writeJsonAtomic(paths.results, out);
+  writeFileAtomic(paths.report, reportMarkdown(out));
+  return out;
+}
+
+const pct = (v: number): string => (100 * v).toFixed(2);
+const pval = (p: number | null | undefined): string =>
+  p === null || p === undefined ? '—' : p < 1e-4 ? p.toExponential(1) : p.toPrecision(3);
+
+function reportMarkdown(r: ExperimentResults): string {
+  return [
+    `# Experiment \`${r.experiment}\``,
+    '',
+    `${r.benchmark} accuracy (%) per row: mean ± sample std over seeds; the fold std is the protocol's own, averaged over seeds.`,
+    `McNemar: exact two-sided p against \`${r.baseline}\` on the same pairs, per seed. Updated ${r.updatedAt}.`,
+    '',
+    '| row | seeds | accuracy | fold std | identities × images | McNemar p vs ' + r.baseline + ' |',
+    '|---|---|---|---|---|---|',
+    ...r.summary.map(
+      (s) =>
+        `| ${s.row} | ${s.seeds.join(', ')} | ${pct(s.lfwAccuracyMean)} ± ${pct(s.lfwAccuracyStdOverSeeds)} | ${pct(s.lfwFoldStdMean)} | ${Math.round(s.identities)} × ${s.imagesPerIdentity.toFixed(1)} | ${s.mcnemarPVsID3.map(pval).join(', ')} |`,
+    ),
+    '',
+    '## Runs',
+    '',
+    '| row | seed | run | accuracy | b / c | reused from siblings | skipped (current) |',
+    '|---|---|---|---|---|---|---|',
+    ...r.results.map(
+      (x) =>
+        `| ${x.row} | ${x.seed} | \`${x.runName}\` | ${pct(x.lfwAccuracy)} ± ${pct(x.lfwStd)} | ${x.mcnemarVsID3 ? `${x.mcnemarVsID3.b} / ${x.mcnemarVsID3.c}` : '—'} | ${Object.keys(x.reusedStages).join(', ') || '—'} | ${x.skippedStages.join(', ') || '—'} |`,
+    ),
+    ...(r.results.some((x) => x.compareTo)
+      ? [
+          '',
+          ...r.results
+            .filter((x) => x.compareTo)
+            .map((x) => `- ${x.row} (seed ${x.seed}) vs ${x.compareTo}: McNemar p ${pval(x.mcnemarPVsCompareTo)}`),
+        ]
+      : []),
+    ...(r.notYetRun.length ? ['', `Not finished yet: ${r.notYetRun.map((n) => `\`${n}\``).join(', ')}.`] : []),
+    ...(r.pending.length ? ['', '## Pending rows (not run)', '', ...r.pending.map((p) => `- **${p.row}**: ${p.why}`)] : []),
+    '',
+  ].join('\n');
+}
