@@ -22,6 +22,8 @@ interface ModelCard {
   };
   steps: number;
   trainSeconds: number;
+  /** Step the last training process resumed from (0 = trained in one go): trainSeconds covers only the steps after it. */
+  resumedFromStep: number;
   validationAccuracy: number;
 }
 
@@ -80,6 +82,7 @@ function main(): void {
       head: `${card.head.kind} (s = ${card.head.scale.toFixed(2)}, m = ${card.head.margin})`,
       steps: card.steps,
       trainSeconds: card.trainSeconds,
+      resumedFromStep: train.metrics.resumedFromStep ?? 0,
       validationAccuracy: card.validationAccuracy,
       lfwPairs: lfw.pairs,
       lfwAccuracy: lfw.accuracy,
@@ -102,7 +105,7 @@ function main(): void {
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows.map(
       (r) =>
-        `| ${r.run} | ${r.dataset} | ${r.identities} × ${r.imagesPerIdentity} | ${r.resolution}×${r.resolution} | ${r.backbone} | ${r.head} | ${r.steps} | ${(r.trainSeconds / 60).toFixed(1)} min | ${pct(r.validationAccuracy)} | **${pct(r.lfwAccuracy)} ± ${pct(r.lfwStd)}** | ${pct(r.lfwTarAtFar1e3)} | ${r.lfwAuc.toFixed(4)} |`,
+        `| ${r.run} | ${r.dataset} | ${r.identities} × ${r.imagesPerIdentity} | ${r.resolution}×${r.resolution} | ${r.backbone} | ${r.head} | ${r.steps} | ${(r.trainSeconds / 60).toFixed(1)} min${r.resumedFromStep ? ` (steps ${r.resumedFromStep}–${r.steps}; resumed)` : ''} | ${pct(r.validationAccuracy)} | **${pct(r.lfwAccuracy)} ± ${pct(r.lfwStd)}** | ${pct(r.lfwTarAtFar1e3)} | ${r.lfwAuc.toFixed(4)} |`,
     ),
     '',
     'Validation accuracy: closed-set identification of held-out photos of the training people (monitoring only; no model is selected on it or on the benchmark — each is its last checkpoint after a fixed schedule).',
