@@ -120,7 +120,12 @@ export function readTensorFile(headerPath: string): { header: TensorHeader; valu
   return { header, values: new Ctor(aligned.buffer) };
 }
 
-/** sha256 of a folder's sorted listing (relative path, size, mtime of every file) and its total bytes. */
+/**
+ * sha256 of a folder's sorted listing — relative path, size and content hash of every file — and
+ * its total bytes. By content, not mtime: a dataset copied or re-mounted elsewhere (a new machine,
+ * a fresh checkout of shared data) is the same input, and hours of finished work stay current;
+ * a changed, added or removed photo is a new input. Hashing costs about a second per 100 MB.
+ */
 export function describeDirectory(root: string): { sha256: string; bytes: number; files: number } {
   const lines: string[] = [];
   let bytes = 0;
@@ -130,9 +135,9 @@ export function describeDirectory(root: string): { sha256: string; bytes: number
       const full = join(dir, entry.name);
       if (entry.isDirectory()) walk(full, rel);
       else {
-        const st = statSync(full);
-        bytes += st.size;
-        lines.push(`${rel}\t${st.size}\t${Math.round(st.mtimeMs)}`);
+        const content = readFileSync(full);
+        bytes += content.length;
+        lines.push(`${rel}\t${content.length}\t${sha256(content)}`);
       }
     }
   };

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RunStore, hashJson, readTensorFile, sha256, writeFileAtomic, writeTensorFile } from '../index';
@@ -116,5 +116,26 @@ describe('RunStore.stageStatus', () => {
       ['a', 'complete'],
     ]);
     expect(existsSync(join(store.root, 'events.jsonl'))).toBe(true);
+  });
+});
+
+describe('a folder as an input', () => {
+  it('is described by its content: a copy with new mtimes is the same input, a changed photo of the same size is not', async () => {
+    const a = join(tmp(), 'photos');
+    for (const [name, body] of [
+      ['p1/1.jpg', 'first photo'],
+      ['p1/2.jpg', 'second photo'],
+      ['p2/1.jpg', 'third photo'],
+    ])
+      writeFileAtomic(join(a, name), body);
+    const store = new RunStore(tmp());
+    const original = await store.describeFile(a);
+    const b = join(tmp(), 'photos');
+    cpSync(a, b, { recursive: true });
+    utimesSync(join(b, 'p1', '1.jpg'), new Date(2020, 0, 1), new Date(2020, 0, 1));
+    const copy = await store.describeFile(b);
+    expect([copy.sha256, copy.bytes]).toEqual([original.sha256, original.bytes]);
+    writeFileSync(join(b, 'p1', '1.jpg'), 'First photo'); // same size, other content
+    expect((await store.describeFile(b)).sha256).not.toBe(original.sha256);
   });
 });

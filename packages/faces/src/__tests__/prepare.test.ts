@@ -80,7 +80,7 @@ describe('prepare stage', () => {
       expect([name, inChunks.manifest.outputs[name].sha256]).toEqual([name, result.manifest.outputs[name].sha256]);
     }
 
-    // The folder is an input by its listing (names, sizes, mtimes): a new photo makes the stage
+    // The folder is an input by its listing (names, sizes, content hashes): a new photo makes the stage
     // and its shards stale (a shard's record is keyed by the stage's inputs), so all is redone.
     expect(
       (
