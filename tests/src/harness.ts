@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -113,6 +113,28 @@ export function spawnWorker(h: Harness, logs: string[]): ChildProcess {
 
 /** Worker identity as the activities record it in events.jsonl. */
 export const workerIdentity = (w: ChildProcess): string => `${w.pid}@${hostname()}`;
+
+/**
+ * SIGKILL a worker together with the stage processes it spawned, as when its machine dies (a
+ * stage process whose worker alone dies finishes its current synchronous step before it notices).
+ */
+export async function killProcessTree(child: ChildProcess): Promise<void> {
+  const descendants = (pid: number): number[] => {
+    const out = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).stdout.trim();
+    const kids = out ? out.split('\n').map(Number) : [];
+    return kids.flatMap((k) => [k, ...descendants(k)]);
+  };
+  if (child.pid !== undefined) {
+    for (const pid of descendants(child.pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+  await killProcess(child);
+}
 
 /** SIGKILL a process and wait until it is gone. */
 export async function killProcess(child: ChildProcess): Promise<void> {

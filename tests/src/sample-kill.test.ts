@@ -3,7 +3,7 @@ import { cpSync, existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { RunStore } from '@id3/core';
 import { TASK_QUEUE, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView } from '@id3/workflows';
-import { killProcess, spawnWorker, startHarness, waitFor, workerIdentity, type Harness } from './harness';
+import { killProcess, killProcessTree, spawnWorker, startHarness, waitFor, workerIdentity, type Harness } from './harness';
 
 // The sample stage on two workers, one SIGKILLed in the middle of a shard: the run completes,
 // the killed shard resumes from its last finished identity, and the dataset is byte-identical
@@ -11,7 +11,7 @@ import { killProcess, spawnWorker, startHarness, waitFor, workerIdentity, type H
 jest.setTimeout(900_000);
 
 const IDENTITIES = 6;
-const PER_SHARD = 2;
+const PER_SHARD = 3;
 const overrides = {
   prepare: { source: { kind: 'procedural', identities: 8, perIdentity: 4 } },
   'train-diffusion': {
@@ -117,7 +117,7 @@ describe('the sample stage on two workers, one killed mid-shard', () => {
       },
       400_000,
     );
-    await killProcess(a);
+    await killProcessTree(a); // the worker's machine dies: its stage process with it
     expect(identitiesDone(killed)).toBeLessThan(PER_SHARD);
 
     const result = (await handle.result()) as PipelineResult;
