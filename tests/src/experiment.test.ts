@@ -1,15 +1,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { RunStore } from '@id3/core';
-import {
-  TASK_QUEUE,
-  createId3Worker,
-  experimentRunWorkflowId,
-  type ExperimentResult,
-  type ExperimentResults,
-  type ProgressView,
-} from '@id3/workflows';
-import { startHarness, type Harness } from './harness';
+import { TASK_QUEUE, experimentRunWorkflowId, type ExperimentResult, type ExperimentResults, type ProgressView } from '@id3/workflows';
+import { startHarness, startInProcessWorker, type Harness } from './harness';
 
 // experiments/demo-table1.json end to end: its 2 rows (ID3, no-guidance) of the tiny demo pipeline
 // at seed 0 (both seeds take ~5 min on the shared 2-core machine; the second seed's runs are the
@@ -26,17 +19,7 @@ describe('experiment workflow against a real Temporal server', () => {
 
   beforeAll(async () => {
     h = await startHarness();
-    const { worker, close } = await createId3Worker({
-      address: h.server.address,
-      workflowBundle: h.workflowBundle,
-      activityDeps: { progressSignalEveryMs: 500 },
-    });
-    const running = worker.run();
-    stopWorker = async () => {
-      worker.shutdown();
-      await running;
-      await close();
-    };
+    stopWorker = await startInProcessWorker(h);
   });
 
   afterAll(async () => {

@@ -4,7 +4,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { ID3_BIN, freePort, startDevServer, type RunningDevServer } from '@id3/workflows';
+import { ID3_BIN, createId3Worker, freePort, startDevServer, type RunningDevServer } from '@id3/workflows';
 
 /** A real Temporal dev server (the installed CLI, SQLite file) on free loopback ports. */
 export interface Harness {
@@ -142,4 +142,21 @@ export async function killProcess(child: ChildProcess): Promise<void> {
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   child.kill('SIGKILL');
   await exited;
+}
+
+/**
+ * A worker inside the test process on the harness's server (progress signalled every 500 ms
+ * unless `activityDeps` says otherwise); returns its stop function.
+ */
+export async function startInProcessWorker(
+  h: Harness,
+  activityDeps: Parameters<typeof createId3Worker>[0]['activityDeps'] = { progressSignalEveryMs: 500 },
+): Promise<() => Promise<void>> {
+  const { worker, close } = await createId3Worker({ address: h.server.address, workflowBundle: h.workflowBundle, activityDeps });
+  const running = worker.run();
+  return async () => {
+    worker.shutdown();
+    await running;
+    await close();
+  };
 }

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
-import { TASK_QUEUE, createId3Worker, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView } from '@id3/workflows';
-import { startHarness, type Harness } from './harness';
+import { TASK_QUEUE, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView } from '@id3/workflows';
+import { startHarness, startInProcessWorker, type Harness } from './harness';
 
 // Bounded workflow histories: a stage that reports progress thousands of times, and a stage of
 // more shards than one history budget holds, both finish with histories far below Temporal's
@@ -17,18 +17,8 @@ describe('bounded workflow history', () => {
   beforeAll(async () => {
     process.env.ID3_EXTRA_STAGES = resolve(__dirname, '../../workflows/src/__tests__/fixtures/chatty-stages.ts');
     h = await startHarness();
-    const { worker, close } = await createId3Worker({
-      address: h.server.address,
-      workflowBundle: h.workflowBundle,
-      // Signal every progress event, up to the cap: far more often than production (15 s).
-      activityDeps: { progressSignalEveryMs: 0, maxProgressSignals: MAX_SIGNALS },
-    });
-    const running = worker.run();
-    stopWorker = async () => {
-      worker.shutdown();
-      await running;
-      await close();
-    };
+    // Signal every progress event, up to the cap: far more often than production (15 s).
+    stopWorker = await startInProcessWorker(h, { progressSignalEveryMs: 0, maxProgressSignals: MAX_SIGNALS });
   });
 
   afterAll(async () => {

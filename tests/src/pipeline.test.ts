@@ -2,16 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { RunStore } from '@id3/core';
-import {
-  TASK_QUEUE,
-  createId3Worker,
-  stageWorkflowId,
-  type PipelineInput,
-  type PipelineResult,
-  type ProgressView,
-  type StageSummary,
-} from '@id3/workflows';
-import { startHarness, type Harness } from './harness';
+import { TASK_QUEUE, stageWorkflowId, type PipelineInput, type PipelineResult, type ProgressView, type StageSummary } from '@id3/workflows';
+import { startHarness, startInProcessWorker, type Harness } from './harness';
 
 // Real Temporal dev server + real worker + real stage processes (bin/id3 stage …).
 jest.setTimeout(240_000);
@@ -56,17 +48,7 @@ describe('pipeline workflow against a real Temporal server', () => {
     // A throwaway stage joins the registry of this worker and of the stage processes it spawns.
     process.env.ID3_EXTRA_STAGES = resolve(__dirname, '../../workflows/src/__tests__/fixtures/throwaway-stage.ts');
     h = await startHarness();
-    const { worker, close } = await createId3Worker({
-      address: h.server.address,
-      workflowBundle: h.workflowBundle,
-      activityDeps: { progressSignalEveryMs: 500 },
-    });
-    const running = worker.run();
-    stopWorker = async () => {
-      worker.shutdown();
-      await running;
-      await close();
-    };
+    stopWorker = await startInProcessWorker(h);
   });
 
   afterAll(async () => {

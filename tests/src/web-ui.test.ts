@@ -1,8 +1,8 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
-import { TASK_QUEUE, createId3Worker, stageWorkflowId, type PipelineInput } from '@id3/workflows';
-import { startHarness, waitFor, type Harness } from './harness';
+import { TASK_QUEUE, stageWorkflowId, type PipelineInput } from '@id3/workflows';
+import { startHarness, startInProcessWorker, waitFor, type Harness } from './harness';
 
 // A person's path through the real Temporal Web UI (the one `temporal server start-dev` serves),
 // in headless Chromium: the Start Workflow form → a pipeline run → its stages, by name, on the
@@ -81,17 +81,7 @@ describe('the Temporal Web UI', () => {
     page.setDefaultTimeout(STEP_MS);
 
     h = await startHarness({ ui: true });
-    const { worker, close } = await createId3Worker({
-      address: h.server.address,
-      workflowBundle: h.workflowBundle,
-      activityDeps: { progressSignalEveryMs: 500 },
-    });
-    const running = worker.run();
-    stopWorker = async () => {
-      worker.shutdown();
-      await running;
-      await close();
-    };
+    stopWorker = await startInProcessWorker(h);
   });
 
   afterAll(async () => {
