@@ -252,7 +252,7 @@ async function runCommand(values: Record<string, unknown>): Promise<number> {
     }
     log(`Web UI: ${uiLink(workflowId)}`);
     if (values['no-wait']) return 0;
-    try {
+    return await exitCodeOf(workflowId, async () => {
       if (single) {
         const summary = await follow<StageSummary>(client, workflowId, false);
         log(`Stage finished (run ${plan.runName}):`);
@@ -263,17 +263,22 @@ async function runCommand(values: Record<string, unknown>): Promise<number> {
         printSummaries(result.stages);
       }
       log(`Web UI: ${uiLink(workflowId)}`);
-      return 0;
-    } catch (err) {
-      if (err instanceof WorkflowFailedError) {
-        log(`Workflow ${workflowId} failed: ${err.cause?.message ?? err.message}`);
-        log(`Web UI: ${uiLink(workflowId)}`);
-        return 1;
-      }
-      throw err;
-    }
+    });
   } finally {
     await connection.close();
+  }
+}
+
+/** Follow a workflow to its end: 0, or 1 with the failure and the Web UI link when it failed. */
+async function exitCodeOf(workflowId: string, followIt: () => Promise<void>): Promise<number> {
+  try {
+    await followIt();
+    return 0;
+  } catch (err) {
+    if (!(err instanceof WorkflowFailedError)) throw err;
+    log(`Workflow ${workflowId} failed: ${err.cause?.message ?? err.message}`);
+    log(`Web UI: ${uiLink(workflowId)}`);
+    return 1;
   }
 }
 
@@ -317,19 +322,11 @@ async function experimentCommand(positionals: string[], values: Record<string, u
     log(`Results (written as rows finish): ${paths.results} and ${paths.report}`);
     log(`Web UI: ${uiLink(workflowId)}`);
     if (values['no-wait']) return 0;
-    try {
+    return await exitCodeOf(workflowId, async () => {
       const result = await follow<ExperimentResult>(client, workflowId, false);
       log(`Experiment ${result.name} finished: ${result.runs.length} run(s) in ${runsDir()}`);
       if (existsSync(paths.report)) process.stdout.write(readFileSync(paths.report, 'utf8'));
-      return 0;
-    } catch (err) {
-      if (err instanceof WorkflowFailedError) {
-        log(`Workflow ${workflowId} failed: ${err.cause?.message ?? err.message}`);
-        log(`Web UI: ${uiLink(workflowId)}`);
-        return 1;
-      }
-      throw err;
-    }
+    });
   } finally {
     await connection.close();
   }

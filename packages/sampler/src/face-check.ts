@@ -1,3 +1,4 @@
+import { quantile } from './leakage';
 import { headPoseFrom68, landmarksOfCrop, resizeImage, type Point, type RgbImage } from '@id3/faces';
 
 /**
@@ -67,15 +68,6 @@ export function meanShape(shapes: readonly (readonly Point[])[], rounds = 4): Po
     mean = normaliseShape(acc.map(([x, y]) => [x, y] as Point));
   }
   return mean;
-}
-
-export function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  if (sorted.length === 0) return Number.NaN;
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
 export interface FaceCheck {

@@ -1,6 +1,6 @@
 export { attributeSpecSchema, drawAttributes, meanAttributes } from './attributes';
 export type { AttributePool, AttributeSpec } from './attributes';
-export { calibrateFaceCheck, meanShape, normaliseShape, procrustesResidual, quantile, readFace } from './face-check';
+export { calibrateFaceCheck, meanShape, normaliseShape, procrustesResidual, readFace } from './face-check';
 export type { FaceCheck, FaceReading } from './face-check';
 export { filterConfigSchema, IdentitySampler, quantise, samplerLoopSchema } from './generate';
 export type { AttemptRecord, FilterConfig, IdentityOutcome, SamplerLoop } from './generate';
@@ -19,6 +19,7 @@ export {
   gatherRows,
   identityLeakage,
   nearestNeighbours,
+  quantile,
   summarise,
   unitRows,
 } from './leakage';

@@ -28,10 +28,10 @@ import {
   type RgbImage,
 } from '@id3/faces';
 import { attributeSpecSchema, drawAttributes, meanAttributes, type AttributePool } from './attributes';
-import { calibrateFaceCheck, quantile, type FaceCheck } from './face-check';
+import { calibrateFaceCheck, type FaceCheck } from './face-check';
 import { writeDatasetCard } from './card';
 import { filterConfigSchema, IdentitySampler, quantise, samplerLoopSchema, type AttemptRecord } from './generate';
-import { flagLeakingIdentities, nearestNeighbours } from './leakage';
+import { flagLeakingIdentities, nearestNeighbours, quantile } from './leakage';
 import { guidanceConfigSchema } from './guidance';
 import { attributeRng, imageSeed } from './seeds';
 
@@ -198,9 +198,15 @@ function identityRows(inp: Inputs, identity: number): Float32Array {
 }
 
 /** Real crops at the generated resolution: the face check's calibration and the card's references. */
-function preparedCrops(inputs: Readonly<Record<string, string>>, resolution: number): { crops: Uint8Array; n: number } {
+interface PreparedCrops {
+  readonly crops: Uint8Array;
+  readonly n: number;
+  readonly sha256: string;
+}
+
+function preparedCrops(inputs: Readonly<Record<string, string>>, resolution: number): PreparedCrops {
   const { header, values } = readTensorFile(inputs[`crops${resolution}`]);
-  return { crops: values as Uint8Array, n: header.shape[0] };
+  return { crops: values as Uint8Array, n: header.shape[0], sha256: header.sha256 };
 }
 
 const cropAt = (crops: Uint8Array, size: number, i: number): RgbImage => ({
@@ -220,14 +226,12 @@ async function faceCheckFor(
   pool: AttributePool,
 ): Promise<FaceCheck | undefined> {
   if (!config.filter.faceCheck) return undefined;
-  const { crops } = preparedCrops(inputs, config.resolution);
+  const { crops, sha256: cropsSha } = preparedCrops(inputs, config.resolution);
   const rows = new Rng(config.seed)
     .fork('sample/face-check')
     .shuffle([...pool.rows])
     .slice(0, config.filter.faceCalibrationImages);
-  const key = sha256(
-    JSON.stringify({ rows, q: config.filter.faceQuantile, crops: readTensorFile(inputs[`crops${config.resolution}`]).header.sha256 }),
-  );
+  const key = sha256(JSON.stringify({ rows, q: config.filter.faceQuantile, crops: cropsSha }));
   const path = join(dir, 'face-check.json');
   if (existsSync(path)) {
     const cached = JSON.parse(readFileSync(path, 'utf8')) as { key: string; check: FaceCheck };
@@ -424,25 +428,18 @@ async function mergeDataset(ctx: StageContext<SampleConfig>) {
  * the synthetic images take (TeacherInput, flip-summed): the leakage search compares like with
  * like. Cached in the stage folder by the crops' and teacher's identity.
  */
-async function referenceEmbeddings(
-  dir: string,
-  inputs: Readonly<Record<string, string>>,
-  resolution: number,
-  teacher: FaceEmbedder,
-): Promise<Float32Array> {
-  const cropsPath = inputs[`crops${resolution}`];
-  const { header, values } = readTensorFile(cropsPath);
+async function referenceEmbeddings(dir: string, prepared: PreparedCrops, resolution: number, teacher: FaceEmbedder): Promise<Float32Array> {
   const path = join(dir, `reference-embeddings-${resolution}`);
   if (existsSync(`${path}.json`)) {
     const cached = readTensorFile(`${path}.json`);
     const meta = cached.header.meta as { crops?: string; teacher?: string } | undefined;
-    if (meta?.crops === header.sha256 && meta.teacher === teacher.name) return cached.values as Float32Array;
+    if (meta?.crops === prepared.sha256 && meta.teacher === teacher.name) return cached.values as Float32Array;
   }
   const input = TeacherInput.forTeacher(teacher, resolution);
   try {
-    const unit = Float32Array.from(values as Uint8Array, (v) => v / 127.5 - 1);
+    const unit = Float32Array.from(prepared.crops, (v) => v / 127.5 - 1);
     const emb = await embedCrops(teacher, input, unit, resolution);
-    writeTensorFile(path, 'float32', [header.shape[0], teacher.dim], emb, { crops: header.sha256, teacher: teacher.name });
+    writeTensorFile(path, 'float32', [prepared.n, teacher.dim], emb, { crops: prepared.sha256, teacher: teacher.name });
     return emb;
   } finally {
     input.dispose();
@@ -501,7 +498,8 @@ async function writeDataset(
 
   // Leakage: every accepted image against the generator's training faces, same embedding path.
   progress({ phase: 'leakage', message: 'embedding the training faces at the generated resolution' });
-  const reference = await referenceEmbeddings(dir, inputs, r, teacher);
+  const prepared = preparedCrops(inputs, r);
+  const reference = await referenceEmbeddings(dir, prepared, r, teacher);
   const g = inp.generator.descriptor;
   const heldOut = inp.pool.rows.length < reference.length / d ? g.trainingData.heldOut : [];
   const trainingRows = inp.pool.rows;
@@ -604,7 +602,7 @@ async function writeDataset(
   const readBack = await readAttributes(readRows.map((i) => ({ width: r, height: r, data: crops.subarray(i * px, (i + 1) * px) })));
   const rawTraining = readTensorFile(inputs.attributes).values as Float32Array;
   const width = rawTraining.length / (reference.length / d);
-  const { crops: preparedAtR } = preparedCrops(inputs, r);
+  const preparedAtR = prepared.crops;
   const comparison =
     config.guidance.scale > 0 && config.card.guidanceComparison > 0 ? await guidanceComparison(config, inp, teacher, kept) : undefined;
   const card = await writeDatasetCard(join(dir, 'card'), {

@@ -2,7 +2,8 @@ import { Rng } from '@id3/core';
 import { makeSchedule } from '@id3/diffusion';
 import { scaleAttributes, unscaleAttributes, type Point } from '@id3/faces';
 import { attributeSpecSchema, drawAttributes, meanAttributes, type AttributePool } from '../attributes';
-import { meanShape, normaliseShape, procrustesResidual, quantile } from '../face-check';
+import { meanShape, normaliseShape, procrustesResidual } from '../face-check';
+import { quantile } from '../leakage';
 import { guidedTimesteps, x0GuidanceCoefficient } from '../guidance';
 import { attributeRng, imageSeed } from '../seeds';
 
