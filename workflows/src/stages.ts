@@ -14,8 +14,9 @@ import type { AnyStageDefinition } from '@id3/core';
  */
 export const BUILTIN_STAGES: readonly AnyStageDefinition[] = [
   prepareStage,
-  trainDiffusionStage,
+  // Before the generator: a generator conditioned in the identity space trains on it.
   identitySpaceStage,
+  trainDiffusionStage,
   anchorsStage,
   identitiesStage,
   sampleStage,

@@ -11,6 +11,7 @@ import {
   svgToPng,
   writeFileAtomic,
   writeTensorFile,
+  type StageContext,
   type StageDefinition,
 } from '@id3/core';
 import { embedderInfo, loadEmbedder } from '@id3/faces';
@@ -18,6 +19,7 @@ import { fitIdentitySpace, toWhitened, writeIdentitySpace } from '@id3/anchors';
 import { embedCrops } from './held-out-evaluation';
 import { heldOutRows } from './holdout';
 import { TeacherInput } from './teacher-input';
+import { adoptIdentitySpace, adoptableIdentitySpace, recordGeneratorCard, resolveModelPath } from './shipped-model';
 
 const positiveInt = z.number().int().positive();
 
@@ -41,6 +43,12 @@ export const identitySpaceConfigSchema = z
     checkpointEvery: positiveInt.default(512),
     /** Random pairs sampled for the spread statistics. */
     pairs: positiveInt.default(20000),
+    /**
+     * Adopt instead of fitting: a generator folder conditioned in a whitened identity space (e.g.
+     * a shipped models/<name>, relative to the repository root) whose artefact is copied, so the
+     * anchors and identities are placed in the very space that generator was conditioned in.
+     */
+    from: z.string().min(1).optional(),
   })
   .strict();
 export type IdentitySpaceConfig = z.output<typeof identitySpaceConfigSchema>;
@@ -74,9 +82,16 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
   version: 1,
   schema: identitySpaceConfigSchema,
   upstream: ['prepare'],
-  reads: (config) => ({ prepare: [`crops${config.resolution}`, 'embeddings'] }),
+  reads: (config) => (config.from ? { prepare: ['embeddings'] } : { prepare: [`crops${config.resolution}`, 'embeddings'] }),
+  externalInputs: (config): Record<string, string> => (config.from ? { from: resolveModelPath(config.from) } : {}),
   /** The fit must see what the generator sees and exclude what it holds out: same resolution, holdout and seed. */
   check(config, sections) {
+    if (config.from) {
+      // Adopted, not fitted: the fit's resolution, holdout and seed do not apply.
+      const teacher = sections.prepare?.teacher;
+      adoptableIdentitySpace(resolveModelPath(config.from), { teacher: typeof teacher === 'string' ? teacher : undefined });
+      return;
+    }
     const sizes = sections.prepare?.sizes as number[] | undefined;
     if (sizes && !sizes.includes(config.resolution)) {
       throw new InvalidInputError(
@@ -110,6 +125,7 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
     }
   },
   async run({ config, dir, inputs, progress }) {
+    if (config.from) return adoptFrom(config, config.from, dir, inputs, progress);
     const size = config.resolution;
     const crops = readTensorFile(inputs[`crops${size}`]);
     const y = readTensorFile(inputs.embeddings);
@@ -264,3 +280,51 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
     };
   },
 };
+
+/**
+ * identity-space.from: copy a generator folder's identity-space artefact (bytes: the same sha256
+ * the generator's descriptor names), refusing a folder not conditioned in a whitened space or of
+ * another teacher than prepare's; plus the spread of prepare's embeddings in it, and the folder's
+ * model card when it has one.
+ */
+function adoptFrom(
+  config: IdentitySpaceConfig,
+  from: string,
+  dir: string,
+  inputs: Readonly<Record<string, string>>,
+  progress: StageContext<IdentitySpaceConfig>['progress'],
+) {
+  const y = readTensorFile(inputs.embeddings);
+  const teacher = String((y.header.meta as { teacher?: string } | undefined)?.teacher ?? '');
+  const modelDir = resolveModelPath(from);
+  const adopted = adoptIdentitySpace(modelDir, dir, { teacher });
+  const { space } = adopted;
+  progress({ phase: 'adopt', message: `identity space ${space.sha256} (k = ${space.map.k}) of ${adopted.path}` });
+  const outputs: Record<string, string> = { ...adopted.outputs };
+  const card = recordGeneratorCard(modelDir, dir);
+  if (card) outputs.modelCard = card;
+  const n = y.header.shape[0];
+  const dim = space.map.dim;
+  const rows = Array.from({ length: n }, (_, i) => i);
+  const rng = new Rng(config.seed).fork('identity-space-pairs');
+  const values = y.values as Float32Array;
+  return Promise.resolve({
+    outputs,
+    metrics: {
+      adopted: 1,
+      images: n,
+      fitCount: space.header.fit.count,
+      dim,
+      k: space.map.k,
+      varianceKept: space.map.varianceKept,
+      meanNorm: Math.hypot(...space.map.mean),
+      // Over prepare's embeddings (not the f(x̂0) path a fit uses): how spread this run's faces are in the adopted space.
+      ...(n >= 2
+        ? {
+            rawPairCosMean: randomPairCosMean(values, dim, rows, config.pairs, rng.fork('raw')),
+            whitenedPairCosMean: randomPairCosMean(toWhitened(space.map, values), space.map.k, rows, config.pairs, rng.fork('whitened')),
+          }
+        : {}),
+    },
+  });
+}

@@ -22,11 +22,27 @@ export { sampleConditions } from './sampling';
 export type { Conditions } from './sampling';
 export { gridPng, toImages } from './images';
 export { embedCrops, identityConsistency, pearson, readAttributes } from './held-out-evaluation';
-export type { AttributeReadout } from './held-out-evaluation';
+export type { AttributeReadout, HeldOutHistoryRow, HeldOutHistorySettings } from './held-out-evaluation';
 export { trainDiffusionConfigSchema, trainDiffusionStage } from './stage';
 export type { TrainDiffusionConfig } from './stage';
 export { GENERATOR_FORMAT, generatorDescriptorSchema, loadGenerator, readGeneratorDescriptor, writeGeneratorDescriptor } from './generator';
-export type { GeneratorDescriptor, LoadedGenerator } from './generator';
+export type { GeneratorDescriptor, GeneratorDescriptorInput, LoadedGenerator } from './generator';
 export { heldOutRows } from './holdout';
 export { identitySpaceConfigSchema, identitySpaceStage } from './identity-space-stage';
 export type { IdentitySpaceConfig } from './identity-space-stage';
+export {
+  GENERATOR_CARD_FORMAT,
+  SHIPPED_MODEL_MAX_BYTES,
+  adoptIdentitySpace,
+  adoptableIdentitySpace,
+  formatBytes,
+  generatorCardSchema,
+  modelCardMarkdown,
+  readGeneratorCard,
+  recordGeneratorCard,
+  resolveModelPath,
+  shipGenerator,
+} from './shipped-model';
+export type { GeneratorCard, ShipGeneratorOptions, ShippedGenerator } from './shipped-model';
+export { readInitWeights, startFromInit } from './fine-tune';
+export type { InitExpectation, InitWeights } from './fine-tune';

@@ -18,7 +18,10 @@ import type { UNet } from './unet';
 export interface Id3LossBatch {
   /** [b, r, r, 3] in [-1, 1]. */
   readonly x0: tf.Tensor4D;
+  /** [b, d] unit teacher embeddings: the identity term's target (and the condition, unless `condition` is given). */
   readonly y: tf.Tensor2D;
+  /** [b, c] what the UNet is conditioned on when it is not y itself (e.g. y whitened into the identity space). */
+  readonly condition?: tf.Tensor2D;
   readonly s: tf.Tensor2D;
   readonly t: readonly number[];
   readonly noise: tf.Tensor4D;
@@ -57,7 +60,7 @@ export function id3LossTerms(net: UNet, diffusion: GaussianDiffusion, batch: Id3
   const T = diffusion.steps;
   const b = batch.t.length;
   const xt = diffusion.qSample(batch.x0, batch.t, batch.noise);
-  const eps = net.forward({ xt, t: batch.t, y: batch.y, s: batch.s, keepCondition: batch.keepCondition });
+  const eps = net.forward({ xt, t: batch.t, y: batch.condition ?? batch.y, s: batch.s, keepCondition: batch.keepCondition });
   const nBatch = batch.normalizers?.batch ?? b;
   const denoise = tf.div(tf.sum(tf.mean(tf.square(tf.sub(batch.noise, eps)), [1, 2, 3])), nBatch) as tf.Scalar;
 

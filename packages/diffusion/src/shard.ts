@@ -9,7 +9,10 @@ import type { UNet } from './unet';
 export interface BatchShard {
   readonly count: number;
   readonly x0: Float32Array;
+  /** Teacher embeddings (the identity term's target). */
   readonly y: Float32Array;
+  /** UNet condition rows when they are not y (TrainingData.condition), else undefined. */
+  readonly c?: Float32Array;
   readonly s: Float32Array;
   readonly t: number[];
   readonly noise: Float32Array;
@@ -43,7 +46,8 @@ export function shardGradients(
   const n = shard.count;
   const inputs = {
     x0: tf.tensor4d(shard.x0, [n, r, r, 3]),
-    y: tf.tensor2d(shard.y, [n, net.config.identityDim]),
+    y: tf.tensor2d(shard.y, [n, shard.y.length / n]),
+    condition: shard.c ? tf.tensor2d(shard.c, [n, net.config.identityDim]) : undefined,
     s: tf.tensor2d(shard.s, [n, net.config.attributeDim]),
     t: shard.t,
     noise: tf.tensor4d(shard.noise, [n, r, r, 3]),
@@ -75,6 +79,7 @@ export function splitBatch(whole: Omit<BatchShard, 'normalizers'>, parts: number
       count: n,
       x0: whole.x0.slice(start * px, (start + n) * px),
       y: whole.y.slice(start * d, (start + n) * d),
+      c: whole.c?.slice(start * (whole.c.length / B), (start + n) * (whole.c.length / B)),
       s: whole.s.slice(start * a, (start + n) * a),
       t: whole.t.slice(start, start + n),
       noise: whole.noise.slice(start * px, (start + n) * px),

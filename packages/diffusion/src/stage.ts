@@ -1,5 +1,5 @@
 import { cpSync, existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import {
   InvalidInputError,
@@ -15,15 +15,24 @@ import {
   type StageDefinition,
   type TensorHeader,
 } from '@id3/core';
-import { embedderInfo, loadEmbedder, type FaceEmbedder } from '@id3/faces';
+import { embedderInfo, loadEmbedder } from '@id3/faces';
+import { readIdentitySpace, toWhitened, type LoadedIdentitySpace } from '@id3/anchors';
 import { GENERATOR_FORMAT, writeGeneratorDescriptor } from './generator';
 import { heldOutRows } from './holdout';
-import { embedCrops, identityConsistency, pearson, readAttributes } from './held-out-evaluation';
+import {
+  CheckpointEvaluations,
+  ConditionEvaluator,
+  evaluationRows,
+  pickRows,
+  trainingSubset,
+  type ConditionEvaluation,
+} from './held-out-evaluation';
 import { gridPng, toImages } from './images';
 import { sampleConditions } from './sampling';
 import { scheduleConfigSchema } from './schedule';
-import { TeacherInput } from './teacher-input';
 import { DiffusionTrainer, listCheckpoints, trainerConfigSchema, type HistoryPoint, type TrainingData } from './trainer';
+import { readInitWeights, startFromInit } from './fine-tune';
+import { resolveModelPath } from './shipped-model';
 import { unetArchitectureSchema, unetConfigSchema } from './unet';
 
 export const trainDiffusionConfigSchema = z
@@ -32,8 +41,21 @@ export const trainDiffusionConfigSchema = z
     /** Training resolution: one of the prepare stage's crop sizes. */
     resolution: z.number().int().min(8).default(32),
     unet: unetArchitectureSchema.default({}),
+    /**
+     * What the UNet's condition MLP takes: 'teacher' = y itself; 'identity-space' = y whitened
+     * into the identity-space stage's space, z = normalize(W·(y − μ)) (k-d), so every direction
+     * that tells people apart gets a comparable share of the MLP's input. The identity term, the
+     * sampler's guidance and every identity metric keep the teacher's native cosine either way.
+     */
+    condition: z.enum(['teacher', 'identity-space']).default('teacher'),
     schedule: scheduleConfigSchema.default({}),
     trainer: trainerConfigSchema.omit({ seed: true }),
+    /**
+     * Fine-tune: a generator folder (e.g. models/<name>, relative to the repository root) whose
+     * EMA weights start the weights and their EMA when there is no checkpoint to resume; its UNet,
+     * resolution, condition, teacher and attributes must be this run's.
+     */
+    init: z.string().min(1).optional(),
     /** Images kept out of training: their conditions drive the previews and the evaluation. */
     holdout: z.number().int().min(2).default(64),
     preview: z
@@ -48,12 +70,25 @@ export const trainDiffusionConfigSchema = z
     evaluation: z
       .object({
         enabled: z.boolean().default(true),
-        /** Held-out conditions to sample (≤ holdout). */
+        /** Conditions to sample at the end (≤ holdout; each gets another row's attributes). */
         count: z.number().int().min(3).default(64),
         ddimSteps: z.number().int().positive().default(50),
+        /** Also evaluate the EMA net at every checkpoint (heldout-history.json, heldout-curve.png), or only at the end. */
+        every: z.enum(['checkpoint', 'end']).default('checkpoint'),
+        /** Conditions per checkpoint evaluation (the first of the final ones; ≤ count, default min(64, count)). */
+        checkpointCount: z.number().int().min(3).optional(),
+        checkpointDdimSteps: z.number().int().positive().default(20),
+        /** 'training' (proxy mode): the first `count` training rows instead of held-out ones. */
+        on: z.enum(['held-out', 'training']).default('held-out'),
       })
       .strict()
+      .superRefine((e, ctx) => {
+        if (e.checkpointCount !== undefined && e.checkpointCount > e.count)
+          ctx.addIssue({ code: 'custom', path: ['checkpointCount'], message: `${e.checkpointCount} is more than count (${e.count})` });
+      })
       .default({}),
+    /** Train on only the first `subset` training rows (the proxy mode: a set small enough to be reproduced from its conditions). */
+    subset: z.number().int().positive().optional(),
   })
   .strict();
 export type TrainDiffusionConfig = z.output<typeof trainDiffusionConfigSchema>;
@@ -80,7 +115,7 @@ function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDif
     });
   const heldOut = heldOutRows(n, config.seed, config.holdout);
   const held = new Set(heldOut);
-  const data: TrainingData = {
+  let data: TrainingData = {
     size: config.resolution,
     crops: crops.values as Uint8Array,
     y: emb.values as Float32Array,
@@ -90,6 +125,12 @@ function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDif
     trainRows: Array.from({ length: n }, (_, i) => i).filter((i) => !held.has(i)),
   };
   const teacherName = String((emb.header.meta as { teacher?: string } | undefined)?.teacher ?? '');
+  // The UNet's condition: y itself, or y in the identity space (whose hash then keys the run).
+  const space =
+    config.condition === 'identity-space'
+      ? readIdentitySpace(inputs.identitySpace, { teacher: teacherName, dim: data.identityDim })
+      : undefined;
+  if (space) data = { ...data, condition: { values: toWhitened(space.map, data.y), dim: space.map.k } };
   const sMeta = scaled.header.meta as { columns?: string[]; scaling?: string } | undefined;
   return {
     attributesMeta: { columns: sMeta?.columns ?? [], scaling: sMeta?.scaling ?? 'unknown' },
@@ -97,14 +138,14 @@ function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDif
     heldOut,
     rawAttributes: raw.values as Float32Array,
     teacherName,
-    hashes: [crops.header, emb.header, scaled.header].map((h: TensorHeader) => h.sha256),
+    space,
+    hashes: [...[crops.header, emb.header, scaled.header].map((h: TensorHeader) => h.sha256), ...(space ? [space.sha256] : [])],
   };
 }
 
-function pick(values: Float32Array, width: number, rows: readonly number[]): Float32Array {
-  const out = new Float32Array(rows.length * width);
-  rows.forEach((r, i) => out.set(values.subarray(r * width, (r + 1) * width), i * width));
-  return out;
+/** The UNet's condition rows (y, or y in the identity space) for these prepared rows. */
+function conditionRows(data: TrainingData, rows: readonly number[]): Float32Array {
+  return data.condition ? pickRows(data.condition.values, data.condition.dim, rows) : pickRows(data.y, data.identityDim, rows);
 }
 
 function lossCurveSvg(history: readonly HistoryPoint[]): string {
@@ -127,9 +168,15 @@ export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSch
   name: 'train-diffusion',
   version: 2,
   schema: trainDiffusionConfigSchema,
-  upstream: ['prepare'],
-  // The crops at the training resolution, the teacher embeddings y and the attributes s.
-  reads: (config) => ({ prepare: [`crops${config.resolution}`, 'embeddings', 'attributes', 'attributesScaled'] }),
+  upstream: ['prepare', 'identity-space'],
+  // The crops at the training resolution, the teacher embeddings y and the attributes s (and the
+  // identity-space artefact when the condition is whitened).
+  reads: (config): Record<string, string[]> => ({
+    prepare: [`crops${config.resolution}`, 'embeddings', 'attributes', 'attributesScaled'],
+    ...(config.condition === 'identity-space' ? { 'identity-space': ['identitySpace'] } : {}),
+  }),
+  // The generator folder it fine-tunes from: its content is an input (another init, another run).
+  externalInputs: (config): Record<string, string> => (config.init ? { init: resolveModelPath(config.init) } : {}),
   /**
    * The generator trains on prepare's crops at one of its sizes, in its teacher's embedding
    * space: check both before anything runs, and the UNet's shape constraints (resolution
@@ -145,12 +192,23 @@ export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSch
       );
     }
     const identityDim = typeof prepare?.teacher === 'string' ? embedderInfo(prepare.teacher, 'prepare.teacher').dim : 128;
+    if (config.condition === 'identity-space' && !sections['identity-space'])
+      throw new InvalidInputError(
+        `field 'train-diffusion.condition': 'identity-space' needs the identity-space stage in this run (before train-diffusion)`,
+        { field: 'train-diffusion.condition' },
+      );
     parseConfig(
       unetConfigSchema,
       { ...config.unet, resolution: config.resolution, identityDim },
       'train-diffusion config',
       'train-diffusion.unet',
     );
+    if (config.init)
+      readInitWeights(
+        resolveModelPath(config.init),
+        { unet: unetArchitectureSchema.parse(config.unet), resolution: config.resolution, teacher: prepare?.teacher as string | undefined },
+        false,
+      );
   },
   run: (ctx) => trainDiffusion(ctx),
 };
@@ -158,9 +216,20 @@ export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSch
 async function trainDiffusion({ config, dir, inputs, progress, backend }: StageContext<TrainDiffusionConfig>) {
   const prepared = loadPrepared(inputs, config);
   const { data, heldOut } = prepared;
+  // Proxy mode: only the first `subset` training rows train; the evaluation rows are held-out
+  // ones, or (evaluation.on 'training') the first training rows. Both checked before training.
+  const trainData: TrainingData = { ...data, trainRows: trainingSubset(data.trainRows, config.subset) };
+  const evalRows = config.evaluation.enabled
+    ? evaluationRows(config.evaluation.on, heldOut, trainData.trainRows, config.evaluation.count)
+    : [];
   const unetConfig = parseConfig(
     unetConfigSchema,
-    { ...config.unet, resolution: config.resolution, identityDim: data.identityDim, attributeDim: data.attributeDim },
+    {
+      ...config.unet,
+      resolution: config.resolution,
+      identityDim: data.condition?.dim ?? data.identityDim,
+      attributeDim: data.attributeDim,
+    },
     'train-diffusion config',
     'train-diffusion.unet',
   );
@@ -174,13 +243,36 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
   delete trainingKnobs.keepCheckpoints;
   delete trainingKnobs.steps;
   delete trainingKnobs.threads; // a resumed run may use another machine's cores
-  const key = hashJson({ unetConfig, schedule: config.schedule, trainingKnobs, holdout: config.holdout, data: prepared.hashes });
-  const trainer = new DiffusionTrainer(unetConfig, config.schedule, trainerConfig, data, teacher, key);
+  // Fine-tuning: the init folder's EMA weights, checked against this run; their hash keys the
+  // checkpoints (a checkpoint of another init is never resumed).
+  const init = config.init
+    ? readInitWeights(resolveModelPath(config.init), {
+        unet: unetConfig,
+        resolution: config.resolution,
+        teacher: prepared.teacherName,
+        attributes: prepared.attributesMeta.columns,
+        condition: prepared.space ? { space: 'whitened', sha256: prepared.space.sha256 } : { space: 'teacher' },
+      })
+    : undefined;
+  const key = hashJson({
+    unetConfig,
+    schedule: config.schedule,
+    trainingKnobs,
+    holdout: config.holdout,
+    subset: config.subset, // undefined (every training row) leaves earlier runs' key as it was
+    data: prepared.hashes,
+    ...(init ? { init: init.sha256 } : {}),
+  });
+  const trainer = new DiffusionTrainer(unetConfig, config.schedule, trainerConfig, trainData, teacher, key);
   const checkpoints = join(dir, 'checkpoints');
   const total = trainerConfig.steps;
   try {
     await trainer.startWorkers(resolveThreads(trainerConfig.threads, backend), backend);
     const resumed = trainer.resumeFrom(checkpoints);
+    if (init && !(resumed && 'step' in resumed)) {
+      startFromInit(trainer, init);
+      progress({ phase: 'init', step: 0, total, message: `starting from ${init.dir} (EMA weights after ${init.steps} steps)` });
+    }
     const resumedFromStep = resumed && 'step' in resumed ? resumed.step : 0;
     if (resumed && 'step' in resumed) progress({ phase: 'resume', step: resumed.step, total, message: `resuming from ${resumed.path}` });
     else if (resumed) progress({ phase: 'resume', message: `starting fresh: ${resumed.ignored}` });
@@ -188,17 +280,19 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
       phase: 'train',
       step: trainer.step,
       total,
-      message: `UNet ${trainer.net.parameterCount()} parameters, ${data.trainRows.length} training images at ${config.resolution}×${config.resolution}, ${trainer.threads} thread(s)`,
+      message: `UNet ${trainer.net.parameterCount()} parameters, ${trainData.trainRows.length} training images at ${config.resolution}×${config.resolution}, ${trainer.threads} thread(s)`,
     });
 
-    const previewRows = heldOut.slice(0, Math.min(config.preview.rows, heldOut.length));
+    // The grid shows the rows the evaluation judges: held-out ones, or the proxy's training rows.
+    const previewSource = config.evaluation.on === 'training' ? trainData.trainRows : heldOut;
+    const previewRows = previewSource.slice(0, Math.min(config.preview.rows, previewSource.length));
     const writePreview = async (name: string): Promise<string> => {
       const per = config.preview.samples;
       const rows = previewRows.flatMap((r) => new Array<number>(per).fill(r));
       const samples = await sampleConditions(
         trainer.emaNet(),
         trainer.diffusion,
-        { y: pick(data.y, data.identityDim, rows), s: pick(data.s, data.attributeDim, rows), count: rows.length },
+        { y: conditionRows(data, rows), s: pickRows(data.s, data.attributeDim, rows), count: rows.length },
         { ddimSteps: config.preview.ddimSteps, seed: config.seed },
       );
       const images = toImages(samples, data.size);
@@ -216,6 +310,35 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
       if (trainer.history.length > 1) writeFileAtomic(path, await svgToPng(lossCurveSvg(trainer.history)));
       return path;
     };
+
+    // Whether the generator follows its conditions (identity gap, yaw/age with shuffled
+    // attributes), on the EMA net: at every checkpoint with the smaller settings, and at the end.
+    const evaluator =
+      config.evaluation.enabled && teacher
+        ? new ConditionEvaluator(teacher, { ...data, rawAttributes: prepared.rawAttributes }, config.seed + 1)
+        : undefined;
+    const checkpointEvals =
+      evaluator && config.evaluation.every === 'checkpoint'
+        ? await CheckpointEvaluations.open(
+            evaluator,
+            dir,
+            {
+              on: config.evaluation.on,
+              subset: config.subset ?? null,
+              rows: evalRows.slice(0, config.evaluation.checkpointCount ?? Math.min(64, config.evaluation.count)),
+              ddimSteps: config.evaluation.checkpointDdimSteps,
+              seed: config.seed + 1,
+            },
+            resumedFromStep,
+          )
+        : undefined;
+    const evaluateCheckpoint = async (step: number): Promise<void> => {
+      if (!checkpointEvals) return;
+      const row = await checkpointEvals.evaluate(trainer.emaNet(), trainer.diffusion, step);
+      progress({ phase: 'evaluate', step, total, metrics: Object.fromEntries(Object.entries(row).filter(([, v]) => Number.isFinite(v))) });
+    };
+    // Cut off while evaluating its checkpoint: evaluate it now, so the curve has no hole.
+    if (resumedFromStep > 0 && checkpointEvals && !checkpointEvals.has(resumedFromStep)) await evaluateCheckpoint(resumedFromStep);
 
     let last = performance.now();
     while (trainer.step < total) {
@@ -241,7 +364,8 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
         progress({ phase: 'checkpoint', step: log.step, total, message: path });
         await writePreview(`preview-step-${String(log.step).padStart(7, '0')}.png`);
         await writeCurve();
-        last = performance.now(); // previews are not training time
+        await evaluateCheckpoint(log.step);
+        last = performance.now(); // previews and evaluations are not training time
       }
     }
     if (listCheckpoints(checkpoints).at(-1)?.step !== trainer.step) await trainer.saveCheckpoint(checkpoints);
@@ -266,7 +390,7 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
         schedule: config.schedule,
         teacher: prepared.teacherName,
         identityDim: data.identityDim,
-        identitySpace: 'teacher',
+        ...conditionDescriptor(prepared.space, modelDir),
         attributes: attributesMeta,
         trainingData: { attributesSha256: prepared.hashes[2], images: data.trainRows.length + heldOut.length, heldOut },
         steps: trainer.step,
@@ -287,19 +411,24 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
       steps: trainer.step,
       resumedFromStep,
       parameters: trainer.net.parameterCount(),
-      trainImages: data.trainRows.length,
+      trainImages: trainData.trainRows.length,
       finalLoss: mean((h) => h.total),
       finalDenoise: mean((h) => h.denoise),
       imagesPerSecond: mean((h) => h.imagesPerSecond),
     };
-    if (config.evaluation.enabled && teacher) {
-      progress({ phase: 'evaluate', message: `sampling ${Math.min(config.evaluation.count, heldOut.length)} held-out conditions` });
-      const evaluation = await evaluateHeldOut(trainer, teacher, prepared, config);
+    if (init) metrics.initSteps = init.steps; // fine-tuned: steps of the generator it started from
+    if (config.subset !== undefined) metrics.subset = config.subset; // proxy mode: trained on the first `subset` rows
+    if (evaluator) {
+      progress({ phase: 'evaluate', message: `sampling ${evalRows.length} ${config.evaluation.on} conditions` });
+      const evaluation = await evaluator.evaluate(trainer.emaNet(), trainer.diffusion, evalRows, config.evaluation.ddimSteps);
       outputs.evaluation = join(dir, 'evaluation.json');
-      writeJsonAtomic(outputs.evaluation, evaluation);
+      writeJsonAtomic(outputs.evaluation, evaluationDocument(evaluation, config));
       // Correlations are undefined when fewer than 3 faces were read back: leave those out.
       for (const [k, v] of Object.entries(evaluation.metrics)) if (Number.isFinite(v)) metrics[k] = v;
+      // 1: the numbers are of training rows (proxy mode), not held-out ones.
+      metrics.evalOnTraining = config.evaluation.on === 'training' ? 1 : 0;
     }
+    if (checkpointEvals) Object.assign(outputs, checkpointEvals.outputs());
     return { outputs, metrics };
   } finally {
     await trainer.close();
@@ -307,57 +436,39 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
 }
 
 /**
- * The generator on conditions it never trained on: identity consistency (teacher cosine of each
- * sample to its own y versus to another held-out y) and attribute control (yaw and age read
- * back from the samples versus requested), with the same read-outs on the real held-out crops
- * at the training resolution as the ceiling.
+ * The descriptor fields saying what the generator is conditioned on; a whitened generator's folder
+ * gets a byte copy of the identity-space artefact, so it samples (and ships) on its own.
  */
-async function evaluateHeldOut(
-  trainer: DiffusionTrainer,
-  teacher: FaceEmbedder,
-  prepared: ReturnType<typeof loadPrepared>,
-  config: TrainDiffusionConfig,
-) {
-  const { data, heldOut, rawAttributes } = prepared;
-  const rows = heldOut.slice(0, Math.min(config.evaluation.count, heldOut.length));
-  const d = data.identityDim;
-  const cond = { y: pick(data.y, d, rows), s: pick(data.s, data.attributeDim, rows), count: rows.length };
-  const samples = await sampleConditions(trainer.emaNet(), trainer.diffusion, cond, {
+function conditionDescriptor(space: LoadedIdentitySpace | undefined, modelDir: string) {
+  if (!space) return { identitySpace: 'teacher', condition: { space: 'teacher' as const } };
+  const from = dirname(space.path);
+  const mapJson = space.header.map.file;
+  for (const f of [basename(space.path), mapJson, mapJson.replace(/\.json$/, '.bin')]) cpSync(join(from, f), join(modelDir, f));
+  return {
+    identitySpace: space.sha256,
+    condition: { space: 'whitened' as const, artefact: basename(space.path), sha256: space.sha256 },
+  };
+}
+
+/**
+ * evaluation.json: the final evaluation — identity consistency (teacher cosine of each sample to
+ * its own y versus another row's y) and attribute control (yaw and age read back versus those
+ * requested, shuffled between rows), with the real photos as the ceiling — saying which rows it
+ * is of: held-out ones, or the proxy mode's training rows.
+ */
+function evaluationDocument(ev: ConditionEvaluation, config: TrainDiffusionConfig) {
+  return {
+    on: config.evaluation.on,
+    subset: config.subset ?? null,
     ddimSteps: config.evaluation.ddimSteps,
-    seed: config.seed + 1,
-  });
-  const px = data.size * data.size * 3;
-  const real = new Float32Array(rows.length * px);
-  rows.forEach((r, i) => {
-    for (let k = 0; k < px; k++) real[i * px + k] = data.crops[r * px + k] / 127.5 - 1;
-  });
-  const input = TeacherInput.forTeacher(teacher, data.size);
-  try {
-    const sampleIds = identityConsistency(await embedCrops(teacher, input, samples, data.size), cond.y, d);
-    const realIds = identityConsistency(await embedCrops(teacher, input, real, data.size), cond.y, d);
-    const requestedYaw = rows.map((r) => rawAttributes[r * 4 + 2]);
-    const requestedAge = rows.map((r) => rawAttributes[r * 4]);
-    const sampleAttrs = await readAttributes(toImages(samples, data.size));
-    const realAttrs = await readAttributes(toImages(real, data.size));
-    const metrics = {
-      evalCount: rows.length,
-      idCosMatched: sampleIds.matched,
-      idCosMismatched: sampleIds.mismatched,
-      realIdCosMatched: realIds.matched,
-      realIdCosMismatched: realIds.mismatched,
-      yawCorrelation: pearson(requestedYaw, sampleAttrs.yaw),
-      ageCorrelation: pearson(requestedAge, sampleAttrs.age),
-      realYawCorrelation: pearson(requestedYaw, realAttrs.yaw),
-      realAgeCorrelation: pearson(requestedAge, realAttrs.age),
-    };
-    return {
-      metrics,
-      rows,
-      requested: { yaw: requestedYaw, age: requestedAge },
-      predicted: { sample: sampleAttrs, real: realAttrs },
-      note: 'cosines: teacher embedding (image + flip) of the sample, mapped onto the teacher input, with its own condition y (matched) and the next held-out row\'s y (mismatched); "real" rows are the held-out photos themselves at the training resolution.',
-    };
-  } finally {
-    input.dispose();
-  }
+    metrics: ev.metrics,
+    rows: ev.rows,
+    attributeRows: ev.attributeRows,
+    requested: ev.requested,
+    predicted: ev.predicted,
+    realRequested: ev.realRequested,
+    note:
+      `${config.evaluation.on === 'training' ? 'PROXY: rows are training rows (the first of the training subset), not held-out ones. ' : ''}` +
+      "sample i is conditioned on (y of rows[i], s of attributeRows[i]), a fixed derangement, so the yaw/age correlations measure that s is followed; cosines: teacher embedding (image + flip) of the sample, mapped onto the teacher input, with its own y (matched) and another row's y (mismatched, never attributeRows[i]'s when avoidable); \"real\" read-outs are the rows' photos at the training resolution against their own y and attributes (unshuffled).",
+  };
 }

@@ -82,8 +82,15 @@ export type TrainerConfigInput = z.input<typeof trainerConfigSchema>;
 export interface TrainingData {
   readonly size: number;
   readonly crops: Uint8Array;
+  /** Teacher embeddings per row (unit, identityDim): the identity term's target. */
   readonly y: Float32Array;
   readonly identityDim: number;
+  /**
+   * What the UNet is conditioned on per row when it is not y itself: y mapped into the identity
+   * space (z = normalize(W·(y − μ)), design (b) of the identity-space issue). The identity term
+   * keeps the teacher's native cosine with y either way.
+   */
+  readonly condition?: { readonly values: Float32Array; readonly dim: number };
   /** Scaled attributes [age, pitch, yaw, roll] (prepare's attributes-scaled). */
   readonly s: Float32Array;
   readonly attributeDim: number;
@@ -175,9 +182,10 @@ export class DiffusionTrainer {
         `field 'unet.resolution': ${unetConfig.resolution} but the training crops are ${data.size}×${data.size}`,
         { field: 'unet.resolution' },
       );
-    if (unetConfig.identityDim !== data.identityDim)
+    const conditionDim = data.condition?.dim ?? data.identityDim;
+    if (unetConfig.identityDim !== conditionDim)
       throw new InvalidInputError(
-        `field 'unet.identityDim': ${unetConfig.identityDim} but the prepared embeddings are ${data.identityDim}-d`,
+        `field 'unet.identityDim': ${unetConfig.identityDim} but the ${data.condition ? 'identity-space conditions' : 'prepared embeddings'} are ${conditionDim}-d`,
         { field: 'unet.identityDim' },
       );
     if (data.trainRows.length === 0) throw new InvalidInputError('no training rows (all held out?)', { field: 'holdout' });
@@ -201,12 +209,22 @@ export class DiffusionTrainer {
   }
 
   /** Draw the next batch from the RNG: rows, flips, timesteps, noise, condition dropout. */
-  drawBatch(): { x0: Float32Array; y: Float32Array; s: Float32Array; t: number[]; noise: Float32Array; keep: Float32Array } {
+  drawBatch(): {
+    x0: Float32Array;
+    y: Float32Array;
+    c?: Float32Array;
+    s: Float32Array;
+    t: number[];
+    noise: Float32Array;
+    keep: Float32Array;
+  } {
     const { size, crops, identityDim: d, attributeDim: a, trainRows } = this.data;
     const B = this.config.batchSize;
     const px = size * size * 3;
     const x0 = new Float32Array(B * px);
     const y = new Float32Array(B * d);
+    const cond = this.data.condition;
+    const c = cond ? new Float32Array(B * cond.dim) : undefined;
     const s = new Float32Array(B * a);
     const t: number[] = [];
     const keep = new Float32Array(B);
@@ -230,13 +248,14 @@ export class DiffusionTrainer {
       }
       // y is the flip-summed teacher embedding, so it is the same for the mirrored face.
       y.set(this.data.y.subarray(row * d, (row + 1) * d), i * d);
+      if (c && cond) c.set(cond.values.subarray(row * cond.dim, (row + 1) * cond.dim), i * cond.dim);
       s.set(this.data.s.subarray(row * a, (row + 1) * a), i * a);
       if (flip) for (const c of FLIP_NEGATED_ATTRIBUTES) if (c < a) s[i * a + c] = -s[i * a + c];
       t.push(this.rng.int(this.diffusion.steps));
       keep[i] = this.rng.uniform() < this.config.conditionDropout ? 0 : 1;
     }
     const noise = this.rng.fillNormal(new Float32Array(B * px));
-    return { x0, y, s, t, noise, keep };
+    return { x0, y, c, s, t, noise, keep };
   }
 
   /**
@@ -474,5 +493,16 @@ export class DiffusionTrainer {
     this.net.dispose();
     this.ema.dispose();
     this.teacherInput?.dispose();
+  }
+
+  /**
+   * Start from given weights (fine-tuning, train-diffusion.init): the weights and their EMA copy
+   * both become `flat`; Adam's moments, the step and the RNG stay those of a fresh start.
+   */
+  initFromWeights(flat: Float32Array): void {
+    this.optimizer.writeWeights(flat);
+    if (this.emaHost) this.emaHost.set(flat);
+    else this.ema.setFlatWeights(flat);
+    this.emaStale = true;
   }
 }

@@ -4,7 +4,8 @@ import { ParamStore, conv2d, groupNorm, linear, silu, timestepEmbedding, upsampl
 
 /**
  * The conditional UNet ε_θ(x_t, t, y, s) of improved-diffusion, shrunk to taste by config:
- * residual blocks (GroupNorm, SiLU, 3×3 conv, timestep+condition embedding added per block),
+ * residual blocks (GroupNorm, SiLU, 3×3 conv, timestep+condition embedding added per block or as
+ * FiLM scale-shift of the block's second GroupNorm),
  * self-attention at chosen resolutions, strided-conv downsampling, nearest + conv upsampling.
  * The condition c = MLP([y; s]) (hidden 512, 256, ReLU) is added to the timestep embedding.
  *
@@ -20,6 +21,12 @@ export const unetArchitectureSchema = z
     attentionResolutions: z.array(z.number().int().positive()).default([8]),
     groups: z.number().int().positive().default(8),
     conditionHidden: z.tuple([z.number().int().positive(), z.number().int().positive()]).default([512, 256]),
+    /**
+     * How a residual block takes the timestep + condition embedding: 'add' (a per-channel bias
+     * before conv2) or 'scale-shift' (FiLM of the second GroupNorm, improved-diffusion's
+     * use_scale_shift_norm: h ← norm(h)·(1 + scale) + shift), which lets the condition gate features.
+     */
+    conditioning: z.enum(['add', 'scale-shift']).default('add'),
   })
   .strict();
 
@@ -151,9 +158,17 @@ export class UNet {
   private resBlock(name: string, x: tf.Tensor4D, emb: tf.Tensor2D, cout: number): tf.Tensor4D {
     const p = this.params;
     let h = conv2d(p, `${name}.conv1`, silu(groupNorm(p, `${name}.norm1`, x, this.config.groups)), cout, 3);
-    const e = linear(p, `${name}.emb`, silu(emb), cout);
-    h = tf.add(h, tf.reshape(e, [e.shape[0], 1, 1, cout]));
-    h = conv2d(p, `${name}.conv2`, silu(groupNorm(p, `${name}.norm2`, h, this.config.groups)), cout, 3, { zeroInit: true });
+    let normed: tf.Tensor4D;
+    if (this.config.conditioning === 'scale-shift') {
+      const e = tf.reshape(linear(p, `${name}.emb`, silu(emb), 2 * cout), [emb.shape[0], 1, 1, 2 * cout]);
+      const [scale, shift] = tf.split(e, 2, 3) as [tf.Tensor4D, tf.Tensor4D];
+      normed = tf.add(tf.mul(groupNorm(p, `${name}.norm2`, h, this.config.groups), tf.add(scale, 1)), shift);
+    } else {
+      const e = linear(p, `${name}.emb`, silu(emb), cout);
+      h = tf.add(h, tf.reshape(e, [e.shape[0], 1, 1, cout]));
+      normed = groupNorm(p, `${name}.norm2`, h, this.config.groups);
+    }
+    h = conv2d(p, `${name}.conv2`, silu(normed), cout, 3, { zeroInit: true });
     const skip = x.shape[3] === cout ? x : conv2d(p, `${name}.skip`, x, cout, 1);
     return tf.add(skip, h);
   }

@@ -105,21 +105,24 @@ export class IdentitySampler {
     };
   }
 
-  /** One batch: rows of y and s, one seed per image → images in [-1, 1]. */
+  /** One batch: rows of y (unit teacher embeddings) and s, one seed per image → images in [-1, 1]. */
   sample(y: Float32Array, s: Float32Array, seeds: readonly number[], guidance: GuidanceConfig = this.guidance): Float32Array {
     const { net, diffusion } = this.generator;
     const r = this.resolution;
     const n = seeds.length;
-    const d = net.config.identityDim;
+    const d = this.generator.descriptor.identityDim;
     const a = net.config.attributeDim;
     const yT = tf.tensor2d(y, [n, d]);
+    // What the network is conditioned on (y itself, or y in the generator's identity space).
+    const c = this.generator.conditionOf(y);
+    const cT = c === y ? yT : tf.tensor2d(c, [n, net.config.identityDim]);
     const sT = tf.tensor2d(s, [n, a]);
     const drop = this.loop.cfgScale !== 1 ? tf.zeros([n, 1]) : undefined;
     const eps: EpsModel = (xt, t) =>
       tf.tidy(() => {
-        const cond = net.forward({ xt, t, y: yT, s: sT });
+        const cond = net.forward({ xt, t, y: cT, s: sT });
         if (!drop) return cond;
-        const uncond = net.forward({ xt, t, y: yT, s: sT, keepCondition: drop as tf.Tensor2D });
+        const uncond = net.forward({ xt, t, y: cT, s: sT, keepCondition: drop as tf.Tensor2D });
         return tf.add(uncond, tf.mul(this.loop.cfgScale, tf.sub(cond, uncond))) as tf.Tensor4D;
       });
     const at = guidedTimesteps(this.timesteps, diffusion.schedule.steps, guidance);
@@ -130,6 +133,7 @@ export class IdentitySampler {
             input: this.input,
             y: yT,
             s: sT,
+            condition: cT,
             net,
             schedule: diffusion.schedule,
             config: guidance,
@@ -148,7 +152,7 @@ export class IdentitySampler {
       x.dispose();
       return values;
     } finally {
-      tf.dispose([yT, sT]);
+      tf.dispose([yT, cT, sT]);
       drop?.dispose();
     }
   }
@@ -162,7 +166,7 @@ export class IdentitySampler {
   private sampleChunked(y: Float32Array, s: Float32Array, seeds: readonly number[]): Float32Array {
     const r = this.resolution;
     const px = r * r * 3;
-    const d = this.generator.net.config.identityDim;
+    const d = this.generator.descriptor.identityDim;
     const a = this.generator.net.config.attributeDim;
     const out = new Float32Array(seeds.length * px);
     for (let start = 0; start < seeds.length; start += this.loop.maxBatch) {
@@ -177,7 +181,7 @@ export class IdentitySampler {
    * to `replacements` times. Rows of y and s are per slot.
    */
   async generateIdentity(identity: number, y: Float32Array, s: Float32Array): Promise<IdentityOutcome> {
-    const d = this.generator.net.config.identityDim;
+    const d = this.generator.descriptor.identityDim;
     const a = this.generator.net.config.attributeDim;
     const r = this.resolution;
     const px = r * r * 3;

@@ -54,6 +54,8 @@ export interface IdentityGuidanceOptions {
   /** For `gradient: 'full'`: the network and the batch's other conditions. */
   readonly net?: UNet;
   readonly s?: tf.Tensor2D;
+  /** The network's condition rows when they are not y (a generator conditioned in an identity space). */
+  readonly condition?: tf.Tensor2D;
 }
 
 /** Σ_i ⟨f(x_i), y_i⟩ through the teacher (f is L2-normalised, so this is a sum of cosines). */
@@ -78,7 +80,7 @@ export function identityGuidance(o: IdentityGuidanceOptions): GuidanceHook {
     const s = o.s;
     const ts = new Array<number>(xt.shape[0]).fill(t);
     const g = tf.grad((x: tf.Tensor) => {
-      const eps = net.forward({ xt: x as tf.Tensor4D, t: ts, y: o.y, s });
+      const eps = net.forward({ xt: x as tf.Tensor4D, t: ts, y: o.condition ?? o.y, s });
       // Not clipped: the clip's zero gradient would switch guidance off wherever x̂0 overshoots.
       const x0 = tf.div(tf.sub(x, tf.mul(Math.sqrt(1 - a), eps)), Math.sqrt(a)) as tf.Tensor4D;
       return identitySimilarity(o.teacher, o.input, x0, o.y);

@@ -15,13 +15,22 @@ import {
   type StageContext,
   type StageDefinition,
 } from '@id3/core';
-import { embedCrops, loadGenerator, readAttributes, readGeneratorDescriptor, TeacherInput, type LoadedGenerator } from '@id3/diffusion';
+import {
+  embedCrops,
+  loadGenerator,
+  readAttributes,
+  readGeneratorCard,
+  readGeneratorDescriptor,
+  recordGeneratorCard,
+  resolveModelPath,
+  TeacherInput,
+  type LoadedGenerator,
+} from '@id3/diffusion';
 import {
   ATTRIBUTE_SCALING,
   decodeImage,
   embedderInfo,
   loadEmbedder,
-  resolveSourcePath,
   teacherCalibration,
   unscaleAttributes,
   type FaceEmbedder,
@@ -334,7 +343,8 @@ export const sampleStage: StageDefinition<typeof sampleConfigSchema> = {
     prepare: ['attributesScaled', 'attributes', `crops${config.resolution}`],
     ...(config.model === STAGE_MODEL ? { 'train-diffusion': ['generator'] } : {}),
   }),
-  externalInputs: (config): Record<string, string> => (config.model === STAGE_MODEL ? {} : { model: resolveSourcePath(config.model) }),
+  // A generator folder (e.g. models/<name>, relative to the repository root): its content is an input.
+  externalInputs: (config): Record<string, string> => (config.model === STAGE_MODEL ? {} : { model: resolveModelPath(config.model) }),
   check(config, sections) {
     const td = sections['train-diffusion'];
     if (config.model === STAGE_MODEL && td && td.resolution !== config.resolution) {
@@ -345,7 +355,11 @@ export const sampleStage: StageDefinition<typeof sampleConfigSchema> = {
         },
       );
     }
-    if (config.model !== STAGE_MODEL) readGeneratorDescriptor(resolveSourcePath(config.model));
+    if (config.model !== STAGE_MODEL) {
+      const folder = resolveModelPath(config.model);
+      readGeneratorDescriptor(folder);
+      if (existsSync(join(folder, 'card.json'))) readGeneratorCard(folder);
+    }
     const sizes = sections.prepare?.sizes as number[] | undefined;
     if (sizes && !sizes.includes(config.resolution))
       throw new InvalidInputError(`field 'sample.resolution': ${config.resolution} is not one of prepare.sizes [${sizes.join(', ')}]`, {
@@ -571,6 +585,9 @@ async function writeDataset(
     index: join(dir, 'index.json'),
   };
   writeFileAtomic(outputs.manifest, manifestLines.join('\n') + '\n');
+  // A shipped model's card (card.json), copied: the run records which model made the data.
+  const modelCard = config.model === STAGE_MODEL ? undefined : recordGeneratorCard(dirname(inp.generator.path), dir);
+  if (modelCard) outputs.modelCard = modelCard;
   writeJsonAtomic(outputs.index, { rows });
 
   const attempts = merged.flatMap((m) => m.record.attempts);

@@ -32,14 +32,27 @@ describe('planRun', () => {
   it('the real profile is valid and runs prepare first', () => {
     expect(planRun({ profile: 'real' }).stages).toEqual([
       'prepare',
-      'train-diffusion',
       'identity-space',
+      'train-diffusion',
       'anchors',
       'identities',
       'sample',
       'fr-train',
       'eval',
     ]);
+  });
+
+  it('a generator conditioned in the identity space needs the identity-space stage', () => {
+    expect(() =>
+      planRun({
+        profile: 'real',
+        stages: ['prepare', 'train-diffusion'],
+        overrides: { 'train-diffusion': { condition: 'identity-space' } },
+      }),
+    ).toThrow(/identity-space/);
+    expect(() => planRun({ profile: 'real', overrides: { 'train-diffusion': { condition: 'whitened' } } })).toThrow(
+      /train-diffusion\.condition/,
+    );
   });
 
   it('anchors must live in the teacher’s embedding space when prepare is configured', () => {
@@ -73,7 +86,7 @@ describe('planRun', () => {
     [{ overrides: { identities: { m: 100000 } } }, /field 'identities\.m': stage 'identities' needs about/],
     [{ stages: ['anchors', 'nope'] }, /field 'stages\[1\]': unknown stage 'nope'/],
     [
-      { profile: 'real', overrides: { 'train-diffusion': { resolution: 48 } } },
+      { profile: 'real', stages: ['prepare', 'train-diffusion'], overrides: { 'train-diffusion': { resolution: 48 } } },
       /field 'train-diffusion\.resolution': 48 is not one of prepare\.sizes \[112, 64, 32\]/,
     ],
     [

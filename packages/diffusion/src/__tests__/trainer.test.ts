@@ -228,6 +228,59 @@ describe('DiffusionTrainer', () => {
     await two.close();
   });
 
+  it('conditioned on other rows than y (the identity space): the UNet takes the k-d rows on every thread, the identity term keeps y', async () => {
+    const k = 6;
+    const base = syntheticData(8);
+    const condition = { values: unitRows(new Rng(5), 8, k), dim: k };
+    const make = (threads: number, identity: TrainerConfigInput['identity']) =>
+      new DiffusionTrainer(
+        { ...unetConfig, identityDim: k },
+        scheduleConfigSchema.parse({ steps: 100 }),
+        trainerConfigSchema.parse({ seed: 3, batchSize: 4, steps: 10, warmupSteps: 3, identity, threads }),
+        { ...base, condition },
+        teacher,
+        'test-key',
+      );
+    // Data parallel (identity term off: its sub-batch is spread over the shards, so it picks other samples).
+    const one = make(1, { enabled: false });
+    const two = make(2, { enabled: false });
+    try {
+      await two.startWorkers(2, 'wasm');
+      for (let i = 0; i < 3; i++) {
+        const [a, b] = [await one.trainStep(), await two.trainStep()];
+        expect(b.total).toBeCloseTo(a.total, 5);
+      }
+      // The condition reaches the network: other rows, another loss.
+      const other = new DiffusionTrainer(
+        { ...unetConfig, identityDim: k },
+        scheduleConfigSchema.parse({ steps: 100 }),
+        one.config,
+        { ...base, condition: { values: unitRows(new Rng(6), 8, k), dim: k } },
+        teacher,
+        'test-key',
+      );
+      const fresh = make(1, { enabled: false });
+      const losses = [];
+      for (let i = 0; i < 6; i++) losses.push([(await fresh.trainStep()).total, (await other.trainStep()).total]);
+      // Zero-initialised output layers: the condition moves the loss once gradients have reached the blocks.
+      expect(losses[0][1]).toBe(losses[0][0]);
+      expect(losses.slice(3).some(([a, b]) => a !== b)).toBe(true);
+      [other, fresh].forEach((t) => t.dispose());
+      // The identity term compares f(x̂0) with the 128-d y.
+      const withId = make(1, { subBatch: 2, every: 1 });
+      expect(withId.drawBatch().c?.length).toBe(4 * k);
+      expect((await withId.trainStep()).identityCos).not.toBe(0);
+      withId.dispose();
+      expect(
+        () =>
+          new DiffusionTrainer(unetConfig, scheduleConfigSchema.parse({ steps: 100 }), one.config, { ...base, condition }, teacher, 'k'),
+      ).toThrow(/field 'unet\.identityDim': 128 but the identity-space conditions are 6-d/);
+    } finally {
+      one.dispose();
+      await two.close();
+    }
+  });
+
   it('the tfjs-ops optimiser path (GPU backends: weights, moments and EMA on the device) trains as the js-loop path, keeps numTensors flat, resumes exactly', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'id3-trainer-ops-'));
     try {

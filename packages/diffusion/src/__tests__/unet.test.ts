@@ -118,37 +118,52 @@ describe('UNet', () => {
     }
   });
 
-  it('has finite, non-zero gradients for every parameter (after a perturbation) on wasm', async () => {
-    const net = UNet.create(tiny, 1);
-    const rng = new Rng(5);
-    net.setFlatWeights((await net.flatWeights()).map((v) => v + 0.02 * rng.normal()));
-    const inp = inputs(2, 16, 6);
-    const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(net.forward(inp))) as tf.Scalar, net.variables);
-    for (const [name, g] of Object.entries(grads)) {
-      const v = await g.data();
-      expect({ name, finite: v.every(Number.isFinite) }).toEqual({ name, finite: true });
-      expect({ name, nonZero: v.some((x) => x !== 0) }).toEqual({ name, nonZero: true });
-    }
-    tf.dispose([value, ...Object.values(grads), inp.xt, inp.y, inp.s]);
-    net.dispose();
+  it('scale-shift (FiLM) maps the embedding to 2 × channels per block; weights saved without the knob load as additive', async () => {
+    const film = UNet.create({ ...tiny, conditioning: 'scale-shift' }, 1);
+    const add = UNet.create(tiny, 1);
+    const emb = (n: UNet) => n.layout().find((l) => l.name.startsWith('down.0.0.emb'))?.shape;
+    expect(emb(add)?.at(-1)).toBe(8);
+    expect(emb(film)?.at(-1)).toBe(16);
+    expect(add.config.conditioning).toBe('add');
+    const parsed = unetConfigSchema.parse({ ...tiny });
+    expect(parsed.conditioning).toBe('add');
+    film.dispose();
+    add.dispose();
   });
 
-  it('a dropped condition (keepCondition 0) ignores y and s', async () => {
-    const net = UNet.create(tiny, 1);
-    const rng = new Rng(5);
-    net.setFlatWeights((await net.flatWeights()).map((v) => v + 0.05 * rng.normal()));
-    const a = inputs(1, 16, 6);
-    const b = { ...a, y: gaussianNoise(rng, [1, 6]) as tf.Tensor2D };
-    const keep0 = tf.zeros([1, 1]) as tf.Tensor2D;
-    const keep1 = tf.ones([1, 1]) as tf.Tensor2D;
-    const dropped = [
-      tf.tidy(() => net.forward({ ...a, keepCondition: keep0 })),
-      tf.tidy(() => net.forward({ ...b, keepCondition: keep0 })),
-    ];
-    const kept = [tf.tidy(() => net.forward({ ...a, keepCondition: keep1 })), tf.tidy(() => net.forward({ ...b, keepCondition: keep1 }))];
-    expect(await maxAbsDiff(dropped[0], dropped[1])).toBe(0);
-    expect(await maxAbsDiff(kept[0], kept[1])).toBeGreaterThan(1e-6);
-    tf.dispose([...dropped, ...kept, keep0, keep1, a.xt, a.y, a.s, b.y]);
-    net.dispose();
+  describe.each(['add', 'scale-shift'] as const)('conditioning %s', (conditioning) => {
+    it(`${conditioning}: has finite, non-zero gradients for every parameter (after a perturbation) on wasm`, async () => {
+      const net = UNet.create({ ...tiny, conditioning }, 1);
+      const rng = new Rng(5);
+      net.setFlatWeights((await net.flatWeights()).map((v) => v + 0.02 * rng.normal()));
+      const inp = inputs(2, 16, 6);
+      const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(net.forward(inp))) as tf.Scalar, net.variables);
+      for (const [name, g] of Object.entries(grads)) {
+        const v = await g.data();
+        expect({ name, finite: v.every(Number.isFinite) }).toEqual({ name, finite: true });
+        expect({ name, nonZero: v.some((x) => x !== 0) }).toEqual({ name, nonZero: true });
+      }
+      tf.dispose([value, ...Object.values(grads), inp.xt, inp.y, inp.s]);
+      net.dispose();
+    });
+
+    it(`${conditioning}: a dropped condition (keepCondition 0) ignores y and s`, async () => {
+      const net = UNet.create({ ...tiny, conditioning }, 1);
+      const rng = new Rng(5);
+      net.setFlatWeights((await net.flatWeights()).map((v) => v + 0.05 * rng.normal()));
+      const a = inputs(1, 16, 6);
+      const b = { ...a, y: gaussianNoise(rng, [1, 6]) as tf.Tensor2D };
+      const keep0 = tf.zeros([1, 1]) as tf.Tensor2D;
+      const keep1 = tf.ones([1, 1]) as tf.Tensor2D;
+      const dropped = [
+        tf.tidy(() => net.forward({ ...a, keepCondition: keep0 })),
+        tf.tidy(() => net.forward({ ...b, keepCondition: keep0 })),
+      ];
+      const kept = [tf.tidy(() => net.forward({ ...a, keepCondition: keep1 })), tf.tidy(() => net.forward({ ...b, keepCondition: keep1 }))];
+      expect(await maxAbsDiff(dropped[0], dropped[1])).toBe(0);
+      expect(await maxAbsDiff(kept[0], kept[1])).toBeGreaterThan(1e-6);
+      tf.dispose([...dropped, ...kept, keep0, keep1, a.xt, a.y, a.s, b.y]);
+      net.dispose();
+    });
   });
 });

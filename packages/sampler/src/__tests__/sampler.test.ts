@@ -48,10 +48,12 @@ beforeAll(async () => {
       teacher: teacher.name,
       identityDim: DIM,
       identitySpace: 'teacher',
+      condition: { space: 'teacher' },
       attributes: { columns: ['age', 'pitch', 'yaw', 'roll'], scaling: ATTRIBUTE_SCALING },
       trainingData: { attributesSha256: '', images: 0, heldOut: [] },
       steps: 0,
     },
+    conditionOf: (y) => y,
   };
 });
 afterAll(() => generator.net.dispose());
