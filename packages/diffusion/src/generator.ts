@@ -57,30 +57,38 @@ export function writeGeneratorDescriptor(dir: string, descriptor: GeneratorDescr
   return path;
 }
 
-/** Read and validate `generator.json` (a path to it or to its folder); errors name the file and field. */
-export function readGeneratorDescriptor(pathOrDir: string): { path: string; descriptor: GeneratorDescriptor } {
-  const path = pathOrDir.endsWith('.json') ? pathOrDir : join(pathOrDir, 'generator.json');
-  if (!existsSync(path))
-    throw new InvalidInputError(`${path}: no generator descriptor (expected a train-diffusion model folder)`, { file: path });
+/**
+ * A JSON file of a model folder, validated by `schema`; errors name the file and the first bad
+ * field. `missing` says what the file is, for a folder without it.
+ */
+export function readModelJson<S extends z.ZodTypeAny>(path: string, schema: S, missing: string): z.output<S> {
+  if (!existsSync(path)) throw new InvalidInputError(`${path}: ${missing}`, { file: path });
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
     throw new InvalidInputError(`${path}: not JSON: ${(err as Error).message}`, { file: path });
   }
-  const parsed = generatorDescriptorSchema.safeParse(raw);
+  const parsed = schema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const field = issue.path.join('.') || 'format';
     throw new InvalidInputError(`${path}: field '${field}': ${issue.message}`, { file: path, field });
   }
-  const { condition, identitySpace } = parsed.data;
+  return parsed.data as z.output<S>;
+}
+
+/** Read and validate `generator.json` (a path to it or to its folder); errors name the file and field. */
+export function readGeneratorDescriptor(pathOrDir: string): { path: string; descriptor: GeneratorDescriptor } {
+  const path = pathOrDir.endsWith('.json') ? pathOrDir : join(pathOrDir, 'generator.json');
+  const descriptor = readModelJson(path, generatorDescriptorSchema, 'no generator descriptor (expected a train-diffusion model folder)');
+  const { condition, identitySpace } = descriptor;
   if (condition.space === 'whitened' && identitySpace !== condition.sha256)
     throw new InvalidInputError(
       `${path}: field 'identitySpace': ${identitySpace} but the generator is conditioned in identity space ${condition.sha256}`,
       { file: path, field: 'identitySpace' },
     );
-  return { path, descriptor: parsed.data };
+  return { path, descriptor };
 }
 
 export interface LoadedGenerator {

@@ -18,6 +18,7 @@ import type { GaussianDiffusion } from './gaussian-diffusion';
 import { toImages } from './images';
 import { sampleConditions } from './sampling';
 import { TeacherInput } from './teacher-input';
+import type { TrainingData } from './trainer';
 import type { UNet } from './unet';
 
 /** Teacher embeddings of [-1, 1] crops, mapped onto the teacher's input, image + flip summed. */
@@ -129,17 +130,11 @@ export interface ConditionMetrics {
   readonly realAgeCorrelation: number;
 }
 
-/** The prepared rows the evaluation reads (a TrainingData plus the raw attributes). */
-export interface EvaluationData {
-  readonly size: number;
-  readonly crops: Uint8Array;
-  /** Unit teacher embeddings per row: what identity consistency is measured against. */
-  readonly y: Float32Array;
-  readonly identityDim: number;
-  /** What the UNet is conditioned on per row, when not y itself (an identity space). */
-  readonly condition?: { readonly values: Float32Array; readonly dim: number };
-  readonly s: Float32Array;
-  readonly attributeDim: number;
+/**
+ * The prepared rows the evaluation reads: a TrainingData's (y is what identity consistency is
+ * measured against, `condition` what the UNet takes) plus the raw attributes.
+ */
+export interface EvaluationData extends Omit<TrainingData, 'trainRows'> {
   /** Raw attributes per row, columns [age, pitch, yaw, roll] (years, degrees). */
   readonly rawAttributes: Float32Array;
 }

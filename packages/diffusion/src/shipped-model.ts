@@ -14,7 +14,7 @@ import {
 } from '@id3/core';
 import { readIdentitySpace } from '@id3/anchors';
 import { resolveSourcePath } from '@id3/faces';
-import { readGeneratorDescriptor, type GeneratorDescriptor } from './generator';
+import { readGeneratorDescriptor, readModelJson, type GeneratorDescriptor } from './generator';
 import { unetConfigSchema } from './unet';
 
 /**
@@ -154,20 +154,7 @@ export type GeneratorCard = z.output<typeof generatorCardSchema>;
 /** Read and validate `card.json` (a path to it or to its folder); errors name the file and the field. */
 export function readGeneratorCard(pathOrDir: string): { path: string; card: GeneratorCard } {
   const path = pathOrDir.endsWith('.json') ? pathOrDir : join(pathOrDir, 'card.json');
-  if (!existsSync(path)) throw new InvalidInputError(`${path}: no model card (expected a shipped model folder)`, { file: path });
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new InvalidInputError(`${path}: not JSON: ${(err as Error).message}`, { file: path });
-  }
-  const parsed = generatorCardSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const field = issue.path.join('.') || 'format';
-    throw new InvalidInputError(`${path}: field '${field}': ${issue.message}`, { file: path, field });
-  }
-  return { path, card: parsed.data };
+  return { path, card: readModelJson(path, generatorCardSchema, 'no model card (expected a shipped model folder)') };
 }
 
 /**

@@ -1,15 +1,15 @@
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { RunStore, executeStage, initBackend, mergeConfig, tf, type ProgressEvent } from '@id3/core';
-import { prepareStage } from '@id3/faces';
 import type { HeldOutHistoryRow } from '../held-out-evaluation';
 import { heldOutRows } from '../holdout';
 import { loadGenerator } from '../generator';
 import { identitySpaceStage } from '../identity-space-stage';
 import { sampleConditions } from '../sampling';
 import { trainDiffusionStage } from '../stage';
+import { tinyPrepared } from './fixtures/tiny-prepared';
 
 // The train-diffusion stage's conditioning read-outs: at every checkpoint, across a resume, and
 // in the proxy mode (a training subset, evaluated on its own rows). Same tiny set-up as stage.test.ts.
@@ -20,19 +20,7 @@ beforeAll(async () => {
 });
 
 const R = 16;
-let N = 0;
-let prepared = '';
-
-beforeAll(async () => {
-  prepared = mkdtempSync(join(tmpdir(), 'id3-prepared-'));
-  const r = await executeStage(
-    prepareStage,
-    { seed: 0, source: { kind: 'procedural', identities: 4, perIdentity: 3 }, sizes: [R], fallback: 'center-crop', fallbackFraction: 0.75 },
-    { store: new RunStore(prepared), progress: () => undefined, backend: 'wasm' },
-  );
-  N = r.manifest.metrics.accepted;
-});
-afterAll(() => rmSync(prepared, { recursive: true, force: true }));
+const prepared = tinyPrepared(R);
 
 const config = (steps: number, extra: object = {}) =>
   mergeConfig(
@@ -64,7 +52,7 @@ describe('train-diffusion held-out evaluation', () => {
   const fresh = (): string => {
     const d = mkdtempSync(join(tmpdir(), 'id3-train-eval-'));
     dirs.push(d);
-    cpSync(join(prepared, 'prepare'), join(d, 'prepare'), { recursive: true });
+    prepared.copyInto(d);
     return d;
   };
   afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -76,7 +64,7 @@ describe('train-diffusion held-out evaluation', () => {
     const one = readJson<{ settings: { rows: number[] }; history: HeldOutHistoryRow[] }>(historyPath);
     expect(one.history.map((h) => h.step)).toEqual([2]);
     expect(first.manifest.outputs.heldoutCurve).toBeUndefined(); // a curve needs two points
-    const held = heldOutRows(N, 1, 3);
+    const held = heldOutRows(prepared.count, 1, 3);
     expect(one.settings.rows).toEqual(held);
 
     // A run cut off after a later checkpoint left a row for step 4 behind; the checkpoint at 4 is gone.
@@ -119,8 +107,8 @@ describe('train-diffusion held-out evaluation', () => {
 
   it("proxy mode: subset trains on the first training rows and keys the checkpoints; evaluation.on 'training' evaluates those rows", async () => {
     const root = fresh();
-    const held = new Set(heldOutRows(N, 1, 3));
-    const trainRows = Array.from({ length: N }, (_, i) => i).filter((i) => !held.has(i));
+    const held = new Set(heldOutRows(prepared.count, 1, 3));
+    const trainRows = Array.from({ length: prepared.count }, (_, i) => i).filter((i) => !held.has(i));
     const events: ProgressEvent[] = [];
     const r = await run(root, 2, { subset: 4, evaluation: { on: 'training' } }, events);
     expect(r.manifest.metrics).toMatchObject({ trainImages: 4, subset: 4, evalOnTraining: 1, evalCount: 3 });
@@ -143,7 +131,7 @@ describe('train-diffusion held-out evaluation', () => {
 
   it('names the field: a subset larger than the training rows, checkpointCount above count', async () => {
     const root = fresh();
-    await expect(run(root, 2, { subset: N })).rejects.toMatchObject({
+    await expect(run(root, 2, { subset: prepared.count })).rejects.toMatchObject({
       name: 'InvalidInputError',
       message: expect.stringMatching(/train-diffusion\.subset/),
     });
@@ -157,7 +145,7 @@ describe('train-diffusion conditioned in the identity space', () => {
   it('trains on z = W·(y − μ) rows, and its model folder carries the artefact and maps y itself', async () => {
     const root = mkdtempSync(join(tmpdir(), 'id3-train-z-'));
     try {
-      cpSync(join(prepared, 'prepare'), join(root, 'prepare'), { recursive: true });
+      prepared.copyInto(root);
       const store = new RunStore(root);
       const space = await executeStage(
         identitySpaceStage,

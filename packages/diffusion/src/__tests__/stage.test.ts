@@ -1,10 +1,10 @@
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { RunStore, executeStage, initBackend, type ProgressEvent } from '@id3/core';
-import { prepareStage } from '@id3/faces';
 import { trainDiffusionStage } from '../stage';
+import { tinyPrepared } from './fixtures/tiny-prepared';
 
 jest.setTimeout(180_000);
 
@@ -13,28 +13,7 @@ beforeAll(async () => {
 });
 
 const R = 16;
-let N = 0;
-let prepared = '';
-
-/**
- * The real prepare stage on the built-in procedural faces (4 people × 3 images) at the training
- * resolution, run once; each test copies its run directory, manifest included, so the generator
- * reads prepare's outputs the way a pipeline hands them over.
- */
-beforeAll(async () => {
-  prepared = mkdtempSync(join(tmpdir(), 'id3-prepared-'));
-  const r = await executeStage(
-    prepareStage,
-    { seed: 0, source: { kind: 'procedural', identities: 4, perIdentity: 3 }, sizes: [R], fallback: 'center-crop', fallbackFraction: 0.75 },
-    { store: new RunStore(prepared), progress: () => undefined, backend: 'wasm' },
-  );
-  N = r.manifest.metrics.accepted;
-});
-afterAll(() => rmSync(prepared, { recursive: true, force: true }));
-
-function fakePrepare(root: string): void {
-  cpSync(join(prepared, 'prepare'), join(root, 'prepare'), { recursive: true });
-}
+const prepared = tinyPrepared(R);
 
 const config = (steps: number) => ({
   seed: 1,
@@ -66,10 +45,10 @@ describe('train-diffusion stage', () => {
 
   it('trains from the prepared tensors, writes model, previews, loss curve and evaluation; extending a finished run resumes it exactly', async () => {
     const straight = fresh();
-    fakePrepare(straight);
+    prepared.copyInto(straight);
     const full = await run(straight, 4);
     const m = full.manifest;
-    expect(m.metrics).toMatchObject({ steps: 4, trainImages: N - 3, evalCount: 3 });
+    expect(m.metrics).toMatchObject({ steps: 4, trainImages: prepared.count - 3, evalCount: 3 });
     for (const k of ['ema', 'weights', 'preview', 'lossCurve', 'history', 'evaluation']) expect(m.outputs[k]).toBeDefined();
     const preview = await sharp(join(straight, m.outputs.preview.path)).metadata();
     // 2 rows × (1 real + 2 samples) tiles of 16 px with 2 px gutters, scaled ×4
@@ -87,7 +66,7 @@ describe('train-diffusion stage', () => {
 
     // Stopped after 2 steps, then asked for 4: resumes at 2 and ends bit-identical.
     const split = fresh();
-    fakePrepare(split);
+    prepared.copyInto(split);
     await run(split, 2);
     const events: ProgressEvent[] = [];
     const extended = await run(split, 4, events);
@@ -108,7 +87,7 @@ describe('train-diffusion stage', () => {
       message: expect.stringMatching(/reads the outputs of stage 'prepare', which has not completed .*: run 'prepare' first/),
     });
     const other = fresh();
-    fakePrepare(other);
+    prepared.copyInto(other);
     await expect(
       executeStage(
         trainDiffusionStage,
