@@ -9,6 +9,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { StageManifest } from '@id3/core';
+import { mcnemar, type PairResults } from '@id3/eval';
 
 interface ModelCard {
   backbone: { depth: number; width: number; resolution: number; embeddingDim: number };
@@ -71,12 +72,18 @@ function main(): void {
     if (train.outputs.curve) copyFileSync(join(run, train.outputs.curve.path), join(out, `${name}-training-curve.png`));
     copyFileSync(join(run, evaluation.outputs.roc.path), join(out, `${name}-roc.png`));
     const images = card.dataset.trainImages + card.dataset.validationImages;
+    const pairsOutput = evaluation.outputs[`pairs_${values.benchmark.replace(/[^A-Za-z0-9]/g, '')}`];
+    const pairs = pairsOutput ? readJson<PairResults>(join(run, pairsOutput.path)) : undefined;
     return {
+      pairs,
       run: name,
       dataset: describeSource(readJson<StageManifest>(join(run, 'prepare', 'manifest.json'))),
       resolution: card.backbone.resolution,
       identities: card.dataset.identities,
-      imagesPerIdentity: card.dataset.select.perIdentity ?? Math.round(images / card.dataset.identities),
+      // What was trained on (train + validation photos per person, rounded); the cap only when every person reached it.
+      imagesPerIdentity: Math.round(images / card.dataset.identities),
+      imagesPerIdentityCap: card.dataset.select.perIdentity ?? null,
+      images,
       trainImages: card.dataset.trainImages,
       backbone: `IResNet-${card.backbone.depth} ×${card.backbone.width}, ${card.backbone.embeddingDim}-d`,
       head: `${card.head.kind} (s = ${card.head.scale.toFixed(2)}, m = ${card.head.margin})`,
@@ -91,9 +98,18 @@ function main(): void {
       lfwAuc: lfw.auc,
     };
   });
+  // Paired McNemar of each model against the first on the same pairs (discordant b: first right, c: this right).
+  const first = rows[0].pairs;
+  const models = rows.map(({ pairs, ...r }, i) => {
+    if (i === 0 || !first || !pairs) return { ...r, mcnemarVsFirst: null };
+    if (JSON.stringify(first.issame) !== JSON.stringify(pairs.issame))
+      throw new Error(`${r.run}: not the same ${values.benchmark} pairs as ${rows[0].run}`);
+    const m = mcnemar(first.correct, pairs.correct);
+    return { ...r, mcnemarVsFirst: { versus: rows[0].run, b: m.b, c: m.c, pExact: m.pExact } };
+  });
   writeFileSync(
     join(out, 'results.json'),
-    `${JSON.stringify({ date: new Date().toISOString(), benchmark: values.benchmark, models: rows }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), benchmark: values.benchmark, models }, null, 2)}\n`,
   );
   const pct = (v: number): string => (100 * v).toFixed(2);
   const md = [
@@ -103,14 +119,22 @@ function main(): void {
     '',
     `| run | photos | identities × images | resolution | backbone | head | steps | train time | validation acc. | ${values.benchmark} acc. | TAR@FAR=1e-3 | AUC |`,
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
-    ...rows.map(
+    ...models.map(
       (r) =>
-        `| ${r.run} | ${r.dataset} | ${r.identities} × ${r.imagesPerIdentity} | ${r.resolution}×${r.resolution} | ${r.backbone} | ${r.head} | ${r.steps} | ${(r.trainSeconds / 60).toFixed(1)} min${r.resumedFromStep ? ` (steps ${r.resumedFromStep}–${r.steps}; resumed)` : ''} | ${pct(r.validationAccuracy)} | **${pct(r.lfwAccuracy)} ± ${pct(r.lfwStd)}** | ${pct(r.lfwTarAtFar1e3)} | ${r.lfwAuc.toFixed(4)} |`,
+        `| ${r.run} | ${r.dataset} | ${r.identities} × ${r.imagesPerIdentityCap !== null && r.imagesPerIdentityCap > r.imagesPerIdentity ? `${(r.images / r.identities).toFixed(1)} on average (${r.images} photos, cap ${r.imagesPerIdentityCap})` : r.imagesPerIdentity} | ${r.resolution}×${r.resolution} | ${r.backbone} | ${r.head} | ${r.steps} | ${(r.trainSeconds / 60).toFixed(1)} min${r.resumedFromStep ? ` (steps ${r.resumedFromStep}–${r.steps}; resumed)` : ''} | ${pct(r.validationAccuracy)} | **${pct(r.lfwAccuracy)} ± ${pct(r.lfwStd)}** | ${pct(r.lfwTarAtFar1e3)} | ${r.lfwAuc.toFixed(4)} |`,
     ),
     '',
+    ...models.flatMap((r) =>
+      r.mcnemarVsFirst
+        ? [
+            `${r.run} vs ${r.mcnemarVsFirst.versus} on the same ${values.benchmark} pairs (McNemar): ${r.mcnemarVsFirst.b} pairs only ${r.mcnemarVsFirst.versus} gets right, ${r.mcnemarVsFirst.c} only ${r.run}; exact p = ${r.mcnemarVsFirst.pExact.toPrecision(2)}.`,
+            '',
+          ]
+        : [],
+    ),
     'Validation accuracy: closed-set identification of held-out photos of the training people (monitoring only; no model is selected on it or on the benchmark — each is its last checkpoint after a fixed schedule).',
     '',
-    ...rows.flatMap((r) => [`![${r.run} training curve](${r.run}-training-curve.png) ![${r.run} ROC](${r.run}-roc.png)`, '']),
+    ...models.flatMap((r) => [`![${r.run} training curve](${r.run}-training-curve.png) ![${r.run} ROC](${r.run}-roc.png)`, '']),
   ].join('\n');
   writeFileSync(join(out, 'report.md'), md);
   console.log(md);
