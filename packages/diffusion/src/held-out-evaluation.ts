@@ -3,7 +3,7 @@
 // at every checkpoint and at the end.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { InvalidInputError, canonicalJson, lineChartSvg, svgToPng, tf, writeFileAtomic, writeJsonAtomic } from '@id3/core';
+import { InvalidInputError, Rng, canonicalJson, lineChartSvg, svgToPng, tf, writeFileAtomic, writeJsonAtomic } from '@id3/core';
 import {
   correlation,
   embedWithFlip,
@@ -267,10 +267,23 @@ export function trainingSubset(trainRows: readonly number[], subset: number | un
 
 export type EvaluationOn = 'held-out' | 'training';
 
-/** The first `count` held-out rows, or (proxy mode) the first `count` training rows. */
-export function evaluationRows(on: EvaluationOn, heldOut: readonly number[], trainRows: readonly number[], count: number): number[] {
+/**
+ * `count` held-out rows, or (proxy mode) training rows, in a seeded random order. Random, not
+ * prepared order: a folder source lists each person's photos together, so neighbours in prepared
+ * order — the "other" identity of the mismatched cosine — would often be the same person.
+ */
+export function evaluationRows(
+  on: EvaluationOn,
+  heldOut: readonly number[],
+  trainRows: readonly number[],
+  count: number,
+  seed: number,
+): number[] {
   const pool = on === 'training' ? trainRows : heldOut;
-  const rows = pool.slice(0, Math.min(count, pool.length));
+  const rows = new Rng(seed)
+    .fork('evaluation-rows')
+    .shuffle([...pool])
+    .slice(0, Math.min(count, pool.length));
   if (rows.length < 2)
     throw new InvalidInputError(
       `field 'train-diffusion.evaluation.on': '${on}' has ${rows.length} row(s) to evaluate; the evaluation needs at least 2 (raise train-diffusion.subset)`,

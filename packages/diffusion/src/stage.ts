@@ -220,7 +220,7 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
   // ones, or (evaluation.on 'training') the first training rows. Both checked before training.
   const trainData: TrainingData = { ...data, trainRows: trainingSubset(data.trainRows, config.subset) };
   const evalRows = config.evaluation.enabled
-    ? evaluationRows(config.evaluation.on, heldOut, trainData.trainRows, config.evaluation.count)
+    ? evaluationRows(config.evaluation.on, heldOut, trainData.trainRows, config.evaluation.count, config.seed)
     : [];
   const unetConfig = parseConfig(
     unetConfigSchema,

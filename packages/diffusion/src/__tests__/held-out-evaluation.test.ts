@@ -65,11 +65,17 @@ describe('which rows', () => {
     );
   });
 
-  it('evaluationRows: the first count held-out rows, or training rows; fewer than 2 is refused', () => {
-    expect(evaluationRows('held-out', [1, 4, 8], [0, 2, 3, 5], 2)).toEqual([1, 4]);
-    expect(evaluationRows('held-out', [1, 4, 8], [0, 2, 3, 5], 64)).toEqual([1, 4, 8]);
-    expect(evaluationRows('training', [1, 4, 8], [0, 2, 3, 5], 3)).toEqual([0, 2, 3]);
-    expect(() => evaluationRows('training', [1, 4, 8], [0], 3)).toThrow(/train-diffusion\.evaluation\.on/);
+  it('evaluationRows: count held-out rows, or training rows, in a seeded random order; fewer than 2 is refused', () => {
+    const pool = Array.from({ length: 40 }, (_, i) => 100 + i);
+    const rows = evaluationRows('held-out', pool, [0, 2, 3, 5], 20, 7);
+    expect(rows).toHaveLength(20);
+    expect(new Set(rows).size).toBe(20);
+    expect(rows.every((r) => pool.includes(r))).toBe(true);
+    expect(rows).toEqual(evaluationRows('held-out', pool, [0, 2, 3, 5], 20, 7)); // seeded
+    expect(rows).not.toEqual(pool.slice(0, 20)); // not prepared order: neighbours there are often one person
+    expect([...evaluationRows('held-out', [1, 4, 8], [0, 2, 3, 5], 64, 7)].sort()).toEqual([1, 4, 8]);
+    expect([...evaluationRows('training', [1, 4, 8], [0, 2, 3, 5], 4, 7)].sort()).toEqual([0, 2, 3, 5]);
+    expect(() => evaluationRows('training', [1, 4, 8], [0], 3, 7)).toThrow(/train-diffusion\.evaluation\.on/);
   });
 });
 

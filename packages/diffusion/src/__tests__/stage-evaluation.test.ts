@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { RunStore, executeStage, initBackend, mergeConfig, tf, type ProgressEvent } from '@id3/core';
-import type { HeldOutHistoryRow } from '../held-out-evaluation';
+import { evaluationRows, type HeldOutHistoryRow } from '../held-out-evaluation';
 import { heldOutRows } from '../holdout';
 import { loadGenerator } from '../generator';
 import { identitySpaceStage } from '../identity-space-stage';
@@ -64,7 +64,8 @@ describe('train-diffusion held-out evaluation', () => {
     const one = readJson<{ settings: { rows: number[] }; history: HeldOutHistoryRow[] }>(historyPath);
     expect(one.history.map((h) => h.step)).toEqual([2]);
     expect(first.manifest.outputs.heldoutCurve).toBeUndefined(); // a curve needs two points
-    const held = heldOutRows(prepared.count, 1, 3);
+    // The held-out rows in the evaluation's seeded order (seed = the config's, 1).
+    const held = evaluationRows('held-out', heldOutRows(prepared.count, 1, 3), [], 3, 1);
     expect(one.settings.rows).toEqual(held);
 
     // A run cut off after a later checkpoint left a row for step 4 behind; the checkpoint at 4 is gone.
@@ -114,12 +115,16 @@ describe('train-diffusion held-out evaluation', () => {
     expect(r.manifest.metrics).toMatchObject({ trainImages: 4, subset: 4, evalOnTraining: 1, evalCount: 3 });
     expect(events.find((e) => e.phase === 'train' && e.message)?.message).toMatch(/ 4 training images /);
     const ev = readJson<{ on: string; subset: number; rows: number[]; note: string }>(join(root, r.manifest.outputs.evaluation.path));
-    expect(ev).toMatchObject({ on: 'training', subset: 4, rows: trainRows.slice(0, 3) });
+    expect(ev).toMatchObject({ on: 'training', subset: 4, rows: evaluationRows('training', [], trainRows.slice(0, 4), 3, 1) });
     expect(ev.note).toMatch(/^PROXY/);
     const history = readJson<{ settings: { on: string; subset: number; rows: number[] } }>(
       join(root, r.manifest.outputs.heldoutHistory.path),
     );
-    expect(history.settings).toMatchObject({ on: 'training', subset: 4, rows: trainRows.slice(0, 3) });
+    expect(history.settings).toMatchObject({
+      on: 'training',
+      subset: 4,
+      rows: evaluationRows('training', [], trainRows.slice(0, 4), 3, 1),
+    });
 
     // Another subset is another training run: its checkpoints are not resumed.
     const again: ProgressEvent[] = [];
