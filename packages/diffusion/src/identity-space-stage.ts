@@ -17,7 +17,7 @@ import {
 import { embedderInfo, loadEmbedder } from '@id3/faces';
 import { fitIdentitySpace, toWhitened, writeIdentitySpace } from '@id3/anchors';
 import { embedCrops } from './held-out-evaluation';
-import { heldOutRows } from './holdout';
+import { heldOutRows, holdoutBySchema, readPreparedLabels } from './holdout';
 import { TeacherInput } from './teacher-input';
 import { adoptIdentitySpace, adoptableIdentitySpace, recordGeneratorCard, resolveModelPath } from './shipped-model';
 
@@ -31,6 +31,8 @@ export const identitySpaceConfigSchema = z
     resolution: z.number().int().min(8).default(32),
     /** Train-diffusion's holdout (images kept out of training). */
     holdout: z.number().int().nonnegative().default(64),
+    /** Train-diffusion's holdoutBy ('person': whole people held out). */
+    holdoutBy: holdoutBySchema,
     /** Keep the fewest directions holding this fraction of the variance… */
     variance: z.number().gt(0).max(1).default(0.95),
     /** …or exactly k directions. */
@@ -82,7 +84,10 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
   version: 1,
   schema: identitySpaceConfigSchema,
   upstream: ['prepare'],
-  reads: (config) => (config.from ? { prepare: ['embeddings'] } : { prepare: [`crops${config.resolution}`, 'embeddings'] }),
+  reads: (config) =>
+    config.from
+      ? { prepare: ['embeddings'] }
+      : { prepare: [`crops${config.resolution}`, 'embeddings', ...(config.holdoutBy === 'person' ? ['index'] : [])] },
   externalInputs: (config): Record<string, string> => (config.from ? { from: resolveModelPath(config.from) } : {}),
   /** The fit must see what the generator sees and exclude what it holds out: same resolution, holdout and seed. */
   check(config, sections) {
@@ -114,10 +119,12 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
     }
     const td = sections['train-diffusion'];
     if (td) {
-      for (const key of ['resolution', 'holdout', 'seed'] as const) {
-        if (td[key] !== undefined && td[key] !== config[key]) {
+      for (const key of ['resolution', 'holdout', 'holdoutBy', 'seed'] as const) {
+        // An absent train-diffusion.holdoutBy is its default, 'image'.
+        const theirs = key === 'holdoutBy' ? (td[key] ?? 'image') : td[key];
+        if (theirs !== undefined && theirs !== config[key]) {
           throw new InvalidInputError(
-            `field 'identity-space.${key}': ${config[key]} differs from train-diffusion.${key} ${String(td[key])}: the identity space must be fitted on the generator's own training images, through its own resolution`,
+            `field 'identity-space.${key}': ${config[key]} differs from train-diffusion.${key} ${String(theirs)}: the identity space must be fitted on the generator's own training images, through its own resolution`,
             { field: `identity-space.${key}` },
           );
         }
@@ -141,11 +148,12 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
       throw new InvalidInputError(`field 'identity-space.holdout': ${config.holdout} held out of only ${n} prepared images`, {
         field: 'identity-space.holdout',
       });
-    const held = new Set(heldOutRows(n, config.seed, config.holdout));
+    const labels = config.holdoutBy === 'person' ? readPreparedLabels(inputs.index, n, 'identity-space.holdoutBy') : undefined;
+    const held = new Set(heldOutRows(n, config.seed, config.holdout, labels));
     const fitRows = Array.from({ length: n }, (_, i) => i).filter((i) => !held.has(i));
     if (fitRows.length < config.minFit) {
       throw new InvalidInputError(
-        `field 'identity-space.minFit': only ${fitRows.length} training embeddings (${n} prepared − ${config.holdout} held out), fewer than ${config.minFit}: prepare more images, or lower minFit knowing the fit is noisy`,
+        `field 'identity-space.minFit': only ${fitRows.length} training embeddings (${n} prepared − ${held.size} held out), fewer than ${config.minFit}: prepare more images, or lower minFit knowing the fit is noisy`,
         { field: 'identity-space.minFit' },
       );
     }
@@ -200,7 +208,7 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
       teacher: teacherName,
       count: fitRows.length,
       dataSha256: sha256(new Uint8Array(fitData.buffer)),
-      source: `teacher '${teacherName}' on prepare's ${size}×${size} crops mapped onto its input by TeacherInput, image + flip (the path f(x̂0) takes in train-diffusion); train-diffusion's ${config.holdout} held-out rows (seed ${config.seed}) excluded`,
+      source: `teacher '${teacherName}' on prepare's ${size}×${size} crops mapped onto its input by TeacherInput, image + flip (the path f(x̂0) takes in train-diffusion); train-diffusion's ${held.size} held-out rows (seed ${config.seed}, by ${config.holdoutBy}) excluded`,
       ...(config.k === undefined ? { varianceTarget: config.variance } : {}),
     });
     const embeddingsPath = writeTensorFile(embeddingsBase, 'float32', [n, dim], emb, {
@@ -267,7 +275,7 @@ export const identitySpaceStage: StageDefinition<typeof identitySpaceConfigSchem
       metrics: {
         images: n,
         fitCount: fitRows.length,
-        heldOut: config.holdout,
+        heldOut: held.size,
         dim,
         k: space.map.k,
         varianceKept: space.map.varianceKept,

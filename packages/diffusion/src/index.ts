@@ -27,7 +27,7 @@ export { trainDiffusionConfigSchema, trainDiffusionStage } from './stage';
 export type { TrainDiffusionConfig } from './stage';
 export { GENERATOR_FORMAT, generatorDescriptorSchema, loadGenerator, readGeneratorDescriptor, writeGeneratorDescriptor } from './generator';
 export type { GeneratorDescriptor, GeneratorDescriptorInput, LoadedGenerator } from './generator';
-export { heldOutRows } from './holdout';
+export { heldOutRows, readPreparedLabels } from './holdout';
 export { identitySpaceConfigSchema, identitySpaceStage } from './identity-space-stage';
 export type { IdentitySpaceConfig } from './identity-space-stage';
 export {

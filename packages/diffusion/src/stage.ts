@@ -18,7 +18,7 @@ import {
 import { embedderInfo, loadEmbedder } from '@id3/faces';
 import { readIdentitySpace, toWhitened, type LoadedIdentitySpace } from '@id3/anchors';
 import { GENERATOR_FORMAT, writeGeneratorDescriptor } from './generator';
-import { heldOutRows } from './holdout';
+import { heldOutRows, holdoutBySchema, readPreparedLabels } from './holdout';
 import {
   CheckpointEvaluations,
   ConditionEvaluator,
@@ -58,6 +58,8 @@ export const trainDiffusionConfigSchema = z
     init: z.string().min(1).optional(),
     /** Images kept out of training: their conditions drive the previews and the evaluation. */
     holdout: z.number().int().min(2).default(64),
+    /** 'person': hold out whole people (at least `holdout` photos), so held-out conditions are people never trained on. */
+    holdoutBy: holdoutBySchema,
     preview: z
       .object({
         rows: z.number().int().positive().default(6),
@@ -113,7 +115,8 @@ function loadPrepared(inputs: Readonly<Record<string, string>>, config: TrainDif
     throw new InvalidInputError(`field 'train-diffusion.holdout': ${config.holdout} held out of only ${n} prepared images`, {
       field: 'train-diffusion.holdout',
     });
-  const heldOut = heldOutRows(n, config.seed, config.holdout);
+  const labels = config.holdoutBy === 'person' ? readPreparedLabels(inputs.index, n, 'train-diffusion.holdoutBy') : undefined;
+  const heldOut = heldOutRows(n, config.seed, config.holdout, labels);
   const held = new Set(heldOut);
   let data: TrainingData = {
     size: config.resolution,
@@ -172,7 +175,13 @@ export const trainDiffusionStage: StageDefinition<typeof trainDiffusionConfigSch
   // The crops at the training resolution, the teacher embeddings y and the attributes s (and the
   // identity-space artefact when the condition is whitened).
   reads: (config): Record<string, string[]> => ({
-    prepare: [`crops${config.resolution}`, 'embeddings', 'attributes', 'attributesScaled'],
+    prepare: [
+      `crops${config.resolution}`,
+      'embeddings',
+      'attributes',
+      'attributesScaled',
+      ...(config.holdoutBy === 'person' ? ['index'] : []),
+    ],
     ...(config.condition === 'identity-space' ? { 'identity-space': ['identitySpace'] } : {}),
   }),
   // The generator folder it fine-tunes from: its content is an input (another init, another run).

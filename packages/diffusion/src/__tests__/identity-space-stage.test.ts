@@ -121,6 +121,9 @@ describe('identity-space stage', () => {
     );
     expect(check({ 'train-diffusion': { resolution: 32, holdout: 3, seed: 0 } })).toThrow(/field 'identity-space\.resolution'/);
     expect(check({ 'train-diffusion': { resolution: 16, holdout: 3, seed: 7 } })).toThrow(/field 'identity-space\.seed'/);
+    expect(check({ 'train-diffusion': { resolution: 16, holdout: 3, seed: 0, holdoutBy: 'person' } })).toThrow(
+      /field 'identity-space\.holdoutBy': image differs from train-diffusion\.holdoutBy person/,
+    );
     expect(() => identitySpaceStage.check?.({ ...c, k: 200 }, { prepare: { teacher: 'faceapi-dlib-128' } })).toThrow(
       /field 'identity-space\.k': 200 exceeds the teacher's embedding size 128/,
     );

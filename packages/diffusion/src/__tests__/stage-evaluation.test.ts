@@ -99,6 +99,26 @@ describe('train-diffusion held-out evaluation', () => {
     expect(second.manifest.metrics.subset).toBeUndefined();
   });
 
+  it("holdoutBy 'person': whole people are held out, never trained on, and they are the evaluated conditions", async () => {
+    const root = fresh();
+    const index = readJson<{ rows: { label: number }[] }>(join(root, 'prepare', 'index.json'));
+    const labels = index.rows.map((r) => r.label);
+    const held = heldOutRows(prepared.count, 1, 2, labels);
+    const people = new Set(held.map((r) => labels[r]));
+    expect(people.size).toBe(1); // one person of 3 photos covers a holdout of 2
+    expect(held).toHaveLength(3);
+    const r = await run(root, 2, { holdout: 2, holdoutBy: 'person', evaluation: { every: 'end' } });
+    expect(r.manifest.metrics).toMatchObject({ trainImages: prepared.count - 3, evalCount: 3 });
+    const ev = readJson<{ rows: number[] }>(join(root, r.manifest.outputs.evaluation.path));
+    expect([...ev.rows].sort((a, b) => a - b)).toEqual(held);
+    // a prepared set without identity labels cannot hold out people: the error names row, file and field
+    const indexPath = join(root, 'prepare', 'index.json');
+    writeFileSync(indexPath, JSON.stringify({ rows: index.rows.map(({ label: _label, ...rest }) => rest) }));
+    await expect(run(root, 2, { holdout: 2, holdoutBy: 'person', seed: 2 })).rejects.toThrow(
+      /index\.json: row 0 \(.*\) has no identity label, so field 'train-diffusion\.holdoutBy'/,
+    );
+  });
+
   it("evaluation.every 'end' writes no history", async () => {
     const root = fresh();
     const r = await run(root, 2, { evaluation: { every: 'end' } });
