@@ -3,7 +3,7 @@ export type { NoiseSchedule, ScheduleConfig } from './schedule';
 export { GaussianDiffusion, gaussianNoise, perSampleNoise, runLoop } from './gaussian-diffusion';
 export type { DdimOptions, EpsModel, GuidanceHook, NoiseSource, SampleOptions, SampleStep } from './gaussian-diffusion';
 export { ParamStore, groupNormWith, timestepEmbedding, upsample2x } from './layers';
-export { UNET_WEIGHTS_FORMAT, UNet, unetArchitectureSchema, unetConfigSchema } from './unet';
+export { UNET_WEIGHTS_FORMAT, UNet, tinyUNetConfig, unetArchitectureSchema, unetConfigSchema } from './unet';
 export type { UNetConfig, UNetConfigInput, UNetInputs } from './unet';
 export { TeacherInput, fitAxisMap, resampleMatrix } from './teacher-input';
 export { id3LossTerms } from './loss';

@@ -59,6 +59,23 @@ export const unetConfigSchema = unetArchitectureSchema
 export type UNetConfig = z.output<typeof unetConfigSchema>;
 export type UNetConfigInput = z.input<typeof unetConfigSchema>;
 
+/**
+ * The smallest UNet with every kind of block (two levels, groups of 4, a 16-16 condition MLP):
+ * for tests and quick plumbing checks at 8–16 px, never a generator.
+ */
+export function tinyUNetConfig(resolution: number, identityDim: number, over: Partial<UNetConfigInput> = {}): UNetConfig {
+  return unetConfigSchema.parse({
+    resolution,
+    baseChannels: 8,
+    channelMult: [1, 2],
+    attentionResolutions: [],
+    groups: 4,
+    identityDim,
+    conditionHidden: [16, 16],
+    ...over,
+  });
+}
+
 export interface UNetInputs {
   readonly xt: tf.Tensor4D;
   readonly t: readonly number[];

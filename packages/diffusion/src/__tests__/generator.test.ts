@@ -10,7 +10,7 @@ import {
   writeGeneratorDescriptor,
   type GeneratorDescriptorInput,
 } from '../generator';
-import { UNet, unetConfigSchema } from '../unet';
+import { UNet, tinyUNetConfig } from '../unet';
 
 beforeAll(async () => {
   await initBackend('wasm', () => undefined);
@@ -33,18 +33,7 @@ const descriptor = (over: Partial<GeneratorDescriptorInput> = {}): GeneratorDesc
 describe('a generator folder', () => {
   const dir = mkdtempSync(join(tmpdir(), 'id3-generator-'));
   beforeAll(async () => {
-    const net = UNet.create(
-      unetConfigSchema.parse({
-        resolution: 8,
-        baseChannels: 8,
-        channelMult: [1, 2],
-        attentionResolutions: [],
-        groups: 4,
-        identityDim: 16,
-        conditionHidden: [16, 16],
-      }),
-      1,
-    );
+    const net = UNet.create(tinyUNetConfig(8, 16), 1);
     await net.save(join(dir, 'ema'));
     net.dispose();
   });
@@ -84,18 +73,7 @@ describe('a generator conditioned in an identity space', () => {
   beforeAll(async () => {
     const map = fitIdentitySpace(fitted, dim, { k });
     sha256 = writeIdentitySpace(dir, map, { teacher: 'faceapi-dlib-128', count: 400, dataSha256: 'x', source: 'test' }).sha256;
-    const net = UNet.create(
-      unetConfigSchema.parse({
-        resolution: 8,
-        baseChannels: 8,
-        channelMult: [1, 2],
-        attentionResolutions: [],
-        groups: 4,
-        identityDim: k,
-        conditionHidden: [16, 16],
-      }),
-      1,
-    );
+    const net = UNet.create(tinyUNetConfig(8, k), 1);
     await net.save(join(dir, 'ema'));
     net.dispose();
   });

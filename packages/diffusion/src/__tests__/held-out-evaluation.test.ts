@@ -22,7 +22,7 @@ import {
   type HeldOutHistorySettings,
 } from '../held-out-evaluation';
 import { makeSchedule } from '../schedule';
-import { UNet, unetConfigSchema } from '../unet';
+import { UNet, tinyUNetConfig } from '../unet';
 
 jest.setTimeout(120_000);
 
@@ -166,18 +166,7 @@ describe('ConditionEvaluator', () => {
         k % 4 === 0 ? 20 + 5 * (k / 4) : k % 4 === 2 ? -30 + 10 * ((k - 2) / 4) : 0,
       ),
     };
-    net = UNet.create(
-      unetConfigSchema.parse({
-        resolution: R,
-        baseChannels: 8,
-        channelMult: [1, 2],
-        attentionResolutions: [],
-        groups: 4,
-        identityDim: d,
-        conditionHidden: [16, 16],
-      }),
-      3,
-    );
+    net = UNet.create(tinyUNetConfig(R, d), 3);
   });
   afterAll(() => net?.dispose());
 
@@ -207,18 +196,7 @@ describe('ConditionEvaluator', () => {
 
   it('conditions the UNet on data.condition when the data has one (an identity space), cosines still against y', async () => {
     const k = 8;
-    const small = UNet.create(
-      unetConfigSchema.parse({
-        resolution: R,
-        baseChannels: 8,
-        channelMult: [1, 2],
-        attentionResolutions: [],
-        groups: 4,
-        identityDim: k,
-        conditionHidden: [16, 16],
-      }),
-      3,
-    );
+    const small = UNet.create(tinyUNetConfig(R, k), 3);
     try {
       const condition = { values: Float32Array.from({ length: n * k }, (_, j) => Math.sin(j)), dim: k };
       const ev = await new ConditionEvaluator(teacher, { ...data, condition }, 7).evaluate(small, diffusion, [0, 1, 2], 2);

@@ -2,22 +2,14 @@ import { initBackend, tf } from '@id3/core';
 import { GaussianDiffusion } from '../gaussian-diffusion';
 import { sampleConditions } from '../sampling';
 import { makeSchedule } from '../schedule';
-import { UNet, unetConfigSchema } from '../unet';
+import { UNet, tinyUNetConfig } from '../unet';
 
 beforeAll(async () => {
   await initBackend('wasm', () => undefined);
 });
 
 const R = 8;
-const unetConfig = unetConfigSchema.parse({
-  resolution: R,
-  baseChannels: 8,
-  channelMult: [1, 2],
-  attentionResolutions: [],
-  groups: 4,
-  identityDim: 16,
-  conditionHidden: [16, 16],
-});
+const unetConfig = tinyUNetConfig(R, 16);
 
 describe('sampleConditions', () => {
   let net: UNet;

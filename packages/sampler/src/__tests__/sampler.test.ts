@@ -5,7 +5,7 @@ import {
   makeSchedule,
   TeacherInput,
   UNet,
-  unetConfigSchema,
+  tinyUNetConfig,
   type LoadedGenerator,
 } from '@id3/diffusion';
 import { ATTRIBUTE_SCALING, loadEmbedder, type FaceEmbedder } from '@id3/faces';
@@ -23,18 +23,7 @@ let generator: LoadedGenerator;
 beforeAll(async () => {
   await initBackend('wasm', () => undefined);
   teacher = await loadEmbedder('faceapi-dlib-128');
-  const net = UNet.create(
-    unetConfigSchema.parse({
-      resolution: R,
-      baseChannels: 8,
-      channelMult: [1, 2],
-      attentionResolutions: [],
-      groups: 4,
-      identityDim: DIM,
-      conditionHidden: [16, 16],
-    }),
-    3,
-  );
+  const net = UNet.create(tinyUNetConfig(R, DIM), 3);
   const schedule = { kind: 'linear' as const, steps: 1000, betaStart: 1e-4, betaEnd: 0.02 };
   generator = {
     path: '/nonexistent/generator.json',
