@@ -30,7 +30,7 @@ import {
   writeJsonAtomic,
   type StageManifest,
 } from '@id3/core';
-import { mcnemar, type PairResults } from '@id3/eval';
+import { largestPoseDifference, mcnemar, type McNemarResult, type PairResults } from '@id3/eval';
 import type { ExperimentInput, ExperimentPlan, ExperimentRun, PipelineResult, ReuseSummary } from './contracts';
 import { REPO_ROOT, runsDir } from './paths';
 import { buildPipelineConfig, planRun, validateStageSection, type PipelineConfig } from './pipeline-config';
@@ -352,6 +352,15 @@ export interface ExperimentRowResult {
   readonly mcnemarVsID3: { readonly b: number; readonly c: number; readonly pChi2: number } | null;
   readonly compareTo?: string;
   readonly mcnemarPVsCompareTo?: number | null;
+  /**
+   * Accuracy on the benchmark's pairs with the largest head-pose difference (the top quartile of
+   * |yaw_a − yaw_b|, eval's `<key>_poseTopQuartileAccuracy`), and how many pairs that is; null
+   * when the eval recorded none (no yaw, or an entry from before it did).
+   */
+  readonly lfwLargePoseAccuracy: number | null;
+  readonly lfwLargePosePairs: number | null;
+  /** Exact McNemar p against the baseline on the baseline's top-quartile pairs (null as mcnemarPVsID3, or without yaw). */
+  readonly mcnemarPLargePoseVsID3: number | null;
   /** Pairs file of the eval stage, relative to the runs directory. */
   readonly pairsFile: string;
   /** Stages taken from a sibling run, and stages the pipeline found current. */
@@ -374,9 +383,13 @@ export interface ExperimentResults {
     readonly lfwAccuracyMean: number;
     readonly lfwAccuracyStdOverSeeds: number;
     readonly lfwFoldStdMean: number;
+    /** Over the seeds that have it; null when none does. */
+    readonly lfwLargePoseAccuracyMean: number | null;
+    readonly lfwLargePoseAccuracyStdOverSeeds: number | null;
     readonly identities: number;
     readonly imagesPerIdentity: number;
     readonly mcnemarPVsID3: readonly (number | null)[];
+    readonly mcnemarPLargePoseVsID3: readonly (number | null)[];
   }[];
   readonly pending: ExperimentPlan['pending'];
   readonly notYetRun: readonly string[];
@@ -391,20 +404,36 @@ function readPairs(file: string): PairResults {
   return JSON.parse(readFileSync(join(runsDir(), file), 'utf8')) as PairResults;
 }
 
-/** McNemar between two rows' per-pair correctness, refusing pairs that are not the same pairs. */
-function compare(a: ExperimentRowResult, b: ExperimentRowResult): { b: number; c: number; pExact: number; pChi2: number } {
+/**
+ * McNemar between two rows' per-pair correctness, refusing pairs that are not the same pairs;
+ * `largePose` on `a`'s top quartile of yaw difference alone (null when its file has no yaw). The
+ * subset is `a`'s so both rows are tested on one fixed set of pairs; yaw comes from the detector on
+ * the same images, not from the model, so every row's subset is normally the same anyway.
+ */
+function compare(a: ExperimentRowResult, b: ExperimentRowResult): { all: McNemarResult; largePose: McNemarResult | null } {
   const pa = readPairs(a.pairsFile);
   const pb = readPairs(b.pairsFile);
   if (hashJson(pa.issame) !== hashJson(pb.issame) || hashJson(pa.folds) !== hashJson(pb.folds))
     throw new InvalidInputError(`${a.pairsFile} and ${b.pairsFile} are not the same pairs (issame or folds differ): no paired test`, {
       file: b.pairsFile,
     });
-  return mcnemar(pa.correct, pb.correct);
+  const yaw = Array.isArray(pa.yawDifference) && pa.yawDifference.length === pa.correct.length ? pa.yawDifference : undefined;
+  const top = yaw ? largestPoseDifference(yaw).indices : [];
+  return {
+    all: mcnemar(pa.correct, pb.correct),
+    largePose: top.length
+      ? mcnemar(
+          top.map((i) => pa.correct[i]),
+          top.map((i) => pb.correct[i]),
+        )
+      : null,
+  };
 }
 
 const mean = (v: readonly number[]): number => v.reduce((s, x) => s + x, 0) / v.length;
 const sampleStd = (v: readonly number[]): number =>
   v.length < 2 ? 0 : Math.sqrt(v.reduce((s, x) => s + (x - mean(v)) ** 2, 0) / (v.length - 1));
+const present = (v: readonly (number | null | undefined)[]): number[] => v.filter((x): x is number => typeof x === 'number');
 
 /**
  * Record one finished run and rebuild results.json + report.md: entries of earlier executions
@@ -450,6 +479,9 @@ export function recordExperimentRun(
     trainImages: card.dataset.trainImages,
     mcnemarPVsID3: null,
     mcnemarVsID3: null,
+    lfwLargePoseAccuracy: evalManifest.metrics[`${key}_poseTopQuartileAccuracy`] ?? null,
+    lfwLargePosePairs: evalManifest.metrics[`${key}_poseTopQuartilePairs`] ?? null,
+    mcnemarPLargePoseVsID3: null,
     pairsFile: join(run.runName, pairs.path),
     reusedStages: { ...readReused(runDir), ...reuse.reused },
     skippedStages: result.stages.filter((s) => s.skipped).map((s) => s.stage),
@@ -469,25 +501,35 @@ export function recordExperimentRun(
       const other = otherRow ? byKey.get(`${otherRow}/${r.seed}`) : undefined;
       return {
         ...r,
-        mcnemarPVsID3: m ? m.pExact : null,
-        mcnemarVsID3: m ? { b: m.b, c: m.c, pChi2: m.pChi2 } : null,
-        ...(otherRow ? { compareTo: otherRow, mcnemarPVsCompareTo: other ? compare(other, r).pExact : null } : {}),
+        mcnemarPVsID3: m ? m.all.pExact : null,
+        mcnemarVsID3: m ? { b: m.all.b, c: m.all.c, pChi2: m.all.pChi2 } : null,
+        // Entries recorded before the large-pose fields existed read as null.
+        lfwLargePoseAccuracy: r.lfwLargePoseAccuracy ?? null,
+        lfwLargePosePairs: r.lfwLargePosePairs ?? null,
+        mcnemarPLargePoseVsID3: m?.largePose ? m.largePose.pExact : null,
+        ...(otherRow ? { compareTo: otherRow, mcnemarPVsCompareTo: other ? compare(other, r).all.pExact : null } : {}),
       };
     });
   const rows = [...new Set(plan.runs.map((r) => r.row))];
   const summary = rows
     .map((rowName) => results.filter((r) => r.row === rowName))
     .filter((rs) => rs.length > 0)
-    .map((rs) => ({
-      row: rs[0].row,
-      seeds: rs.map((r) => r.seed),
-      lfwAccuracyMean: mean(rs.map((r) => r.lfwAccuracy)),
-      lfwAccuracyStdOverSeeds: sampleStd(rs.map((r) => r.lfwAccuracy)),
-      lfwFoldStdMean: mean(rs.map((r) => r.lfwStd)),
-      identities: mean(rs.map((r) => r.identities)),
-      imagesPerIdentity: mean(rs.map((r) => r.imagesPerIdentity)),
-      mcnemarPVsID3: rs.map((r) => r.mcnemarPVsID3),
-    }));
+    .map((rs) => {
+      const large = present(rs.map((r) => r.lfwLargePoseAccuracy));
+      return {
+        row: rs[0].row,
+        seeds: rs.map((r) => r.seed),
+        lfwAccuracyMean: mean(rs.map((r) => r.lfwAccuracy)),
+        lfwAccuracyStdOverSeeds: sampleStd(rs.map((r) => r.lfwAccuracy)),
+        lfwFoldStdMean: mean(rs.map((r) => r.lfwStd)),
+        lfwLargePoseAccuracyMean: large.length ? mean(large) : null,
+        lfwLargePoseAccuracyStdOverSeeds: large.length ? sampleStd(large) : null,
+        identities: mean(rs.map((r) => r.identities)),
+        imagesPerIdentity: mean(rs.map((r) => r.imagesPerIdentity)),
+        mcnemarPVsID3: rs.map((r) => r.mcnemarPVsID3),
+        mcnemarPLargePoseVsID3: rs.map((r) => r.mcnemarPLargePoseVsID3),
+      };
+    });
   const out: ExperimentResults = {
     format: 'id3-experiment-results/1',
     experiment: plan.name,
@@ -505,6 +547,7 @@ export function recordExperimentRun(
 }
 
 const pct = (v: number): string => (100 * v).toFixed(2);
+const pctOrDash = (v: number | null | undefined): string => (v === null || v === undefined ? '—' : pct(v));
 const pval = (p: number | null | undefined): string =>
   p === null || p === undefined ? '—' : p < 1e-4 ? p.toExponential(1) : p.toPrecision(3);
 
@@ -514,21 +557,25 @@ function reportMarkdown(r: ExperimentResults): string {
     '',
     `${r.benchmark} accuracy (%) per row: mean ± sample std over seeds; the fold std is the protocol's own, averaged over seeds.`,
     `McNemar: exact two-sided p against \`${r.baseline}\` on the same pairs, per seed. Updated ${r.updatedAt}.`,
+    `Large pose: accuracy on the quarter of the pairs with the largest head-pose difference |yaw_a − yaw_b| (LFW is mostly`,
+    `frontal); its McNemar p on the baseline's quarter.`,
     '',
-    '| row | seeds | accuracy | fold std | identities × images | McNemar p vs ' + r.baseline + ' |',
-    '|---|---|---|---|---|---|',
+    '| row | seeds | accuracy | fold std | identities × images | McNemar p vs ' +
+      r.baseline +
+      ' | large-pose accuracy | large-pose McNemar p |',
+    '|---|---|---|---|---|---|---|---|',
     ...r.summary.map(
       (s) =>
-        `| ${s.row} | ${s.seeds.join(', ')} | ${pct(s.lfwAccuracyMean)} ± ${pct(s.lfwAccuracyStdOverSeeds)} | ${pct(s.lfwFoldStdMean)} | ${Math.round(s.identities)} × ${s.imagesPerIdentity.toFixed(1)} | ${s.mcnemarPVsID3.map(pval).join(', ')} |`,
+        `| ${s.row} | ${s.seeds.join(', ')} | ${pct(s.lfwAccuracyMean)} ± ${pct(s.lfwAccuracyStdOverSeeds)} | ${pct(s.lfwFoldStdMean)} | ${Math.round(s.identities)} × ${s.imagesPerIdentity.toFixed(1)} | ${s.mcnemarPVsID3.map(pval).join(', ')} | ${s.lfwLargePoseAccuracyMean === null ? '—' : `${pct(s.lfwLargePoseAccuracyMean)} ± ${pctOrDash(s.lfwLargePoseAccuracyStdOverSeeds)}`} | ${s.mcnemarPLargePoseVsID3.map(pval).join(', ')} |`,
     ),
     '',
     '## Runs',
     '',
-    '| row | seed | run | accuracy | b / c | reused from siblings | skipped (current) |',
-    '|---|---|---|---|---|---|---|',
+    '| row | seed | run | accuracy | b / c | large-pose accuracy (pairs) | reused from siblings | skipped (current) |',
+    '|---|---|---|---|---|---|---|---|',
     ...r.results.map(
       (x) =>
-        `| ${x.row} | ${x.seed} | \`${x.runName}\` | ${pct(x.lfwAccuracy)} ± ${pct(x.lfwStd)} | ${x.mcnemarVsID3 ? `${x.mcnemarVsID3.b} / ${x.mcnemarVsID3.c}` : '—'} | ${Object.keys(x.reusedStages).join(', ') || '—'} | ${x.skippedStages.join(', ') || '—'} |`,
+        `| ${x.row} | ${x.seed} | \`${x.runName}\` | ${pct(x.lfwAccuracy)} ± ${pct(x.lfwStd)} | ${x.mcnemarVsID3 ? `${x.mcnemarVsID3.b} / ${x.mcnemarVsID3.c}` : '—'} | ${x.lfwLargePoseAccuracy === null ? '—' : `${pct(x.lfwLargePoseAccuracy)} (${x.lfwLargePosePairs ?? '?'})`} | ${Object.keys(x.reusedStages).join(', ') || '—'} | ${x.skippedStages.join(', ') || '—'} |`,
     ),
     ...(r.results.some((x) => x.compareTo)
       ? [

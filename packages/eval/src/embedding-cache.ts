@@ -30,4 +30,24 @@ export class EmbeddingCache {
   set(imageHash: string, embedding: Float32Array): void {
     writeFileAtomic(this.path(imageHash), new Uint8Array(embedding.buffer, embedding.byteOffset, embedding.byteLength));
   }
+
+  /**
+   * The image's head yaw in degrees (null: no landmarks to estimate it from), beside its
+   * embedding: found by the same detection, so a cached image needs no detector at all.
+   * undefined when not cached (an entry written before yaw was recorded).
+   */
+  getYaw(imageHash: string): number | null | undefined {
+    const p = `${this.path(imageHash)}.yaw.json`;
+    if (!existsSync(p)) return undefined;
+    try {
+      const { yaw } = JSON.parse(readFileSync(p, 'utf8')) as { yaw?: unknown };
+      return yaw === null || (typeof yaw === 'number' && Number.isFinite(yaw)) ? yaw : undefined;
+    } catch {
+      return undefined; // unreadable: recompute
+    }
+  }
+
+  setYaw(imageHash: string, yaw: number | null): void {
+    writeFileAtomic(`${this.path(imageHash)}.yaw.json`, JSON.stringify({ yaw }));
+  }
 }

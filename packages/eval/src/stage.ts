@@ -17,6 +17,7 @@ import {
   detectAndAlign,
   embedImage,
   embedderNames,
+  headPoseFrom68,
   loadEmbedder,
   readCfpPairs,
   readInsightfaceBin,
@@ -29,6 +30,7 @@ import {
 } from '@id3/faces';
 import { loadTrainedEmbedder } from '@id3/fr-train';
 import { EmbeddingCache } from './embedding-cache';
+import { poseBinnedAccuracy, yawDifferences, type PoseBinnedAccuracy } from './pose-bins';
 import { PAPER_BENCHMARKS, paperTable, rocSvg, scoreHistogramSvg, type PaperBenchmark } from './report';
 import { evaluateDistances, pairCorrectness, pairDistances, type VerificationOptions, type VerificationResult } from './verification';
 
@@ -150,14 +152,18 @@ interface EmbedCounters {
   cached: number;
 }
 
-/** Detect, cut the crop the model was trained on, embed image + flip (cached by image bytes). */
+/**
+ * Detect, cut the crop the model was trained on, embed image + flip, and read the head yaw from
+ * the same detection's 68 landmarks as prepare does (null for a centre-crop fallback: no
+ * landmarks); both cached by image bytes.
+ */
 async function embedRef(
   ref: ImageRef,
   model: FaceEmbedder,
   cache: EmbeddingCache,
   o: { detector: 'tiny' | 'ssd'; fallbackFraction: number },
   counters: EmbedCounters,
-): Promise<Float32Array> {
+): Promise<{ embedding: Float32Array; yaw: number | null }> {
   // Key on the file's bytes (plus what changes the crop), so a cache hit decodes nothing.
   const source = 'bytes' in ref ? ref.source : ref.path;
   let bytes: Buffer;
@@ -168,18 +174,22 @@ async function embedRef(
   }
   const hash = sha256(Buffer.concat([Buffer.from(`${o.detector}:${o.fallbackFraction}:`), bytes]));
   const hit = cache.get(hash, model.dim);
-  if (hit) {
+  const cachedYaw = cache.getYaw(hash);
+  // An entry from before yaw was recorded is a miss: the detection it needs gives both.
+  if (hit && cachedYaw !== undefined) {
     counters.cached++;
-    return hit;
+    return { embedding: hit, yaw: cachedYaw };
   }
   const image: RgbImage = await decodeImageBytes(bytes, source);
   const found = await detectAndAlign(image, { detector: o.detector, fallback: 'center-crop', fallbackFraction: o.fallbackFraction });
   if (!found.ok) throw new Error(`${source}: ${found.reason}`);
   if (found.method === 'center-crop') counters.fallbacks++;
   const v = await embedImage(model, await cropFor(model, image, found));
+  const yaw = found.method === 'landmarks' && found.landmarks68 ? headPoseFrom68(found.landmarks68).yaw : null;
   cache.set(hash, v);
+  cache.setYaw(hash, yaw);
   counters.computed++;
-  return v;
+  return { embedding: v, yaw };
 }
 
 /**
@@ -198,6 +208,11 @@ export interface PairResults {
   readonly threshold: number[];
   /** Right under its fold's threshold; the mean over a fold is that fold's reported accuracy. */
   readonly correct: boolean[];
+  /**
+   * |yaw_a − yaw_b| in degrees (head pose from each image's 68 landmarks, as prepare measures
+   * it), rounded to 0.01; null where either image had no landmarks (a centre-crop fallback).
+   */
+  readonly yawDifference: (number | null)[];
 }
 
 function pairResults(
@@ -206,6 +221,7 @@ function pairResults(
   issame: readonly boolean[],
   r: VerificationResult,
   o: VerificationOptions,
+  yawDifference: (number | null)[],
 ): PairResults {
   // pairCorrectness refuses any mismatch with r.foldAccuracies, so the file cannot disagree with results.json.
   const { fold, correct } = pairCorrectness(dist, issame, r, o);
@@ -218,7 +234,55 @@ function pairResults(
     distance: Array.from(dist, (d) => Number(d.toFixed(6))),
     threshold: [...r.thresholds],
     correct,
+    yawDifference,
   };
+}
+
+/** Bin metric names: `0to10`, `10to20`, `20up`. */
+const binName = (min: number, max: number): string => (max === Infinity ? `${min}up` : `${min}to${max}`);
+
+/**
+ * Metrics of the accuracy by yaw difference: the top quartile (`<key>_poseTopQuartileAccuracy`,
+ * its pair count and smallest |Δyaw|) and each fixed bin; an empty group has no accuracy metric.
+ */
+function poseMetrics(key: string, p: PoseBinnedAccuracy): Record<string, number> {
+  const m: Record<string, number> = {
+    [`${key}_poseTopQuartilePairs`]: p.top.pairs,
+    [`${key}_poseUnknownPairs`]: p.unknown,
+  };
+  if (p.top.accuracy !== null) {
+    m[`${key}_poseTopQuartileAccuracy`] = p.top.accuracy;
+    m[`${key}_poseTopQuartileMinYawDifference`] = p.top.min;
+  }
+  for (const b of p.bins) {
+    m[`${key}_poseYaw${binName(b.min, b.max)}Pairs`] = b.pairs;
+    if (b.accuracy !== null) m[`${key}_poseYaw${binName(b.min, b.max)}Accuracy`] = b.accuracy;
+  }
+  return m;
+}
+
+/** report.md's table of accuracy by yaw difference: accuracy (%) and pair count per group. */
+function poseTable(poses: Readonly<Record<string, PoseBinnedAccuracy>>): string[] {
+  const entries = Object.entries(poses);
+  if (entries.length === 0) return [];
+  const bins = entries[0][1].bins;
+  const cell = (b: { accuracy: number | null; pairs: number }): string =>
+    b.accuracy === null ? `— (0)` : `${(100 * b.accuracy).toFixed(2)} (${b.pairs})`;
+  return [
+    '## Accuracy by head-pose difference',
+    '',
+    "Pairs grouped by |yaw_a − yaw_b| (degrees, from each image's 68 landmarks); each cell: accuracy (%) of",
+    "the per-pair outcomes under their fold's threshold (pairs). Top 25%: the pairs with the largest",
+    'difference (from the value shown); pairs with an image without landmarks are in no group.',
+    '',
+    `| benchmark | top 25% | ${bins.map((b) => b.label).join(' | ')} | no yaw |`,
+    `|---|---|${bins.map(() => '---|').join('')}---|`,
+    ...entries.map(
+      ([name, p]) =>
+        `| ${name} | ${cell(p.top)}${p.top.accuracy === null ? '' : `, ≥ ${p.top.min.toFixed(1)}°`} | ${p.bins.map(cell).join(' | ')} | ${p.unknown} |`,
+    ),
+    '',
+  ];
 }
 
 /** One field per line, each array on one line (~130 kB for 6,000 pairs; indented JSON would double it). */
@@ -268,7 +332,7 @@ function modelCache(config: EvalConfig, dir: string, model: FaceEmbedder): Embed
  */
 export const evalStage: StageDefinition<typeof evalConfigSchema> = {
   name: 'eval',
-  version: 3, // 3: per-pair results (pairs-<key>.json)
+  version: 4, // 3: per-pair results (pairs-<key>.json); 4: head yaw per image, accuracy by yaw difference
   schema: evalConfigSchema,
   upstream: ['fr-train'],
   reads: (config): Record<string, string[]> => (config.model === TRAINED_MODEL ? { 'fr-train': ['model'] } : {}),
@@ -293,10 +357,15 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       const started = Date.now();
       const count = end - start;
       const rows = new Float32Array(2 * count * model.dim); // the a sides, then the b sides
+      const yaw = { a: [] as (number | null)[], b: [] as (number | null)[] };
       const o = { detector: config.detector, fallbackFraction: bench.fallbackFraction };
       for (let i = 0; i < count; i++) {
-        rows.set(await embedRef(bench.a[start + i], model, cache, o, counters), i * model.dim);
-        rows.set(await embedRef(bench.b[start + i], model, cache, o, counters), (count + i) * model.dim);
+        const a = await embedRef(bench.a[start + i], model, cache, o, counters);
+        const b = await embedRef(bench.b[start + i], model, cache, o, counters);
+        rows.set(a.embedding, i * model.dim);
+        rows.set(b.embedding, (count + i) * model.dim);
+        yaw.a.push(a.yaw);
+        yaw.b.push(b.yaw);
         progress({
           phase: `embed ${bench.name}`,
           step: i + 1,
@@ -308,6 +377,7 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
         benchmark: bench.name,
         pairs: [start, end],
         model: model.name,
+        yaw, // degrees per image of each side, null without landmarks
       });
       model.dispose?.();
       return {
@@ -326,6 +396,7 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
     const metrics: Record<string, number> = {};
     const outputs: Record<string, string> = {};
     const curves: { label: string; result: VerificationResult }[] = [];
+    const poses: Record<string, PoseBinnedAccuracy> = {};
     // Every shard holds [2, pairs, dim] embeddings of the same model.
     const dim = readTensorFile(join(shards[0].dir, 'embeddings')).header.shape[2];
     for (const [b, spec] of config.benchmarks.entries()) {
@@ -333,14 +404,21 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       const own = shards.filter((s) => parseShardId(s.id).benchmark === b);
       const ea = new Float32Array(bench.issame.length * dim);
       const eb = new Float32Array(bench.issame.length * dim);
+      const yawA: (number | null)[] = new Array<number | null>(bench.issame.length).fill(null);
+      const yawB: (number | null)[] = new Array<number | null>(bench.issame.length).fill(null);
       for (const s of own) {
         const { header, values } = readTensorFile(join(s.dir, 'embeddings'));
-        const [start, end] = (header.meta as { pairs: [number, number] }).pairs;
+        const meta = header.meta as { pairs: [number, number]; yaw?: { a: (number | null)[]; b: (number | null)[] } };
+        const [start, end] = meta.pairs;
         const count = end - start;
         if (header.shape[2] !== dim || header.shape[1] !== count)
           throw new Error(`${s.dir}: shard embeddings [${header.shape.join(', ')}] do not match ${count} pairs of ${dim}-d`);
+        if (meta.yaw?.a.length !== count || meta.yaw.b.length !== count)
+          throw new Error(`${s.dir}: shard embeddings carry no yaw for their ${count} pairs (written by an older eval)`);
         ea.set(values.subarray(0, count * dim), start * dim);
         eb.set(values.subarray(count * dim), start * dim);
+        meta.yaw.a.forEach((y, i) => (yawA[start + i] = y));
+        meta.yaw.b.forEach((y, i) => (yawB[start + i] = y));
       }
       const options: VerificationOptions = bench.foldOf ? { foldOf: bench.foldOf } : {};
       const dist = pairDistances(ea, eb, dim);
@@ -349,6 +427,10 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       curves.push({ label: bench.name, result: r });
       const key = benchmarkKey(bench.name);
       const sum = (k: string): number => own.reduce((t, s) => t + (s.metrics[k] ?? 0), 0);
+      const pairs = pairResults(bench.name, dist, bench.issame, r, options, yawDifferences(yawA, yawB));
+      // Binned on the rounded differences the pairs file holds, so the file reproduces these numbers.
+      const pose = poseBinnedAccuracy(pairs.yawDifference, pairs.correct);
+      poses[bench.name] = pose;
       Object.assign(metrics, {
         [`${key}_accuracy`]: r.accuracy,
         [`${key}_accuracyStd`]: r.accuracyStd,
@@ -358,6 +440,7 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
         [`${key}_fallbacks`]: sum('fallbacks'),
         [`${key}_computedImages`]: sum('computed'),
         [`${key}_msPerComputedImage`]: sum('computed') ? sum('computeMs') / sum('computed') : 0,
+        ...poseMetrics(key, pose),
       });
       const hist = join(dir, `scores-${key}.png`);
       writeFileAtomic(
@@ -373,7 +456,7 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       );
       outputs[`scores_${key}`] = hist;
       const pairsFile = join(dir, `pairs-${key}.json`);
-      writeFileAtomic(pairsFile, compactJson(pairResults(bench.name, dist, bench.issame, r, options)));
+      writeFileAtomic(pairsFile, compactJson(pairs));
       outputs[`pairs_${key}`] = pairsFile;
     }
     metrics.shards = shards.length;
@@ -395,11 +478,16 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       ),
       ...(others.length ? ['', `Not in the paper's table: ${others.map(([n]) => n).join(', ')}.`] : []),
       '',
+      ...poseTable(poses),
     ].join('\n');
     outputs.report = join(dir, 'report.md');
     writeFileAtomic(outputs.report, md);
     outputs.results = join(dir, 'results.json');
-    writeJsonAtomic(outputs.results, { model: config.model, results });
+    // Without the per-pair index list: pairs-<key>.json has every pair's yawDifference.
+    const poseBins = Object.fromEntries(
+      Object.entries(poses).map(([n, p]) => [n, { known: p.known, unknown: p.unknown, top: p.top, bins: p.bins }]),
+    );
+    writeJsonAtomic(outputs.results, { model: config.model, results, poseBins });
     outputs.roc = join(dir, 'roc.png');
     writeFileAtomic(outputs.roc, await svgToPng(rocSvg(`ROC: ${config.model}`, curves)));
     return { outputs, metrics };

@@ -2,6 +2,7 @@ import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { hashJson, mergeConfig, type StageManifest } from '@id3/core';
+import { poseBinnedAccuracy } from '@id3/eval';
 import {
   buildPipelineConfig,
   planExperiment,
@@ -159,8 +160,17 @@ describe('experiment results', () => {
     plan = planExperiment({ name: 'demo-table1' });
   });
 
-  /** A fake finished row: eval and fr-train manifests, the model card and a pairs file. */
-  function finishRow(run: ExperimentRun, correct: boolean[], issame = correct.map((_, i) => i % 2 === 0)): void {
+  /**
+   * A fake finished row: eval and fr-train manifests, the model card and a pairs file. Yaw
+   * differences: pairs 0-2 at 30°, 25°, 20°, the rest 0°, 1°, …: the top quartile of 10 pairs is
+   * ceil(2.5) = 3 pairs, 0-2. `yaw: null` writes what an eval before yaw wrote.
+   */
+  function finishRow(
+    run: ExperimentRun,
+    correct: boolean[],
+    issame = correct.map((_, i) => i % 2 === 0),
+    yaw: (number | null)[] | null = correct.map((_, i) => [30, 25, 20][i] ?? i - 3),
+  ): void {
     const dir = join(runsDir, run.runName);
     const put = (rel: string, value: unknown) => {
       mkdirSync(dirname(join(dir, rel)), { recursive: true });
@@ -168,12 +178,27 @@ describe('experiment results', () => {
     };
     const accuracy = correct.filter(Boolean).length / correct.length;
     const folds = correct.map((_, i) => i % 2);
-    put('eval/pairs-LFW40pairsample.json', { benchmark: plan.benchmark, pairs: correct.length, folds, issame, correct });
+    put('eval/pairs-LFW40pairsample.json', {
+      benchmark: plan.benchmark,
+      pairs: correct.length,
+      folds,
+      issame,
+      correct,
+      ...(yaw ? { yawDifference: yaw } : {}),
+    });
+    // The eval stage's own metrics of the binning (checked against known values in the tests).
+    const pose = yaw ? poseBinnedAccuracy(yaw, correct) : undefined;
     put('eval/manifest.json', {
       format: 'id3-stage-manifest/1',
       stage: 'eval',
       outputs: { pairs_LFW40pairsample: { path: 'eval/pairs-LFW40pairsample.json', sha256: 'x', bytes: 1 } },
-      metrics: { LFW40pairsample_accuracy: accuracy, LFW40pairsample_accuracyStd: 0.05 },
+      metrics: {
+        LFW40pairsample_accuracy: accuracy,
+        LFW40pairsample_accuracyStd: 0.05,
+        ...(pose
+          ? { LFW40pairsample_poseTopQuartileAccuracy: pose.top.accuracy, LFW40pairsample_poseTopQuartilePairs: pose.top.pairs }
+          : {}),
+      },
     });
     put('fr-train/model/card.json', { dataset: { identities: 3, trainImages: 6, validationImages: 3 } });
     put('fr-train/manifest.json', {
@@ -193,7 +218,7 @@ describe('experiment results', () => {
     // no-guidance first: no baseline yet, so no p; it appears once ID3 of that seed is recorded.
     finishRow(ngs0, [false, false, false, false, false, false, true, true, true, true]);
     recordExperimentRun(plan, ngs0, done, none(ngs0));
-    expect(read().results[0]).toMatchObject({ row: 'no-guidance', mcnemarPVsID3: null });
+    expect(read().results[0]).toMatchObject({ row: 'no-guidance', mcnemarPVsID3: null, mcnemarPLargePoseVsID3: null });
     finishRow(id3s0, all);
     recordExperimentRun(plan, id3s0, done, none(id3s0));
     const r = read();
@@ -204,8 +229,13 @@ describe('experiment results', () => {
       identities: 3,
       imagesPerIdentity: 3,
       mcnemarVsID3: { b: 6, c: 0 },
+      // Its three largest-yaw pairs (0-2) are all wrong; ID3 gets them right: b = 3, c = 0.
+      lfwLargePoseAccuracy: 0,
+      lfwLargePosePairs: 3,
     });
     expect(r.results[1].mcnemarPVsID3).toBeCloseTo(2 * 0.5 ** 6, 12);
+    expect(r.results[1].mcnemarPLargePoseVsID3).toBeCloseTo(2 * 0.5 ** 3, 12);
+    expect(r.results[0]).toMatchObject({ row: 'ID3', lfwLargePoseAccuracy: 1, lfwLargePosePairs: 3, mcnemarPLargePoseVsID3: null });
     expect(r.notYetRun).toEqual([id3s1.runName, ngs1.runName]);
 
     finishRow(
@@ -217,7 +247,27 @@ describe('experiment results', () => {
     expect(s?.seeds).toEqual([0, 1]);
     expect(s?.lfwAccuracyMean).toBeCloseTo(0.95, 12);
     expect(s?.lfwAccuracyStdOverSeeds).toBeCloseTo(Math.sqrt(0.005), 12); // sample std of 1.0 and 0.9
-    expect(readFileSync(join(runsDir, 'demo-table1', 'report.md'), 'utf8')).toMatch(/\| ID3 \| 0, 1 \| 95\.00 ± 7\.07 \|/);
+    // Large pose: seed 1 misses pair 0, one of its three: 1 and 2/3 → mean 5/6, sample std √2/6.
+    expect(s?.lfwLargePoseAccuracyMean).toBeCloseTo(5 / 6, 12);
+    expect(s?.lfwLargePoseAccuracyStdOverSeeds).toBeCloseTo(Math.SQRT2 / 6, 12);
+    expect(s?.mcnemarPLargePoseVsID3).toEqual([null, null]);
+    const report = readFileSync(join(runsDir, 'demo-table1', 'report.md'), 'utf8');
+    expect(report).toMatch(/\| ID3 \| 0, 1 \| 95\.00 ± 7\.07 \|/);
+    expect(report).toMatch(/\| row \| seeds \| .* \| large-pose accuracy \| large-pose McNemar p \|/);
+    expect(report).toMatch(/\| ID3 \| 0, 1 \| 95\.00 ± 7\.07 \| .* \| 83\.33 ± 23\.57 \| —, — \|/);
+    expect(report).toMatch(/\| no-guidance \| 0 \| .* \| 0\.00 ± 0\.00 \| 0\.250 \|/);
+    expect(report).toMatch(/\| no-guidance \| 0 \| `[^`]+` \| 40\.00 ± 5\.00 \| 6 \/ 0 \| 0\.00 \(3\) \|/);
+
+    // An eval from before yaw was recorded: no large-pose accuracy, no large-pose McNemar.
+    finishRow(ngs1, [false, ...all.slice(1)], undefined, null);
+    recordExperimentRun(plan, ngs1, done, none(ngs1));
+    expect(read().results.find((x) => x.row === 'no-guidance' && x.seed === 1)).toMatchObject({
+      lfwLargePoseAccuracy: null,
+      lfwLargePosePairs: null,
+      mcnemarPLargePoseVsID3: 1, // the baseline's file has yaw: its top 3, where ng s1 misses pair 0 as ID3 s1 does
+    });
+    const ng = read().summary.find((x) => x.row === 'no-guidance');
+    expect([ng?.lfwLargePoseAccuracyMean, ng?.lfwLargePoseAccuracyStdOverSeeds]).toEqual([0, 0]); // over seed 0 only
 
     // Pairs that are not the same pairs are refused, naming both files.
     finishRow(ngs1, all, all);

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { RunStore, executeShard, executeStage, initBackend, prepareStageRun } from '@id3/core';
-import { evalStage, type PairResults } from '../index';
+import { decodeImageBytes, detectAndAlign, headPoseFrom68, readInsightfaceBin, requireDataPath } from '@id3/faces';
+import { evalStage, poseBinnedAccuracy, type PairResults } from '../index';
 
 // The eval stage with the pretrained teacher on real benchmark files: both insightface .bin
 // samples (40 LFW pairs of 112×112 crops each) and the CFP-layout sample (FP split).
@@ -59,6 +60,39 @@ describe('eval stage', () => {
     expect(pairs.distance.every((d) => d >= 0 && d <= 4 && Number(d.toFixed(6)) === d)).toBe(true);
     expect(r.manifest.outputs.pairs_CFPFP).toBeDefined();
 
+    // Head pose per pair: |yaw_a − yaw_b| from each image's 68 landmarks, as prepare measures
+    // yaw (null only where the detector fell back to a centre crop).
+    expect(pairs.yawDifference).toHaveLength(40);
+    const known = pairs.yawDifference.filter((d): d is number => d !== null);
+    expect(known.length).toBeGreaterThanOrEqual(30);
+    expect(known.every((d) => d >= 0 && d < 90 && Number(d.toFixed(2)) === d)).toBe(true);
+    expect(Math.max(...known)).toBeGreaterThan(0); // not all frontal by construction
+    // Pair 0 by hand: the same detection and pose code prepare runs, on the .bin's own bytes.
+    const bin = readInsightfaceBin(requireDataPath('samples/insightface-bin/sample-py2.bin'));
+    const yawOf = async (i: number): Promise<number | null> => {
+      const found = await detectAndAlign(await decodeImageBytes(bin.images[i], `image ${i}`), { detector: 'tiny', fallbackFraction: 1 });
+      return found.ok && found.method === 'landmarks' && found.landmarks68 ? headPoseFrom68(found.landmarks68).yaw : null;
+    };
+    const [ya, yb] = [await yawOf(0), await yawOf(1)];
+    expect(pairs.yawDifference[0]).toBe(ya === null || yb === null ? null : Number(Math.abs(ya - yb).toFixed(2)));
+    // The metrics and the report's table are the binning of exactly the file's values.
+    const pose = poseBinnedAccuracy(pairs.yawDifference, pairs.correct);
+    expect(pose.top.pairs).toBeGreaterThanOrEqual(Math.ceil(known.length / 4));
+    expect(m.lfwsamplepy2_poseTopQuartileAccuracy).toBe(pose.top.accuracy);
+    expect(m.lfwsamplepy2_poseTopQuartilePairs).toBe(pose.top.pairs);
+    expect(m.lfwsamplepy2_poseUnknownPairs).toBe(40 - known.length);
+    expect(pose.bins.map((b) => m[`lfwsamplepy2_poseYaw${b.max === Infinity ? `${b.min}up` : `${b.min}to${b.max}`}Pairs`])).toEqual(
+      pose.bins.map((b) => b.pairs),
+    );
+    expect(report).toMatch(/## Accuracy by head-pose difference/);
+    expect(report).toMatch(/\| benchmark \| top 25% \| \[0, 10\) \| \[10, 20\) \| \[20, ∞\) \| no yaw \|/);
+    expect(report).toContain(
+      `| lfw-sample-py2 | ${(100 * (pose.top.accuracy ?? 0)).toFixed(2)} (${pose.top.pairs}), ≥ ${pose.top.min.toFixed(1)}° |`,
+    );
+    // py3 holds the same images, served from the cache py2 filled: the cached yaws are the same.
+    const pairs3 = JSON.parse(readFileSync(store.abs(r.manifest.outputs.pairs_lfwsamplepy3.path), 'utf8')) as PairResults;
+    expect(pairs3.yawDifference).toEqual(pairs.yawDifference);
+
     // One shard per benchmark here (40 pairs each, 500 per shard by default); py2 and py3 hold
     // the same images, so the second one's shard is served from the cache the first one filled.
     expect(m.shards).toBe(3);
@@ -71,6 +105,9 @@ describe('eval stage', () => {
     expect(again.manifest.metrics.lfwsamplepy2_accuracy).toBe(m.lfwsamplepy2_accuracy);
     expect(again.manifest.metrics.lfwsamplepy2_computedImages).toBe(0); // nothing recomputed
     expect(again.manifest.metrics.lfwsamplepy2_msPerComputedImage).toBe(0);
+    const pairsAgain = JSON.parse(readFileSync(store.abs(again.manifest.outputs.pairs_lfwsamplepy2.path), 'utf8')) as PairResults;
+    expect(pairsAgain.yawDifference).toEqual(pairs.yawDifference); // yaw came from the cache too
+    expect(again.manifest.metrics.lfwsamplepy2_poseTopQuartileAccuracy).toBe(m.lfwsamplepy2_poseTopQuartileAccuracy);
   });
 
   it('a malformed benchmark file fails naming the file', async () => {
@@ -105,6 +142,11 @@ describe('eval shards', () => {
     expect(merged.manifest.metrics.lfwsample_auc).toBe(one.manifest.metrics.lfwsample_auc);
     expect(merged.manifest.metrics.shards).toBe(3);
     expect(merged.manifest.metrics.lfwsample_computedImages).toBe(0); // the same cache served every image
+    // Yaw merged from the shards' headers in pair order, as in the one-shard run.
+    const yawOf = (store: RunStore, m: typeof one.manifest) =>
+      (JSON.parse(readFileSync(store.abs(m.outputs.pairs_lfwsample.path), 'utf8')) as PairResults).yawDifference;
+    expect(yawOf(split, merged.manifest)).toEqual(yawOf(whole, one.manifest));
+    expect(merged.manifest.metrics.lfwsample_poseTopQuartileAccuracy).toBe(one.manifest.metrics.lfwsample_poseTopQuartileAccuracy);
   });
 
   it('an unknown model is refused naming the field and the known ones', async () => {
