@@ -37,7 +37,7 @@ export {
 } from './align';
 export type { Point, Similarity } from './align';
 export { faceApi, faceApiModelDir, loadFaceApiNets } from './models/face-api';
-export { embedImage, embedWithFlip } from './models/face-embedder';
+export { embedImage, embedWithFlip, networkEmbedder } from './models/face-embedder';
 export type { EmbedderEntry, FaceAlignment, FaceEmbedder } from './models/face-embedder';
 export { DEFAULT_EMBEDDER, embedderInfo, embedderNames, loadEmbedder, registerEmbedder } from './models/embedders';
 export { alignForEmbedder } from './models/align-for-embedder';

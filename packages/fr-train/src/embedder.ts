@@ -1,5 +1,5 @@
 import { sha256File, tf } from '@id3/core';
-import { scaledTemplate, type FaceEmbedder } from '@id3/faces';
+import { networkEmbedder, scaledTemplate, type FaceEmbedder } from '@id3/faces';
 import { IResNet } from './iresnet';
 
 /**
@@ -13,21 +13,16 @@ export async function loadTrainedEmbedder(
   const net = IResNet.load(weightsPath);
   const weightsSha256 = await sha256File(weightsPath.endsWith('.json') ? weightsPath : `${weightsPath}.json`);
   const r = net.config.resolution;
-  return {
-    // Names the weights (their header's hash names the data file's hash too): caches key on it.
-    name: `fr-train-${weightsSha256.slice(0, 12)}`,
-    dim: net.config.embeddingDim,
-    inputSize: r,
-    alignment: 'arcface',
-    inputTemplate: scaledTemplate(r),
-    weightsSha256,
-    embed(batch) {
-      return tf.tidy(() => {
-        const sized = batch.shape[1] === r && batch.shape[2] === r ? batch : tf.image.resizeBilinear(batch, [r, r]);
-        const e = net.forward(tf.sub(tf.div(sized, 127.5), 1) as tf.Tensor4D, { training: false });
-        return tf.div(e, tf.add(tf.norm(e, 2, 1, true), 1e-12)) as tf.Tensor2D;
-      });
+  const embedder = networkEmbedder(
+    {
+      // Names the weights (their header's hash names the data file's hash too): caches key on it.
+      name: `fr-train-${weightsSha256.slice(0, 12)}`,
+      dim: net.config.embeddingDim,
+      inputSize: r,
+      alignment: 'arcface',
+      inputTemplate: scaledTemplate(r),
     },
-    dispose: () => net.dispose(),
-  };
+    (sized) => net.forward(tf.sub(tf.div(sized, 127.5), 1) as tf.Tensor4D, { training: false }) as tf.Tensor2D,
+  );
+  return { ...embedder, weightsSha256, dispose: () => net.dispose() };
 }

