@@ -181,13 +181,20 @@ export class ConditionEvaluator {
     private readonly seed: number,
   ) {}
 
-  async evaluate(net: UNet, diffusion: GaussianDiffusion, rows: readonly number[], ddimSteps: number): Promise<ConditionEvaluation> {
+  /** `cfgScale` ≠ 1 samples with classifier-free guidance (see sampleConditions). */
+  async evaluate(
+    net: UNet,
+    diffusion: GaussianDiffusion,
+    rows: readonly number[],
+    ddimSteps: number,
+    cfgScale = 1,
+  ): Promise<ConditionEvaluation> {
     const { data } = this;
     const n = rows.length;
     const attributeRows = derangement(n).map((j) => rows[j]);
     const c = data.condition ?? { values: data.y, dim: data.identityDim };
     const cond = { y: pickRows(c.values, c.dim, rows), s: pickRows(data.s, data.attributeDim, attributeRows), count: n };
-    const samples = await sampleConditions(net, diffusion, cond, { ddimSteps, seed: this.seed });
+    const samples = await sampleConditions(net, diffusion, cond, { ddimSteps, seed: this.seed, cfgScale });
     const input = TeacherInput.forTeacher(this.teacher, data.size);
     let ids: { matched: number; mismatched: number };
     let real: RealReadout;

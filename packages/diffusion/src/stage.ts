@@ -26,6 +26,7 @@ import {
   pickRows,
   trainingSubset,
   type ConditionEvaluation,
+  type ConditionMetrics,
 } from './held-out-evaluation';
 import { gridPng, toImages } from './images';
 import { sampleConditions } from './sampling';
@@ -82,6 +83,12 @@ export const trainDiffusionConfigSchema = z
         checkpointDdimSteps: z.number().int().positive().default(20),
         /** 'training' (proxy mode): the first `count` training rows instead of held-out ones. */
         on: z.enum(['held-out', 'training']).default('held-out'),
+        /**
+         * Classifier-free guidance scales to evaluate at the end besides the plain conditional
+         * model (w = 1, the headline metrics): same conditions and seed, into evaluation.json's
+         * `cfg` (a weakly conditioned generator may follow its conditions better with w > 1).
+         */
+        cfgScales: z.array(z.number().nonnegative()).default([]),
       })
       .strict()
       .superRefine((e, ctx) => {
@@ -430,8 +437,18 @@ async function trainDiffusion({ config, dir, inputs, progress, backend }: StageC
     if (evaluator) {
       progress({ phase: 'evaluate', message: `sampling ${evalRows.length} ${config.evaluation.on} conditions` });
       const evaluation = await evaluator.evaluate(trainer.emaNet(), trainer.diffusion, evalRows, config.evaluation.ddimSteps);
+      const cfg: { cfgScale: number; metrics: ConditionMetrics }[] = [];
+      for (const w of config.evaluation.cfgScales.filter((w) => w !== 1)) {
+        progress({
+          phase: 'evaluate',
+          message: `sampling ${evalRows.length} ${config.evaluation.on} conditions, classifier-free guidance w = ${w}`,
+        });
+        const guided = await evaluator.evaluate(trainer.emaNet(), trainer.diffusion, evalRows, config.evaluation.ddimSteps, w);
+        cfg.push({ cfgScale: w, metrics: guided.metrics });
+        metrics[`cfg${w}IdentityGap`] = guided.metrics.identityGap;
+      }
       outputs.evaluation = join(dir, 'evaluation.json');
-      writeJsonAtomic(outputs.evaluation, evaluationDocument(evaluation, config));
+      writeJsonAtomic(outputs.evaluation, { ...evaluationDocument(evaluation, config), cfg });
       // Correlations are undefined when fewer than 3 faces were read back: leave those out.
       for (const [k, v] of Object.entries(evaluation.metrics)) if (Number.isFinite(v)) metrics[k] = v;
       // 1: the numbers are of training rows (proxy mode), not held-out ones.

@@ -119,11 +119,19 @@ describe('train-diffusion held-out evaluation', () => {
     );
   });
 
-  it("evaluation.every 'end' writes no history", async () => {
+  it("evaluation.every 'end' writes no history; cfgScales adds classifier-free-guided evaluations of the same conditions", async () => {
     const root = fresh();
-    const r = await run(root, 2, { evaluation: { every: 'end' } });
+    const r = await run(root, 2, { evaluation: { every: 'end', cfgScales: [0, 1] } });
     expect(r.manifest.outputs.heldoutHistory).toBeUndefined();
-    expect(r.manifest.outputs.evaluation).toBeDefined();
+    const ev = readJson<{ metrics: Record<string, number>; cfg: { cfgScale: number; metrics: Record<string, number> }[] }>(
+      join(root, r.manifest.outputs.evaluation.path),
+    );
+    // w = 1 is the headline evaluation, not repeated; w = 0 samples the same conditions unconditionally
+    expect(ev.cfg.map((c) => c.cfgScale)).toEqual([0]);
+    expect(ev.cfg[0].metrics.evalCount).toBe(ev.metrics.evalCount);
+    expect(ev.cfg[0].metrics.realIdentityGap).toBe(ev.metrics.realIdentityGap); // the same real photos
+    expect(ev.cfg[0].metrics.idCosMatched).not.toBe(ev.metrics.idCosMatched);
+    expect(r.manifest.metrics.cfg0IdentityGap).toBe(ev.cfg[0].metrics.identityGap);
   });
 
   it("proxy mode: subset trains on the first training rows and keys the checkpoints; evaluation.on 'training' evaluates those rows", async () => {
