@@ -37,6 +37,7 @@ export {
   adoptableIdentitySpace,
   formatBytes,
   generatorCardSchema,
+  generatorTargets,
   modelCardMarkdown,
   readGeneratorCard,
   recordGeneratorCard,

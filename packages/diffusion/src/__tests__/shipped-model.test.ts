@@ -21,6 +21,7 @@ import {
   GENERATOR_CARD_FORMAT,
   SHIPPED_MODEL_MAX_BYTES,
   generatorCardSchema,
+  generatorTargets,
   readGeneratorCard,
   recordGeneratorCard,
   shipGenerator,
@@ -171,6 +172,36 @@ describe('shipping a generator', () => {
     expect(readme).toMatch(/^# tiny: ID³ generator/);
     expect(readme).toContain('![preview-final.png](preview-final.png)');
     expect(readme).toContain(`| identity gap | ${card.heldOut.identityGap.toFixed(3)} |`);
+    expect(readme).toContain('## Against the targets');
+  });
+
+  it('generatorTargets: half the real gap and correlations of 0.5, each met or missed by how much', () => {
+    const heldOut = {
+      identityGap: 0.02,
+      realIdentityGap: 0.1,
+      idCosMatched: 0.9,
+      idCosMismatched: 0.88,
+      realIdCosMatched: 0.97,
+      realIdCosMismatched: 0.87,
+      yawCorrelation: 0.62,
+      ageCorrelation: null,
+      realYawCorrelation: 0.6,
+      realAgeCorrelation: 0.5,
+      evalCount: 128,
+      on: 'held-out' as const,
+    };
+    expect(generatorTargets(heldOut)).toEqual([
+      {
+        name: 'identity gap',
+        target: "≥ 0.050 (half the real photos' 0.100)",
+        value: '0.020 (40% of the target)',
+        met: false,
+        short: '0.030 short',
+      },
+      { name: 'yaw correlation', target: '≥ 0.50', value: '0.620', met: true, short: '' },
+      { name: 'age correlation', target: '≥ 0.50', value: 'not measured', met: false, short: 'not measured' },
+    ]);
+    expect(generatorTargets({ ...heldOut, identityGap: 0.05 })[0]).toMatchObject({ met: true, short: '' });
   });
 
   it('card.json round-trips through its schema; a bad or missing field is refused, naming the file and the field', () => {
