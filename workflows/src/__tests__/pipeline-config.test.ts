@@ -42,6 +42,34 @@ describe('planRun', () => {
     ]);
   });
 
+  it('the celeba-id3 profile samples from the shipped generator and adopts its identity space (no generator training)', () => {
+    expect(planRun({ profile: 'celeba-id3' }).stages).toEqual([
+      'prepare',
+      'identity-space',
+      'anchors',
+      'identities',
+      'sample',
+      'fr-train',
+      'eval',
+    ]);
+    const config = buildPipelineConfig({ profile: 'celeba-id3' });
+    expect(stageSection(config, 'sample').model).toBe('models/celeba32-id3');
+    expect(stageSection(config, 'identity-space').from).toBe('models/celeba32-id3');
+    // the κ = 0 twin is a drop-in: same identity space, same teacher
+    expect(planRun({ profile: 'celeba-id3', overrides: { sample: { model: 'models/celeba32-kappa0' } } }).stages).toContain('sample');
+  });
+
+  it('the generator-celeba profile holds out whole people, in train-diffusion and the identity space alike', () => {
+    expect(planRun({ profile: 'generator-celeba' }).stages).toEqual(['prepare', 'identity-space', 'train-diffusion']);
+    expect(stageSection(buildPipelineConfig({ profile: 'generator-celeba' }), 'train-diffusion')).toMatchObject({
+      holdoutBy: 'person',
+      holdout: 600,
+    });
+    expect(() => planRun({ profile: 'generator-celeba', overrides: { 'identity-space': { holdoutBy: 'image' } } })).toThrow(
+      /field 'identity-space\.holdoutBy': image differs from train-diffusion\.holdoutBy person/,
+    );
+  });
+
   it('a generator conditioned in the identity space needs the identity-space stage', () => {
     expect(() =>
       planRun({
