@@ -1,0 +1,192 @@
+/**
+ * The sampler's guidance trade-off (issue 10 §1): identity consistency against images/s for
+ * several sampling settings, with a real trained generator and the identities a pipeline placed
+ * for it — the identity half of what bench-sample.ts measures only in seconds.
+ *
+ * For each setting, `--identities` synthetic identities × `--images` images are drawn with the
+ * sampler stage's own IdentitySampler (the same seeds in every setting, attributes drawn from the
+ * prepared training rows), and each image is embedded with the teacher through the f(x̂0) path:
+ *  - own: teacher cosine of an image to its own y_ij; other: to the y of the same slot of another
+ *    identity (a cyclic shift); gap = own − other (does the image carry its identity at all);
+ *  - intra: mean cosine between images of one identity; inter: between images of different
+ *    identities; separation = intra − inter (can the teacher tell the synthetic people apart);
+ *  - images/s of the sampling call alone (one process, one core).
+ *
+ *   npm run bench:guidance -- --model models/celeba32-id3 --run .id3/runs/celeba-id3 [--identities 16] [--images 4]
+ *
+ * `--run` is a run whose identities stage placed identities in the generator's identity space and
+ * whose prepare stage holds the training attributes (e.g. a celeba-id3 run). Writes
+ * bench/results/guidance-tradeoff.json and prints a Markdown table for BENCHMARKS.md.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Rng, initBackend, readTensorFile } from '@id3/core';
+import { embedCrops, loadGenerator, resolveModelPath } from '@id3/diffusion';
+import { loadEmbedder } from '@id3/faces';
+import {
+  IdentitySampler,
+  filterConfigSchema,
+  guidanceConfigSchema,
+  samplerLoopSchema,
+  type GuidanceConfig,
+  type SamplerLoop,
+} from '@id3/sampler';
+
+interface Setting {
+  readonly name: string;
+  readonly loop: Partial<SamplerLoop>;
+  readonly guidance: Partial<GuidanceConfig>;
+}
+
+/** The settings compared: no guidance, the profiles' default, denser / stronger / full-gradient guidance, CFG, fewer steps. */
+const SETTINGS: Setting[] = [
+  { name: 'DDIM 25, w 0 (no guidance)', loop: { steps: 25 }, guidance: { scale: 0 } },
+  {
+    name: 'DDIM 25, w 20, every 2nd of the last half (profiles)',
+    loop: { steps: 25 },
+    guidance: { scale: 20, every: 2, lastFraction: 0.5 },
+  },
+  { name: 'DDIM 25, w 20, every step', loop: { steps: 25 }, guidance: { scale: 20, every: 1, lastFraction: 1 } },
+  { name: 'DDIM 25, w 60, every 2nd of the last half', loop: { steps: 25 }, guidance: { scale: 60, every: 2, lastFraction: 0.5 } },
+  {
+    name: 'DDIM 25, w 20, every 2nd of the last half, full gradient',
+    loop: { steps: 25 },
+    guidance: { scale: 20, every: 2, lastFraction: 0.5, gradient: 'full' },
+  },
+  {
+    name: 'DDIM 25, CFG 4 + w 20, every 2nd of the last half',
+    loop: { steps: 25, cfgScale: 4 },
+    guidance: { scale: 20, every: 2, lastFraction: 0.5 },
+  },
+  { name: 'DDIM 10, w 20, every 2nd of the last half', loop: { steps: 10 }, guidance: { scale: 20, every: 2, lastFraction: 0.5 } },
+];
+
+function cos(a: Float32Array, i: number, b: Float32Array, j: number, d: number): number {
+  let s = 0;
+  for (let k = 0; k < d; k++) s += a[i * d + k] * b[j * d + k];
+  return s;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      model: { type: 'string', default: 'models/celeba32-id3' },
+      run: { type: 'string' },
+      identities: { type: 'string', default: '16' },
+      images: { type: 'string', default: '4' },
+      seed: { type: 'string', default: '0' },
+    },
+  });
+  if (!values.run) throw new Error('--run RUN_DIR: a run whose identities and prepare stages have finished (e.g. a celeba-id3 run)');
+  const run = resolve(values.run);
+  const n = Number(values.identities);
+  const m = Number(values.images);
+  const seed = Number(values.seed);
+  await initBackend('wasm', () => undefined);
+  const generator = loadGenerator(resolveModelPath(values.model));
+  const teacher = await loadEmbedder(generator.descriptor.teacher, 'generator.teacher');
+  const d = generator.descriptor.identityDim;
+
+  // The identities stage's y rows: identity i's embeddings are rows i·M … i·M + M − 1.
+  const ident = readTensorFile(join(run, 'identities', 'embeddings'));
+  const labels = readTensorFile(join(run, 'identities', 'labels')).values as Int32Array;
+  const perIdentity = labels.filter((l) => l === 0).length;
+  if (ident.header.shape[1] !== d)
+    throw new Error(`${run}/identities: ${ident.header.shape[1]}-d embeddings, the generator's teacher is ${d}-d`);
+  if (perIdentity < m) throw new Error(`${run}/identities: ${perIdentity} embeddings per identity, --images ${m} asked`);
+  const yAll = ident.values as Float32Array;
+  const y = new Float32Array(n * m * d);
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < m; j++) y.set(yAll.subarray((i * perIdentity + j) * d, (i * perIdentity + j + 1) * d), (i * m + j) * d);
+  // Attributes: training rows drawn with a fixed seed (the sampler stage's default 'empirical').
+  const attrs = readTensorFile(join(run, 'prepare', 'attributes-scaled'));
+  const a = attrs.header.shape[1];
+  const rng = new Rng(seed).fork('attributes');
+  const s = new Float32Array(n * m * a);
+  for (let k = 0; k < n * m; k++) {
+    const r = rng.int(attrs.header.shape[0]);
+    s.set((attrs.values as Float32Array).subarray(r * a, (r + 1) * a), k * a);
+  }
+
+  const size = generator.net.config.resolution;
+  const results = [];
+  for (const setting of SETTINGS) {
+    const loop = samplerLoopSchema.parse(setting.loop);
+    const guidance = guidanceConfigSchema.parse(setting.guidance);
+    const sampler = new IdentitySampler(generator, teacher, loop, guidance, filterConfigSchema.parse({}), undefined, seed);
+    const images = new Float32Array(n * m * size * size * 3);
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) {
+      const seeds = Array.from({ length: m }, (_, j) => 1_000 * i + j + 1);
+      const px = m * size * size * 3;
+      images.set(sampler.sample(y.subarray(i * m * d, (i + 1) * m * d), s.subarray(i * m * a, (i + 1) * m * a), seeds), i * px);
+    }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const e = await embedCrops(teacher, sampler.input, images, size);
+    sampler.input.dispose();
+    let own = 0;
+    let other = 0;
+    let intra = 0;
+    let intraN = 0;
+    let inter = 0;
+    let interN = 0;
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < m; j++) {
+        const k = i * m + j;
+        own += cos(e, k, y, k, d);
+        other += cos(e, k, y, ((i + 1) % n) * m + j, d);
+        for (let i2 = i; i2 < n; i2++)
+          for (let j2 = i2 === i ? j + 1 : 0; j2 < m; j2++) {
+            const c = cos(e, k, e, i2 * m + j2, d);
+            if (i2 === i) {
+              intra += c;
+              intraN++;
+            } else {
+              inter += c;
+              interN++;
+            }
+          }
+      }
+    const row = {
+      setting: setting.name,
+      loop,
+      guidance,
+      guidedSteps: sampler.guidedSteps().guided,
+      images: n * m,
+      seconds,
+      imagesPerSecond: (n * m) / seconds,
+      own: own / (n * m),
+      other: other / (n * m),
+      gap: (own - other) / (n * m),
+      intra: intra / intraN,
+      inter: inter / interN,
+      separation: intra / intraN - inter / interN,
+    };
+    results.push(row);
+    console.error(
+      `${setting.name}: ${row.imagesPerSecond.toFixed(3)} img/s, own ${row.own.toFixed(3)}, gap ${row.gap.toFixed(4)}, separation ${row.separation.toFixed(4)}`,
+    );
+  }
+  mkdirSync('bench/results', { recursive: true });
+  writeFileSync(
+    'bench/results/guidance-tradeoff.json',
+    `${JSON.stringify({ model: values.model, run: values.run, identities: n, imagesPerIdentity: m, date: new Date().toISOString(), results }, null, 2)}\n`,
+  );
+  const f = (v: number, k = 3) => v.toFixed(k);
+  console.log(
+    [
+      `| setting | guided steps | img/s (1 core) | cos to own y | gap (own − another's y) | intra − inter (separation) |`,
+      '|---|---|---|---|---|---|',
+      ...results.map(
+        (r) =>
+          `| ${r.setting} | ${r.guidedSteps} | ${f(r.imagesPerSecond)} | ${f(r.own)} | ${f(r.gap, 4)} | ${f(r.separation, 4)} (${f(r.intra)} − ${f(r.inter)}) |`,
+      ),
+    ].join('\n'),
+  );
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : err);
+  process.exit(1);
+});
