@@ -13,13 +13,14 @@
  *  - images/s of the sampling call alone (one process, one core).
  *
  *   npm run bench:guidance -- --model models/celeba32-id3 --run .id3/runs/celeba-id3 [--identities 16] [--images 4]
+ *                             [--settings 0,2,6 --out bench/results/guidance-a.json]   (a subset: two processes share the settings)
  *
  * `--run` is a run whose identities stage placed identities in the generator's identity space and
  * whose prepare stage holds the training attributes (e.g. a celeba-id3 run). Writes
  * bench/results/guidance-tradeoff.json and prints a Markdown table for BENCHMARKS.md.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Rng, initBackend, readTensorFile } from '@id3/core';
 import { embedCrops, loadGenerator, resolveModelPath } from '@id3/diffusion';
@@ -76,6 +77,9 @@ async function main(): Promise<void> {
       identities: { type: 'string', default: '16' },
       images: { type: 'string', default: '4' },
       seed: { type: 'string', default: '0' },
+      /** Indices into SETTINGS (comma-separated), to split the settings between processes. */
+      settings: { type: 'string' },
+      out: { type: 'string', default: 'bench/results/guidance-tradeoff.json' },
     },
   });
   if (!values.run) throw new Error('--run RUN_DIR: a run whose identities and prepare stages have finished (e.g. a celeba-id3 run)');
@@ -111,7 +115,9 @@ async function main(): Promise<void> {
 
   const size = generator.net.config.resolution;
   const results = [];
-  for (const setting of SETTINGS) {
+  const chosen = values.settings ? values.settings.split(',').map((k) => SETTINGS[Number(k)]) : SETTINGS;
+  if (chosen.some((c) => !c)) throw new Error(`--settings ${values.settings}: indices 0–${SETTINGS.length - 1}`);
+  for (const setting of chosen) {
     const loop = samplerLoopSchema.parse(setting.loop);
     const guidance = guidanceConfigSchema.parse(setting.guidance);
     const sampler = new IdentitySampler(generator, teacher, loop, guidance, filterConfigSchema.parse({}), undefined, seed);
@@ -168,9 +174,9 @@ async function main(): Promise<void> {
       `${setting.name}: ${row.imagesPerSecond.toFixed(3)} img/s, own ${row.own.toFixed(3)}, gap ${row.gap.toFixed(4)}, separation ${row.separation.toFixed(4)}`,
     );
   }
-  mkdirSync('bench/results', { recursive: true });
+  mkdirSync(dirname(values.out), { recursive: true });
   writeFileSync(
-    'bench/results/guidance-tradeoff.json',
+    values.out,
     `${JSON.stringify({ model: values.model, run: values.run, identities: n, imagesPerIdentity: m, date: new Date().toISOString(), results }, null, 2)}\n`,
   );
   const f = (v: number, k = 3) => v.toFixed(k);
