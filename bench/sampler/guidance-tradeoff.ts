@@ -9,7 +9,10 @@
  *  - own: teacher cosine of an image to its own y_ij; other: to the y of the same slot of another
  *    identity (a cyclic shift); gap = own − other (does the image carry its identity at all);
  *  - intra: mean cosine between images of one identity; inter: between images of different
- *    identities; separation = intra − inter (can the teacher tell the synthetic people apart);
+ *    identities; separation = intra − inter, and the fraction of images whose nearest other image
+ *    is of the same identity (can the teacher tell the synthetic people apart) — also read by a
+ *    second, independent embedder (`--check`, default MobileFace): guidance climbs the teacher's
+ *    own cosine, and only another network shows whether that made a person or a teacher-specific pattern;
  *  - images/s of the sampling call alone (one process, one core).
  *
  *   npm run bench:guidance -- --model models/celeba32-id3 --run .id3/runs/celeba-id3 [--identities 16] [--images 4]
@@ -23,7 +26,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Rng, initBackend, readTensorFile } from '@id3/core';
-import { embedCrops, loadGenerator, resolveModelPath } from '@id3/diffusion';
+import { TeacherInput, embedCrops, loadGenerator, resolveModelPath } from '@id3/diffusion';
 import { loadEmbedder } from '@id3/faces';
 import {
   IdentitySampler,
@@ -69,6 +72,43 @@ function cos(a: Float32Array, i: number, b: Float32Array, j: number, d: number):
   return s;
 }
 
+/**
+ * How well one embedder tells the synthetic people apart, from the images alone: mean cosine
+ * between images of one identity minus between identities, and the fraction of images whose
+ * nearest other image is of the same identity (chance (m − 1)/(n·m − 1)).
+ */
+function separation(e: Float32Array, d: number, n: number, m: number): { intra: number; inter: number; retrieval: number } {
+  let intra = 0;
+  let intraN = 0;
+  let inter = 0;
+  let interN = 0;
+  let hits = 0;
+  for (let k = 0; k < n * m; k++) {
+    let best = -Infinity;
+    let bestSame = false;
+    for (let k2 = 0; k2 < n * m; k2++) {
+      if (k2 === k) continue;
+      const c = cos(e, k, e, k2, d);
+      const same = Math.floor(k2 / m) === Math.floor(k / m);
+      if (k2 > k) {
+        if (same) {
+          intra += c;
+          intraN++;
+        } else {
+          inter += c;
+          interN++;
+        }
+      }
+      if (c > best) {
+        best = c;
+        bestSame = same;
+      }
+    }
+    if (bestSame) hits++;
+  }
+  return { intra: intra / intraN, inter: inter / interN, retrieval: hits / (n * m) };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -80,6 +120,8 @@ async function main(): Promise<void> {
       /** Indices into SETTINGS (comma-separated), to split the settings between processes. */
       settings: { type: 'string' },
       out: { type: 'string', default: 'bench/results/guidance-tradeoff.json' },
+      /** A second, independent embedder that reads the same images: guidance climbs the teacher's own cosine, which can be teacher-specific. */
+      check: { type: 'string', default: 'mobileface-256' },
     },
   });
   if (!values.run) throw new Error('--run RUN_DIR: a run whose identities and prepare stages have finished (e.g. a celeba-id3 run)');
@@ -90,6 +132,7 @@ async function main(): Promise<void> {
   await initBackend('wasm', () => undefined);
   const generator = loadGenerator(resolveModelPath(values.model));
   const teacher = await loadEmbedder(generator.descriptor.teacher, 'generator.teacher');
+  const check = await loadEmbedder(values.check, '--check');
   const d = generator.descriptor.identityDim;
 
   // The identities stage's y rows: identity i's embeddings are rows i·M … i·M + M − 1.
@@ -133,27 +176,16 @@ async function main(): Promise<void> {
     sampler.input.dispose();
     let own = 0;
     let other = 0;
-    let intra = 0;
-    let intraN = 0;
-    let inter = 0;
-    let interN = 0;
     for (let i = 0; i < n; i++)
       for (let j = 0; j < m; j++) {
         const k = i * m + j;
         own += cos(e, k, y, k, d);
         other += cos(e, k, y, ((i + 1) % n) * m + j, d);
-        for (let i2 = i; i2 < n; i2++)
-          for (let j2 = i2 === i ? j + 1 : 0; j2 < m; j2++) {
-            const c = cos(e, k, e, i2 * m + j2, d);
-            if (i2 === i) {
-              intra += c;
-              intraN++;
-            } else {
-              inter += c;
-              interN++;
-            }
-          }
       }
+    const byTeacher = separation(e, d, n, m);
+    const checkInput = TeacherInput.forTeacher(check, size);
+    const byCheck = separation(await embedCrops(check, checkInput, images, size), check.dim, n, m);
+    checkInput.dispose();
     const row = {
       setting: setting.name,
       loop,
@@ -165,9 +197,11 @@ async function main(): Promise<void> {
       own: own / (n * m),
       other: other / (n * m),
       gap: (own - other) / (n * m),
-      intra: intra / intraN,
-      inter: inter / interN,
-      separation: intra / intraN - inter / interN,
+      intra: byTeacher.intra,
+      inter: byTeacher.inter,
+      separation: byTeacher.intra - byTeacher.inter,
+      retrieval: byTeacher.retrieval,
+      check: { embedder: check.name, separation: byCheck.intra - byCheck.inter, retrieval: byCheck.retrieval },
     };
     results.push(row);
     console.error(
