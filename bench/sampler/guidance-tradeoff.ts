@@ -205,7 +205,7 @@ async function main(): Promise<void> {
     };
     results.push(row);
     console.error(
-      `${setting.name}: ${row.imagesPerSecond.toFixed(3)} img/s, own ${row.own.toFixed(3)}, gap ${row.gap.toFixed(4)}, separation ${row.separation.toFixed(4)}`,
+      `${setting.name}: ${row.imagesPerSecond.toFixed(3)} img/s, own ${row.own.toFixed(3)}, gap ${row.gap.toFixed(4)}, separation ${row.separation.toFixed(4)}, retrieval ${row.retrieval.toFixed(3)}; ${check.name}: separation ${row.check.separation.toFixed(4)}, retrieval ${row.check.retrieval.toFixed(3)}`,
     );
   }
   mkdirSync(dirname(values.out), { recursive: true });
@@ -216,12 +216,14 @@ async function main(): Promise<void> {
   const f = (v: number, k = 3) => v.toFixed(k);
   console.log(
     [
-      `| setting | guided steps | img/s (1 core) | cos to own y | gap (own − another's y) | intra − inter (separation) |`,
-      '|---|---|---|---|---|---|',
+      `| setting | guided steps | img/s (1 core) | cos to own y | gap (own − another's y) | teacher: separation, nearest image same identity | ${check.name}: separation, nearest same |`,
+      '|---|---|---|---|---|---|---|',
       ...results.map(
         (r) =>
-          `| ${r.setting} | ${r.guidedSteps} | ${f(r.imagesPerSecond)} | ${f(r.own)} | ${f(r.gap, 4)} | ${f(r.separation, 4)} (${f(r.intra)} − ${f(r.inter)}) |`,
+          `| ${r.setting} | ${r.guidedSteps} | ${f(r.imagesPerSecond)} | ${f(r.own)} | ${f(r.gap, 4)} | ${f(r.separation, 4)}, ${f(r.retrieval, 2)} | ${f(r.check.separation, 4)}, ${f(r.check.retrieval, 2)} |`,
       ),
+      '',
+      `chance for "nearest image same identity": ${f((m - 1) / (n * m - 1), 3)}`,
     ].join('\n'),
   );
 }
