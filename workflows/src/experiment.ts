@@ -221,7 +221,7 @@ function readManifestAt(runDir: string, stage: string): StageManifest | undefine
  * (another filesystem). Built beside the target and renamed into place, so a half-made copy is
  * never taken for a stage folder.
  */
-function mirrorStage(from: string, to: string): void {
+function mirrorStage(from: string, to: string, copy = false): void {
   const tmp = `${to}.reuse-${process.pid}-${randomBytes(4).toString('hex')}`;
   const walk = (src: string, dst: string): void => {
     mkdirSync(dst, { recursive: true });
@@ -232,6 +232,7 @@ function mirrorStage(from: string, to: string): void {
       if (entry.isDirectory()) walk(s, d);
       else if (entry.isFile()) {
         try {
+          if (copy) throw new Error('copy');
           linkSync(s, d);
         } catch {
           copyFileSync(s, d);
@@ -279,6 +280,11 @@ function unshareStage(dir: string): void {
  * that will run here (no match, an upstream that will run, or `force`) gets its folder unshared
  * first. Anything that does not match after all (a changed external folder, a touched file) is
  * simply recomputed by its stage.
+ *
+ * After the siblings, any other run on this machine is searched the same way (e.g. the sampling
+ * run a profile made before the experiment started: hours of work with the same config and
+ * inputs). Those stages are copied, not linked: a run outside the experiment may rerun a stage in
+ * place later, and nothing unshares it first.
  */
 export function reuseFinishedStages(run: ExperimentRun, siblings: readonly string[]): ReuseSummary {
   const reused: Record<string, string> = {};
@@ -287,6 +293,14 @@ export function reuseFinishedStages(run: ExperimentRun, siblings: readonly strin
   const wanted = run.input.stages ?? config.stages;
   const runDir = resolve(runsDir(), run.runName);
   const willRun = new Set<string>();
+  let otherRuns: string[] | undefined;
+  const others = (): string[] =>
+    (otherRuns ??= existsSync(runsDir())
+      ? readdirSync(runsDir(), { withFileTypes: true })
+          .filter((e) => e.isDirectory() && e.name !== run.runName && !siblings.includes(e.name) && !e.name.includes('.reuse-'))
+          .map((e) => e.name)
+          .sort()
+      : []);
   for (const stage of registry.names.filter((s) => wanted.includes(s))) {
     const def = registry.get(stage);
     if (!def) continue;
@@ -312,10 +326,12 @@ export function reuseFinishedStages(run: ExperimentRun, siblings: readonly strin
       Object.entries(inputs).every(([name, hash]) => m.inputs[name]?.sha256 === hash);
     if (matches(readManifestAt(runDir, stage))) continue;
     const sibling = siblings.find((s) => matches(readManifestAt(resolve(runsDir(), s), stage)));
-    if (sibling) {
-      mirrorStage(join(runsDir(), sibling, stage), join(runDir, stage));
-      reused[stage] = sibling;
-      writeFileAtomic(join(runDir, 'reused.json'), `${JSON.stringify({ ...readReused(runDir), [stage]: sibling }, null, 2)}\n`);
+    const outsider = sibling ? undefined : others().find((s) => matches(readManifestAt(resolve(runsDir(), s), stage)));
+    if (sibling || outsider) {
+      const from = (sibling ?? outsider) as string;
+      mirrorStage(join(runsDir(), from, stage), join(runDir, stage), outsider !== undefined);
+      reused[stage] = from;
+      writeFileAtomic(join(runDir, 'reused.json'), `${JSON.stringify({ ...readReused(runDir), [stage]: from }, null, 2)}\n`);
     } else {
       willRun.add(stage);
       unshareStage(join(runDir, stage));

@@ -149,6 +149,23 @@ describe('reusing finished stages of sibling runs', () => {
     expect(readFileSync(file(noGuidance.runName, 'anchors'), 'utf8')).toBe(`${id3.runName}/anchors`);
     expect(statSync(file(noGuidance.runName, 'prepare')).ino).toBe(statSync(file(id3.runName, 'prepare')).ino); // unchanged: still shared
   });
+
+  it('takes a stage from a run outside the experiment by copy, after the siblings', () => {
+    const [id3, noGuidance] = plan.runs;
+    // A profile run made before the experiment, same config and inputs for prepare only.
+    const outside = { ...id3, runName: 'profile-run' };
+    finishStage(runsDir, outside, 'prepare', {}, ['crops']);
+    const reuse = reuseFinishedStages(noGuidance, [id3.runName]);
+    expect(reuse.reused).toEqual({ prepare: 'profile-run' });
+    const file = (run: string) => join(runsDir, run, 'prepare', 'data.bin');
+    expect(readFileSync(file(noGuidance.runName), 'utf8')).toBe(readFileSync(file('profile-run'), 'utf8'));
+    // Copied: the outside run may rewrite its files in place later, and nothing unshares it.
+    expect(statSync(file(noGuidance.runName)).ino).not.toBe(statSync(file('profile-run')).ino);
+    // A sibling with the same stage wins over the outsider (it links).
+    finishStage(runsDir, id3, 'prepare', {}, ['crops']);
+    const next = plan.runs[2];
+    expect(reuseFinishedStages(next, [id3.runName, noGuidance.runName]).reused).toEqual({ prepare: id3.runName });
+  });
 });
 
 describe('experiment results', () => {
