@@ -78,6 +78,11 @@ export interface DatasetCardInput {
     readonly guided: Uint8Array;
     readonly unguided: Uint8Array;
   };
+  /**
+   * The same images embedded by a second face model that neither guided nor filtered them: the
+   * teacher's own numbers are climbed by guidance and selected by the filter, this one is not.
+   */
+  readonly check?: { readonly name: string; readonly dim: number; readonly embeddings: Float32Array };
   /** Sample grid size: identities (rows, drawn with the seed) × their first images (default 8 × 8). */
   readonly grid?: { readonly identities: number; readonly images: number };
   /** Verification pairs drawn from the set (default 3,000 + 3,000, as LFW View 2). */
@@ -101,6 +106,60 @@ export interface AttributeNumbers {
   readonly requested: DistributionSummary;
   readonly readBack: DistributionSummary;
   readonly training: DistributionSummary;
+}
+
+export type PairVerification =
+  | {
+      readonly pairs: number;
+      readonly folds: number;
+      readonly accuracy: number;
+      readonly accuracyStd: number;
+      /** Mean of the per-fold thresholds, as squared L2 and as cosine. */
+      readonly thresholdSquaredL2: number;
+      readonly thresholdCosine: number;
+      readonly tarAtFar1e3: number;
+      readonly tarStd: number;
+      readonly auc: number;
+      readonly eer: number;
+    }
+  | { readonly skipped: string };
+
+/** Cosines of the drawn pairs in one embedding and LFW-protocol verification on them (10 folds). */
+function verifyPairs(
+  embeddings: Float32Array,
+  dim: number,
+  pairs: ReturnType<typeof drawVerificationPairs>,
+): { intra: number[]; inter: number[]; verification: PairVerification } {
+  const dist = pairDistances(gatherRows(embeddings, dim, pairs.a), gatherRows(embeddings, dim, pairs.b), dim);
+  const cos = Array.from(dist, (d) => 1 - d / 2);
+  const intra = cos.filter((_, i) => pairs.same[i]);
+  const inter = cos.filter((_, i) => !pairs.same[i]);
+  if (intra.length < FOLDS || inter.length < FOLDS)
+    return {
+      intra,
+      inter,
+      verification: {
+        skipped: `${intra.length} same-identity and ${inter.length} different-identity pairs: fewer than ${FOLDS} of a kind`,
+      },
+    };
+  const v = evaluateDistances(dist, pairs.same, { foldOf: pairs.fold });
+  const t = mean(v.thresholds);
+  return {
+    intra,
+    inter,
+    verification: {
+      pairs: v.pairs,
+      folds: v.folds,
+      accuracy: v.accuracy,
+      accuracyStd: v.accuracyStd,
+      thresholdSquaredL2: t,
+      thresholdCosine: 1 - t / 2,
+      tarAtFar1e3: v.tar,
+      tarStd: v.tarStd,
+      auc: v.auc,
+      eer: v.eer,
+    },
+  };
 }
 
 export interface DatasetCardNumbers {
@@ -133,21 +192,14 @@ export interface DatasetCardNumbers {
     readonly identityConsistency: number;
     readonly mismatchedConsistency: number;
   };
-  readonly verification:
-    | {
-        readonly pairs: number;
-        readonly folds: number;
-        readonly accuracy: number;
-        readonly accuracyStd: number;
-        /** Mean of the per-fold thresholds, as squared L2 and as cosine. */
-        readonly thresholdSquaredL2: number;
-        readonly thresholdCosine: number;
-        readonly tarAtFar1e3: number;
-        readonly tarStd: number;
-        readonly auc: number;
-        readonly eer: number;
-      }
-    | { readonly skipped: string };
+  readonly verification: PairVerification;
+  /** The same pairs read by the independent embedder (`check`), or null without one. */
+  readonly check: {
+    readonly embedder: string;
+    readonly intraMean: number;
+    readonly interMean: number;
+    readonly verification: PairVerification;
+  } | null;
   readonly attributes: { readonly readBackImages: number; readonly yaw: AttributeNumbers; readonly age: AttributeNumbers };
   readonly leakage: {
     readonly threshold: { readonly cosine: number; readonly source: string };
@@ -319,28 +371,16 @@ export async function writeDatasetCard(dir: string, input: DatasetCardInput): Pr
   // Intra/inter similarity and verification on pairs drawn from the set (LFW protocol).
   const want = input.pairs ?? { same: 3000, different: 3000 };
   const pairs = drawVerificationPairs(set.labels, want.same, want.different, input.seed, FOLDS);
-  const dist = pairDistances(gatherRows(set.embeddings, dim, pairs.a), gatherRows(set.embeddings, dim, pairs.b), dim);
-  const cos = Array.from(dist, (d) => 1 - d / 2);
-  const intra = cos.filter((_, i) => pairs.same[i]);
-  const inter = cos.filter((_, i) => !pairs.same[i]);
-  let verification: DatasetCardNumbers['verification'];
-  if (intra.length < FOLDS || inter.length < FOLDS) {
-    verification = { skipped: `${intra.length} same-identity and ${inter.length} different-identity pairs: fewer than ${FOLDS} of a kind` };
-    warnings.push(`verification skipped: ${verification.skipped}`);
-  } else {
-    const v = evaluateDistances(dist, pairs.same, { foldOf: pairs.fold });
-    const t = mean(v.thresholds);
-    verification = {
-      pairs: v.pairs,
-      folds: v.folds,
-      accuracy: v.accuracy,
-      accuracyStd: v.accuracyStd,
-      thresholdSquaredL2: t,
-      thresholdCosine: 1 - t / 2,
-      tarAtFar1e3: v.tar,
-      tarStd: v.tarStd,
-      auc: v.auc,
-      eer: v.eer,
+  const { intra, inter, verification } = verifyPairs(set.embeddings, dim, pairs);
+  if ('skipped' in verification) warnings.push(`verification skipped: ${verification.skipped}`);
+  let check: DatasetCardNumbers['check'] = null;
+  if (input.check) {
+    const byCheck = verifyPairs(input.check.embeddings, input.check.dim, pairs);
+    check = {
+      embedder: input.check.name,
+      intraMean: mean(byCheck.intra),
+      interMean: mean(byCheck.inter),
+      verification: byCheck.verification,
     };
   }
   // ⟨f(x), y⟩ against its own request and against a random other identity's (the chance level).
@@ -445,6 +485,7 @@ export async function writeDatasetCard(dir: string, input: DatasetCardInput): Pr
       mismatchedConsistency: mean(mismatched),
     },
     verification,
+    check,
     attributes: { readBackImages: rb.indices.length, yaw: yawNumbers, age: ageNumbers },
     leakage: {
       threshold: input.leakageThreshold,
@@ -689,6 +730,18 @@ function renderReport(c: DatasetCardNumbers, input: DatasetCardInput, gridNames:
     );
   } else {
     L.push(`Verification skipped: ${v.skipped}.`, '');
+  }
+  if (c.check) {
+    const cv = c.check.verification;
+    L.push(
+      `**Read by an independent embedder** (${c.check.embedder}; it neither guided nor filtered these images, so ` +
+        `guidance and the filter cannot have climbed its numbers): intra-class mean cos ${f4(c.check.intraMean)}, ` +
+        `inter-class ${f4(c.check.interMean)}, gap ${f4(c.check.intraMean - c.check.interMean)}; ` +
+        ('accuracy' in cv
+          ? `verification on the same pairs **${pct(cv.accuracy)} ± ${pct(cv.accuracyStd)}**, TAR @ FAR=1e-3 ${pct(cv.tarAtFar1e3)}, AUC ${f4(cv.auc)}.`
+          : `verification skipped: ${cv.skipped}.`),
+      '',
+    );
   }
   L.push('![intra- vs inter-class similarity](similarity.png)', '');
   const at = c.attributes;

@@ -90,6 +90,11 @@ export const sampleConfigSchema = z
         guidanceComparison: z.number().int().nonnegative().default(4),
         /** Images whose age is read back (the age net is the slow part). */
         readBackImages: z.number().int().nonnegative().default(200),
+        /**
+         * A second face model (registered embedder name) that reads the accepted images for the
+         * card — not the teacher, which guided and filtered them; null for none.
+         */
+        checkEmbedder: z.string().min(1).nullable().default('mobileface-256'),
       })
       .strict()
       .default({}),
@@ -355,10 +360,15 @@ export const sampleStage: StageDefinition<typeof sampleConfigSchema> = {
         },
       );
     }
+    let teacherOfModel = sections.prepare?.teacher as string | undefined;
     if (config.model !== STAGE_MODEL) {
       const folder = resolveModelPath(config.model);
-      readGeneratorDescriptor(folder);
+      teacherOfModel = readGeneratorDescriptor(folder).descriptor.teacher;
       if (existsSync(join(folder, 'card.json'))) readGeneratorCard(folder);
+    }
+    if (config.card.checkEmbedder) {
+      embedderInfo(config.card.checkEmbedder, 'sample.card.checkEmbedder'); // unknown names fail here
+      if (teacherOfModel) checkIsNotTeacher(config.card.checkEmbedder, teacherOfModel);
     }
     const sizes = sections.prepare?.sizes as number[] | undefined;
     if (sizes && !sizes.includes(config.resolution))
@@ -622,7 +632,9 @@ async function writeDataset(
   const preparedAtR = prepared.crops;
   const comparison =
     config.guidance.scale > 0 && config.card.guidanceComparison > 0 ? await guidanceComparison(config, inp, teacher, kept) : undefined;
+  const check = config.card.checkEmbedder ? await checkEmbeddings(config.card.checkEmbedder, teacherName, crops, r) : undefined;
   const card = await writeDatasetCard(join(dir, 'card'), {
+    check,
     title: `sample: ${kept.length} synthetic identities × up to ${inp.images} images`,
     seed: config.seed,
     set: {
@@ -663,6 +675,8 @@ async function writeDataset(
   outputs.card = join(dir, 'card', 'report.md');
   outputs.cardNumbers = join(dir, 'card', 'card.json');
   if ('accuracy' in card.verification) metrics.teacherVerificationAccuracy = card.verification.accuracy;
+  if (card.check && 'accuracy' in card.check.verification) metrics.checkVerificationAccuracy = card.check.verification.accuracy;
+  if (card.check) metrics.checkIntraInterGap = card.check.intraMean - card.check.interMean;
   metrics.identityConsistency = card.similarity.identityConsistency;
   metrics.mismatchedConsistency = card.similarity.mismatchedConsistency;
   metrics.intraCosine = card.similarity.intraMean;
@@ -670,6 +684,32 @@ async function writeDataset(
   metrics.yawCorrelation = card.attributes.yaw.correlation;
   metrics.ageCorrelation = card.attributes.age.correlation;
   return { outputs, metrics };
+}
+
+/** The accepted images embedded by an independent face model, through the same upscaling path as the teacher's. */
+function checkIsNotTeacher(name: string, teacherName: string): void {
+  if (name === teacherName)
+    throw new InvalidInputError(
+      `field 'sample.card.checkEmbedder': '${name}' is the generator's teacher, which guided and filtered the images; name another embedder or null`,
+      { field: 'sample.card.checkEmbedder' },
+    );
+}
+
+async function checkEmbeddings(name: string, teacherName: string, crops: Uint8Array, resolution: number) {
+  checkIsNotTeacher(name, teacherName);
+  const check = await loadEmbedder(name, 'sample.card.checkEmbedder');
+  const input = TeacherInput.forTeacher(check, resolution);
+  try {
+    const embeddings = await embedCrops(
+      check,
+      input,
+      Float32Array.from(crops, (v) => v / 127.5 - 1),
+      resolution,
+    );
+    return { name: check.name, dim: check.dim, embeddings };
+  } finally {
+    input.dispose();
+  }
 }
 
 function balancedPairs(labels: Int32Array): { same: number; different: number } {

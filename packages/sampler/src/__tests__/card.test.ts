@@ -157,6 +157,42 @@ describe('writeDatasetCard', () => {
     expect(json.verification.accuracy).toBeGreaterThan(0.8); // the identities are well separated
   });
 
+  it('reads the same pairs with an independent embedder: a model blind to the identities scores near chance', async () => {
+    expect(json.check).toBeNull(); // none given
+    // The second model sees nothing of the identities (its embeddings ignore the labels).
+    const rng = new Rng(9);
+    const blind = unitRows(
+      Float32Array.from({ length: n * dim }, () => rng.normal()),
+      dim,
+    );
+    const other = mkdtempSync(join(tmpdir(), 'id3-card-check-'));
+    try {
+      const withCheck = await writeDatasetCard(other, { ...input, check: { name: 'blind-model', dim, embeddings: blind } });
+      if (!withCheck.check || !('accuracy' in withCheck.check.verification)) throw new Error('check verification missing');
+      let intra = 0;
+      let inter = 0;
+      const labels = input.set.labels;
+      for (let i = 0; i < n; i++)
+        for (let j = i + 1; j < n; j++) {
+          if (labels[i] === labels[j]) intra += cos(blind, i, blind, j);
+          else inter += cos(blind, i, blind, j);
+        }
+      expect(withCheck.check.embedder).toBe('blind-model');
+      expect(withCheck.check.intraMean).toBeCloseTo(intra / 60, 5);
+      expect(withCheck.check.interMean).toBeCloseTo(inter / 375, 5);
+      const p = drawVerificationPairs(labels, 3000, 3000, input.seed);
+      const v = evaluateDistances(pairDistances(gatherRows(blind, dim, p.a), gatherRows(blind, dim, p.b), dim), p.same, { foldOf: p.fold });
+      expect(withCheck.check.verification.accuracy).toBeCloseTo(v.accuracy, 12);
+      // The teacher's numbers are unchanged by the second reading.
+      expect(withCheck.verification).toEqual(card.verification);
+      if (!('auc' in withCheck.verification)) throw new Error('verification skipped');
+      expect(withCheck.check.verification.auc).toBeLessThan(withCheck.verification.auc - 0.2);
+      expect(readFileSync(join(other, 'report.md'), 'utf8')).toContain('Read by an independent embedder** (blind-model');
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
   it('matches direct computation of the attribute correlations', () => {
     const rb = input.readBack!;
     const req = rb.indices.map((i) => input.set.requested.yaw[i]);

@@ -80,4 +80,18 @@ it('sample.model naming a shipped folder samples from it and records its card in
   expect(readFileSync(recorded)).toEqual(readFileSync(join(model, 'card.json')));
   expect(readGeneratorCard(recorded).card).toMatchObject({ name: 'tiny', steps: 2 });
   expect(r.manifest.metrics.images).toBeGreaterThan(0);
+  // The card's second reading (MobileFace by default), from a model that neither guided nor filtered.
+  expect(Number.isFinite(r.manifest.metrics.checkIntraInterGap)).toBe(true);
+  const cardNumbers = JSON.parse(readFileSync(new RunStore(run).abs(r.manifest.outputs.cardNumbers.path), 'utf8')) as {
+    check: { embedder: string } | null;
+  };
+  expect(cardNumbers.check?.embedder).toBe('mobileface-256');
+  // The teacher as the check embedder is refused at plan time, naming the field.
+  const teacher = (JSON.parse(readFileSync(join(model, 'generator.json'), 'utf8')) as { teacher: string }).teacher;
+  expect(() => sampleStage.check?.(sampleStage.schema.parse({ ...config, card: { ...config.card, checkEmbedder: teacher } }), {})).toThrow(
+    /field 'sample\.card\.checkEmbedder': '.+' is the generator's teacher/,
+  );
+  expect(() =>
+    sampleStage.check?.(sampleStage.schema.parse({ ...config, card: { ...config.card, checkEmbedder: 'no-such-net' } }), {}),
+  ).toThrow(/sample\.card\.checkEmbedder/);
 });
