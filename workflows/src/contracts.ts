@@ -177,6 +177,15 @@ export interface ExperimentPlan {
   readonly runs: readonly ExperimentRun[];
   /** Rows kept in the file but not run, and why. */
   readonly pending: readonly { readonly row: string; readonly why: string }[];
+  /**
+   * Every row of the file in file order, with its expectation written before running. The
+   * optional fields here are absent in plans made before they existed (a resumed workflow).
+   */
+  readonly rows?: readonly { readonly row: string; readonly expected?: string }[];
+  /** Repository-relative folder the results are mirrored into after each run (the file's `publish`). */
+  readonly publish?: string;
+  /** The experiment file's text as planned (recorded as experiment.json next to the results). */
+  readonly source?: string;
 }
 
 /** What reusing finished sibling stages did for one run before its pipeline started. */

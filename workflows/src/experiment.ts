@@ -17,7 +17,7 @@ import {
   utimesSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import {
   InvalidInputError,
@@ -30,7 +30,7 @@ import {
   writeJsonAtomic,
   type StageManifest,
 } from '@id3/core';
-import { largestPoseDifference, mcnemar, type McNemarResult, type PairResults } from '@id3/eval';
+import { PAPER_BENCHMARKS, largestPoseDifference, mcnemar, type McNemarResult, type PairResults, type PaperBenchmark } from '@id3/eval';
 import type { ExperimentInput, ExperimentPlan, ExperimentRun, PipelineResult, ReuseSummary } from './contracts';
 import { REPO_ROOT, runsDir } from './paths';
 import { buildPipelineConfig, planRun, validateStageSection, type PipelineConfig } from './pipeline-config';
@@ -50,6 +50,8 @@ const rowSchema = z
     pending: z.string().min(1).optional(),
     /** Also compare this row with another row of the same seed (e.g. the crowded pair). */
     compareTo: z.string().optional(),
+    /** Pre-registered: the expected direction against the baseline and why, written before running. */
+    expected: z.string().min(1).optional(),
   })
   .strict();
 
@@ -65,6 +67,8 @@ export const experimentSchema = z
     /** Shared by every row (under the row's own overrides). */
     overrides: z.record(z.unknown()).default({}),
     rows: z.array(rowSchema).nonempty(),
+    /** Repository-relative folder results.json, report.md, configs and figures are mirrored into after each run. */
+    publish: z.string().min(1).optional(),
   })
   .strict()
   .superRefine((e, ctx) => {
@@ -107,7 +111,27 @@ export function loadExperiment(name: string): { path: string; experiment: Experi
       file: path,
     });
   }
-  return { path, experiment: parseConfig(experimentSchema, readJsonFile(path), path) as Experiment };
+  const experiment = parseConfig(experimentSchema, readJsonFile(path), path) as Experiment;
+  if (experiment.publish !== undefined) publishFolder(experiment.publish, path);
+  return { path, experiment };
+}
+
+/** The root a `publish` folder must stay inside: the repository (ID3_REPO_ROOT overrides it, for tests). */
+function publishRoot(): string {
+  return resolve(process.env.ID3_REPO_ROOT ?? REPO_ROOT);
+}
+
+/** An experiment's `publish` folder as an absolute path; refused unless relative and inside the repository. */
+export function publishFolder(publish: string, file: string): string {
+  const root = publishRoot();
+  const folder = resolve(root, publish);
+  const inside = relative(root, folder);
+  if (isAbsolute(publish) || inside === '' || inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside))
+    throw new InvalidInputError(
+      `${file}: field 'publish': '${publish}' is not a folder inside the repository ${root} (give a repository-relative path such as "docs/table1")`,
+      { file, field: 'publish' },
+    );
+  return folder;
 }
 
 const benchmarkKey = (name: string): string => name.replace(/[^A-Za-z0-9]/g, '');
@@ -199,6 +223,9 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
     benchmark: benchmark?.name ?? '',
     runs,
     pending: e.rows.filter((r) => r.pending).map((r) => ({ row: r.name, why: r.pending ?? '' })),
+    rows: e.rows.map((r) => ({ row: r.name, ...(r.expected ? { expected: r.expected } : {}) })),
+    ...(e.publish ? { publish: e.publish } : {}),
+    source: readFileSync(path, 'utf8'),
   };
 }
 
@@ -348,6 +375,24 @@ export function readReused(runDir: string): Record<string, string> {
 
 // ── results ──────────────────────────────────────────────────────────────────────────────────
 
+/** Accuracy per column of the paper's Table 1 (LFW, CFP-FP, CPLFW, AgeDB-30, CALFW). */
+export type PaperAccuracies = Readonly<Partial<Record<PaperBenchmark, number>>>;
+
+/** A run's figures shown beside the report, by name: where each lies in the run directory. */
+const RUN_FIGURES = {
+  'training-curve': 'fr-train/training-curve.png',
+  grid: 'sample/card/grid.png',
+  similarity: 'sample/card/similarity.png',
+} as const;
+type RunFigure = keyof typeof RUN_FIGURES;
+
+/** Discordant pairs of a McNemar test: b = the reference row right, this row wrong; c = the reverse. */
+interface Discordant {
+  readonly b: number;
+  readonly c: number;
+  readonly pChi2: number;
+}
+
 /** One row at one seed in results.json. */
 export interface ExperimentRowResult {
   readonly row: string;
@@ -358,6 +403,10 @@ export interface ExperimentRowResult {
   /** Mean accuracy over the benchmark's folds, and its std over folds (insightface protocol). */
   readonly lfwAccuracy: number;
   readonly lfwStd: number;
+  /** TAR at FAR = 1e-3 on the benchmark (eval's `<key>_tarAtFar1e3`); null in entries recorded before it was. */
+  readonly tarAtFar1e3: number | null;
+  /** Accuracy on each of the paper's benchmarks the eval scored; null in entries recorded before it was. */
+  readonly benchmarks: PaperAccuracies | null;
   /** The training set the recognizer saw (after fr-train's selection). */
   readonly identities: number;
   readonly imagesPerIdentity: number;
@@ -365,9 +414,11 @@ export interface ExperimentRowResult {
   /** Exact McNemar p against the baseline row of the same seed (null for the baseline itself or before it finished). */
   readonly mcnemarPVsID3: number | null;
   /** Discordant pairs: b = baseline right, this row wrong; c = the reverse. */
-  readonly mcnemarVsID3: { readonly b: number; readonly c: number; readonly pChi2: number } | null;
+  readonly mcnemarVsID3: Discordant | null;
   readonly compareTo?: string;
   readonly mcnemarPVsCompareTo?: number | null;
+  /** As mcnemarVsID3, against the compareTo row (b = that row right, this row wrong). */
+  readonly mcnemarVsCompareTo?: Discordant | null;
   /**
    * Accuracy on the benchmark's pairs with the largest head-pose difference (the top quartile of
    * |yaw_a − yaw_b|, eval's `<key>_poseTopQuartileAccuracy`), and how many pairs that is; null
@@ -383,6 +434,19 @@ export interface ExperimentRowResult {
   readonly reusedStages: Readonly<Record<string, string>>;
   readonly skippedStages: readonly string[];
   readonly finishedAt: string;
+  /** The run's resolved pipeline config and figures as copied beside results.json (relative paths; null / absent: none). */
+  readonly config: string | null;
+  readonly figures: Readonly<Partial<Record<RunFigure, string>>>;
+}
+
+/** A row of the experiment file as the results see it. */
+export interface ExperimentPlannedRow {
+  readonly row: string;
+  /** The seeds it runs at (none for a pending row). */
+  readonly seeds: readonly number[];
+  readonly compareTo?: string;
+  /** The expectation written before running. */
+  readonly expected?: string;
 }
 
 export interface ExperimentResults {
@@ -391,6 +455,10 @@ export interface ExperimentResults {
   readonly baseline: string;
   readonly benchmark: string;
   readonly updatedAt: string;
+  /** Every row of the file in file order. */
+  readonly rows: readonly ExperimentPlannedRow[];
+  /** The experiment file as planned, copied beside results.json (null for a plan made before it was). */
+  readonly experimentFile: string | null;
   readonly results: readonly ExperimentRowResult[];
   /** Per row over the seeds it finished: mean and sample std (n − 1) of the accuracy. */
   readonly summary: readonly {
@@ -402,6 +470,10 @@ export interface ExperimentResults {
     /** Over the seeds that have it; null when none does. */
     readonly lfwLargePoseAccuracyMean: number | null;
     readonly lfwLargePoseAccuracyStdOverSeeds: number | null;
+    /** Each paper column's mean over the seeds that scored it; `averageAccuracy` is the mean of those columns. */
+    readonly benchmarks: PaperAccuracies;
+    readonly averageAccuracy: number | null;
+    readonly tarAtFar1e3Mean: number | null;
     readonly identities: number;
     readonly imagesPerIdentity: number;
     readonly mcnemarPVsID3: readonly (number | null)[];
@@ -452,9 +524,67 @@ const sampleStd = (v: readonly number[]): number =>
 const present = (v: readonly (number | null | undefined)[]): number[] => v.filter((x): x is number => typeof x === 'number');
 
 /**
+ * The paper's columns among the benchmarks the eval scored. Eval keys a benchmark's metrics by its
+ * name without non-alphanumerics (`AgeDB-30` → `AgeDB30_accuracy`); the match ignores case, so an
+ * insightface file named `agedb_30` fills AgeDB-30, while `LFW (40-pair sample)` fills no column.
+ */
+export function paperBenchmarkAccuracies(metrics: Readonly<Record<string, number>>): PaperAccuracies {
+  const out: Partial<Record<PaperBenchmark, number>> = {};
+  for (const column of PAPER_BENCHMARKS) {
+    const wanted = `${benchmarkKey(column)}_accuracy`.toLowerCase();
+    const key = Object.keys(metrics).find((k) => k.toLowerCase() === wanted);
+    if (key !== undefined) out[column] = metrics[key];
+  }
+  return out;
+}
+
+/** The run's config and figures that exist, each as the path beside results.json it is copied to. */
+function runCopies(runName: string): { config: string | null; figures: Partial<Record<RunFigure, string>> } {
+  const runDir = join(runsDir(), runName);
+  const figures: Partial<Record<RunFigure, string>> = {};
+  for (const [name, path] of Object.entries(RUN_FIGURES) as [RunFigure, string][])
+    if (existsSync(join(runDir, path))) figures[name] = `figures/${runName}-${name}.png`;
+  return { config: existsSync(join(runDir, 'config.json')) ? `configs/${runName}.json` : null, figures };
+}
+
+/** Every file copied beside results.json: its path there → the file it is copied from. */
+function copiedFiles(results: readonly ExperimentRowResult[]): { to: string; from: string }[] {
+  return results.flatMap((r) => [
+    ...(r.config ? [{ to: r.config, from: join(runsDir(), r.runName, 'config.json') }] : []),
+    ...(Object.entries(r.figures) as [RunFigure, string][]).map(([name, to]) => ({
+      to,
+      from: join(runsDir(), r.runName, RUN_FIGURES[name]),
+    })),
+  ]);
+}
+
+/** Atomic write, skipped when the file already holds these bytes (figures and configs are copied on every record). */
+function writeIfChanged(path: string, bytes: Buffer): void {
+  if (existsSync(path) && readFileSync(path).equals(bytes)) return;
+  writeFileAtomic(path, bytes);
+}
+
+/** The file's rows for the results; a plan made before `rows` existed gives its runs' rows and pending rows. */
+function plannedRows(plan: ExperimentPlan): ExperimentPlannedRow[] {
+  const rows = plan.rows ?? [...new Set([...plan.runs.map((r) => r.row), ...plan.pending.map((p) => p.row)])].map((row) => ({ row }));
+  return rows.map((r) => {
+    const runs = plan.runs.filter((x) => x.row === r.row);
+    const compareTo = runs[0]?.compareTo;
+    return {
+      row: r.row,
+      seeds: runs.map((x) => x.seed),
+      ...(compareTo ? { compareTo } : {}),
+      ...('expected' in r && r.expected ? { expected: r.expected } : {}),
+    };
+  });
+}
+
+/**
  * Record one finished run and rebuild results.json + report.md: entries of earlier executions
  * are kept while their config is still the planned one, so an interrupted experiment's table
- * stays whole while it resumes; McNemar is recomputed for every entry.
+ * stays whole while it resumes; McNemar is recomputed for every entry. Each finished run's config
+ * and figures are copied beside them, with the experiment file; with `publish`, the whole folder
+ * is then mirrored into the repository.
  */
 export function recordExperimentRun(
   plan: ExperimentPlan,
@@ -490,6 +620,8 @@ export function recordExperimentRun(
     benchmark: plan.benchmark,
     lfwAccuracy: accuracy,
     lfwStd: evalManifest.metrics[`${key}_accuracyStd`] ?? Number.NaN,
+    tarAtFar1e3: evalManifest.metrics[`${key}_tarAtFar1e3`] ?? null,
+    benchmarks: paperBenchmarkAccuracies(evalManifest.metrics),
     identities: card.dataset.identities,
     imagesPerIdentity: card.dataset.identities ? images / card.dataset.identities : 0,
     trainImages: card.dataset.trainImages,
@@ -502,6 +634,8 @@ export function recordExperimentRun(
     reusedStages: { ...readReused(runDir), ...reuse.reused },
     skippedStages: result.stages.filter((s) => s.skipped).map((s) => s.stage),
     finishedAt: new Date().toISOString(),
+    config: null,
+    figures: {},
   };
   const order = plan.runs.map((r) => `${r.row}/${r.seed}`);
   const byKey = new Map(previous.map((r) => [`${r.row}/${r.seed}`, r]));
@@ -510,20 +644,31 @@ export function recordExperimentRun(
   const results = order
     .map((k) => byKey.get(k))
     .filter((r): r is ExperimentRowResult => r !== undefined)
-    .map((r) => {
+    .map((r): ExperimentRowResult => {
       const base = r.row === plan.baseline ? undefined : byKey.get(`${plan.baseline}/${r.seed}`);
       const m = base ? compare(base, r) : undefined;
       const otherRow = compareTo.get(r.row);
       const other = otherRow ? byKey.get(`${otherRow}/${r.seed}`) : undefined;
+      const mo = other ? compare(other, r).all : undefined;
       return {
         ...r,
         mcnemarPVsID3: m ? m.all.pExact : null,
         mcnemarVsID3: m ? { b: m.all.b, c: m.all.c, pChi2: m.all.pChi2 } : null,
-        // Entries recorded before the large-pose fields existed read as null.
+        // Entries recorded before these fields existed read as null.
+        tarAtFar1e3: r.tarAtFar1e3 ?? null,
+        benchmarks: r.benchmarks ?? null,
         lfwLargePoseAccuracy: r.lfwLargePoseAccuracy ?? null,
         lfwLargePosePairs: r.lfwLargePosePairs ?? null,
         mcnemarPLargePoseVsID3: m?.largePose ? m.largePose.pExact : null,
-        ...(otherRow ? { compareTo: otherRow, mcnemarPVsCompareTo: other ? compare(other, r).all.pExact : null } : {}),
+        ...(otherRow
+          ? {
+              compareTo: otherRow,
+              mcnemarPVsCompareTo: mo ? mo.pExact : null,
+              mcnemarVsCompareTo: mo ? { b: mo.b, c: mo.c, pChi2: mo.pChi2 } : null,
+            }
+          : {}),
+        // What is there now: a figure can appear later (a run's card rewritten), a config is rewritten by each plan.
+        ...runCopies(r.runName),
       };
     });
   const rows = [...new Set(plan.runs.map((r) => r.row))];
@@ -532,6 +677,14 @@ export function recordExperimentRun(
     .filter((rs) => rs.length > 0)
     .map((rs) => {
       const large = present(rs.map((r) => r.lfwLargePoseAccuracy));
+      const tar = present(rs.map((r) => r.tarAtFar1e3));
+      const paper = Object.fromEntries(
+        PAPER_BENCHMARKS.flatMap((column) => {
+          const v = present(rs.map((r) => r.benchmarks?.[column]));
+          return v.length ? [[column, mean(v)]] : [];
+        }),
+      ) as PaperAccuracies;
+      const columns = Object.values(paper);
       return {
         row: rs[0].row,
         seeds: rs.map((r) => r.seed),
@@ -540,6 +693,9 @@ export function recordExperimentRun(
         lfwFoldStdMean: mean(rs.map((r) => r.lfwStd)),
         lfwLargePoseAccuracyMean: large.length ? mean(large) : null,
         lfwLargePoseAccuracyStdOverSeeds: large.length ? sampleStd(large) : null,
+        benchmarks: paper,
+        averageAccuracy: columns.length ? mean(columns) : null,
+        tarAtFar1e3Mean: tar.length ? mean(tar) : null,
         identities: mean(rs.map((r) => r.identities)),
         imagesPerIdentity: mean(rs.map((r) => r.imagesPerIdentity)),
         mcnemarPVsID3: rs.map((r) => r.mcnemarPVsID3),
@@ -552,46 +708,231 @@ export function recordExperimentRun(
     baseline: plan.baseline,
     benchmark: plan.benchmark,
     updatedAt: new Date().toISOString(),
+    rows: plannedRows(plan),
+    experimentFile: plan.source === undefined ? null : 'experiment.json',
     results,
     summary,
     pending: plan.pending,
     notYetRun: order.filter((k) => !byKey.has(k)).map((k) => planned.get(k)?.runName ?? k),
   };
-  writeJsonAtomic(paths.results, out);
-  writeFileAtomic(paths.report, reportMarkdown(out));
+  writeExperimentFolder(plan, out);
   return out;
 }
+
+/**
+ * Write the experiment's folder in the runs directory (copies first, results.json and report.md
+ * last, so the report never links a file that is not there yet), then mirror it into the
+ * repository's `publish` folder the same way: the report's relative links hold in both.
+ */
+function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): void {
+  const paths = experimentResultsPaths(plan.name);
+  const dir = join(runsDir(), plan.name);
+  const copies = copiedFiles(out.results);
+  for (const c of copies) writeIfChanged(join(dir, c.to), readFileSync(c.from));
+  if (plan.source !== undefined && out.experimentFile) writeIfChanged(join(dir, out.experimentFile), Buffer.from(plan.source, 'utf8'));
+  writeJsonAtomic(paths.results, out);
+  writeFileAtomic(paths.report, reportMarkdown(out));
+  if (plan.publish === undefined) return;
+  const target = publishFolder(plan.publish, join(experimentsDir(), `${plan.name}.json`));
+  const files = [...copies.map((c) => c.to), ...(out.experimentFile ? [out.experimentFile] : []), 'results.json', 'report.md'];
+  for (const f of files) writeIfChanged(join(target, f), readFileSync(join(dir, f)));
+}
+
+// ── report.md ────────────────────────────────────────────────────────────────────────────────
 
 const pct = (v: number): string => (100 * v).toFixed(2);
 const pctOrDash = (v: number | null | undefined): string => (v === null || v === undefined ? '—' : pct(v));
 const pval = (p: number | null | undefined): string =>
   p === null || p === undefined ? '—' : p < 1e-4 ? p.toExponential(1) : p.toPrecision(3);
+const seedsText = (seeds: readonly number[]): string => `${seeds.length === 1 ? 'seed' : 'seeds'} ${seeds.join(', ')}`;
+/** Percentage points with their sign (a typographic minus, as elsewhere in the reports). */
+const signedPoints = (difference: number): string => `${difference < 0 ? '−' : '+'}${Math.abs(100 * difference).toFixed(2)}`;
 
-function reportMarkdown(r: ExperimentResults): string {
+/**
+ * Why a paper column has no data: what ../shared/data holds (see its README). Only LFW is there;
+ * the machines cannot download the others.
+ */
+const NO_BENCHMARK_DATA: Record<PaperBenchmark, string> = {
+  LFW: 'the eval stage scored no benchmark named LFW (../shared/data has its View 2 pairs)',
+  'CFP-FP': "../shared/data has only a format sample of CFP's layout built from LFW images, not CFP's photos",
+  CPLFW: 'not in ../shared/data (its insightface .bin files are 40-pair format samples cut from LFW) and this machine cannot download',
+  'AgeDB-30': 'not in ../shared/data (its insightface .bin files are 40-pair format samples cut from LFW) and this machine cannot download',
+  CALFW: 'not in ../shared/data (its insightface .bin files are 40-pair format samples cut from LFW) and this machine cannot download',
+};
+
+/** The paper's Table 1 layout: accuracy per benchmark (mean over seeds), average, TAR, large pose, McNemar. */
+function paperLayoutTable(r: ExperimentResults): string[] {
+  const missing = PAPER_BENCHMARKS.filter((column) => r.summary.every((s) => s.benchmarks[column] === undefined));
+  const reasons = new Map<string, PaperBenchmark[]>();
+  for (const column of missing) reasons.set(NO_BENCHMARK_DATA[column], [...(reasons.get(NO_BENCHMARK_DATA[column]) ?? []), column]);
   return [
-    `# Experiment \`${r.experiment}\``,
-    '',
+    `| row | seeds | ${PAPER_BENCHMARKS.join(' | ')} | average | TAR@FAR=1e-3 (${r.benchmark}) | large-pose ${r.benchmark} | McNemar p vs ${r.baseline} |`,
+    `|---|---|${PAPER_BENCHMARKS.map(() => '---|').join('')}---|---|---|---|`,
+    ...r.summary.map(
+      (s) =>
+        `| ${s.row} | ${s.seeds.join(', ')} | ${PAPER_BENCHMARKS.map((column) => pctOrDash(s.benchmarks[column])).join(' | ')} | ${pctOrDash(s.averageAccuracy)} | ${pctOrDash(s.tarAtFar1e3Mean)} | ${pctOrDash(s.lfwLargePoseAccuracyMean)} | ${s.mcnemarPVsID3.map(pval).join(', ')} |`,
+    ),
+    ...(missing.length
+      ? [
+          '',
+          `No data (—): ${[...reasons].map(([why, columns]) => `${columns.join(', ')}: ${why}`).join('; ')}. The average is over the columns with data.`,
+        ]
+      : []),
+  ];
+}
+
+/** The experiment's benchmark in detail: mean ± std over seeds, fold std, training set, large pose. */
+function detailTable(r: ExperimentResults): string[] {
+  return [
     `${r.benchmark} accuracy (%) per row: mean ± sample std over seeds; the fold std is the protocol's own, averaged over seeds.`,
-    `McNemar: exact two-sided p against \`${r.baseline}\` on the same pairs, per seed. Updated ${r.updatedAt}.`,
+    `McNemar: exact two-sided p against \`${r.baseline}\` on the same pairs, per seed.`,
     `Large pose: accuracy on the quarter of the pairs with the largest head-pose difference |yaw_a − yaw_b| (LFW is mostly`,
     `frontal); its McNemar p on the baseline's quarter.`,
     '',
-    '| row | seeds | accuracy | fold std | identities × images | McNemar p vs ' +
-      r.baseline +
-      ' | large-pose accuracy | large-pose McNemar p |',
+    `| row | seeds | accuracy | fold std | identities × images | McNemar p vs ${r.baseline} | large-pose accuracy | large-pose McNemar p |`,
     '|---|---|---|---|---|---|---|---|',
     ...r.summary.map(
       (s) =>
         `| ${s.row} | ${s.seeds.join(', ')} | ${pct(s.lfwAccuracyMean)} ± ${pct(s.lfwAccuracyStdOverSeeds)} | ${pct(s.lfwFoldStdMean)} | ${Math.round(s.identities)} × ${s.imagesPerIdentity.toFixed(1)} | ${s.mcnemarPVsID3.map(pval).join(', ')} | ${s.lfwLargePoseAccuracyMean === null ? '—' : `${pct(s.lfwLargePoseAccuracyMean)} ± ${pctOrDash(s.lfwLargePoseAccuracyStdOverSeeds)}`} | ${s.mcnemarPLargePoseVsID3.map(pval).join(', ')} |`,
     ),
+  ];
+}
+
+function expectedSection(r: ExperimentResults): string[] {
+  return [
+    '## Expected before running',
     '',
+    ...(r.rows.some((x) => x.expected)
+      ? r.rows.map((x) => `- **${x.row}**: ${x.expected ?? 'none written'}`)
+      : ["None written in the experiment file (a row's `expected`)."]),
+  ];
+}
+
+/** Significance threshold of the per-seed McNemar tests. */
+const ALPHA = 0.05;
+
+/** A row against a reference row at one seed both finished. */
+interface SeedComparison {
+  readonly seed: number;
+  /** Accuracy on the benchmark, row − reference. */
+  readonly difference: number;
+  readonly p: number;
+  readonly b: number;
+  readonly c: number;
+}
+
+/** The row against `reference` (the baseline or its compareTo row), per seed where both finished and were tested. */
+function seedComparisons(r: ExperimentResults, row: string, reference: string): SeedComparison[] {
+  return r.results
+    .filter((x) => x.row === row)
+    .flatMap((x) => {
+      const ref = r.results.find((y) => y.row === reference && y.seed === x.seed);
+      const test =
+        reference === r.baseline
+          ? x.mcnemarVsID3 && x.mcnemarPVsID3 !== null
+            ? { ...x.mcnemarVsID3, p: x.mcnemarPVsID3 }
+            : null
+          : x.compareTo === reference && x.mcnemarVsCompareTo && typeof x.mcnemarPVsCompareTo === 'number'
+            ? { ...x.mcnemarVsCompareTo, p: x.mcnemarPVsCompareTo }
+            : null;
+      return ref && test ? [{ seed: x.seed, difference: x.lfwAccuracy - ref.lfwAccuracy, p: test.p, b: test.b, c: test.c }] : [];
+    });
+}
+
+/** A claim only where every seed's test says so, in the same direction. */
+function verdict(cs: readonly SeedComparison[]): 'above' | 'below' | 'opposite' | 'noise' {
+  if (cs.some((c) => !(c.p < ALPHA))) return 'noise';
+  const directions = new Set(cs.map((c) => (c.c > c.b ? 'above' : 'below')));
+  return directions.size === 1 ? [...directions][0] : 'opposite';
+}
+
+function comparisonText(reference: string, cs: readonly SeedComparison[]): string {
+  const head = `${signedPoints(mean(cs.map((c) => c.difference)))} points vs ${reference} (${seedsText(cs.map((c) => c.seed))})`;
+  const ps = `p ${cs.map((c) => pval(c.p)).join(', ')}`;
+  const v = verdict(cs);
+  if (v === 'noise') return `${head}: within noise (p ≥ 0.05 in at least one seed): ${ps}`;
+  if (v === 'opposite')
+    return `${head}: significant in opposite directions (McNemar p < 0.05 in every seed run, ${cs.map((c) => `${c.c > c.b ? 'above' : 'below'} in seed ${c.seed}`).join(', ')}): ${ps}`;
+  return `${head}: significantly ${v} ${reference} (McNemar p < 0.05 in every seed run): ${ps}`;
+}
+
+/** Planned seeds a row has not finished. */
+const unfinishedSeeds = (r: ExperimentResults, row: ExperimentPlannedRow): number[] =>
+  row.seeds.filter((s) => !r.results.some((x) => x.row === row.row && x.seed === s));
+
+/** One sentence per non-baseline row: its difference from the baseline (and its compareTo row), and what the test allows. */
+function readingLine(r: ExperimentResults, row: ExperimentPlannedRow): string {
+  if (!r.results.some((x) => x.row === row.row)) return `- **${row.row}**: not yet run.`;
+  const parts = [r.baseline, ...(row.compareTo ? [row.compareTo] : [])].map((reference) => {
+    const cs = seedComparisons(r, row.row, reference);
+    return cs.length ? comparisonText(reference, cs) : `not yet comparable with ${reference} (no seed where both finished)`;
+  });
+  const missing = unfinishedSeeds(r, row);
+  return `- **${row.row}**: ${parts.join('; ')}.${missing.length ? ` Not yet run at ${seedsText(missing)}.` : ''}`;
+}
+
+/** The issue's targets for Table 1, by the rows table1.json names. */
+const REAL_ROW = 'real';
+const REAL_RATIO_TARGET = 0.9;
+const ROWS_TO_BEAT = ['no-guidance', 'no-identity-loss'];
+
+function targetLines(r: ExperimentResults): string[] {
+  const base = r.baseline;
+  const planned = (row: string): ExperimentPlannedRow | undefined => r.rows.find((x) => x.row === row && x.seeds.length > 0);
+  const soFar = (...rows: ExperimentPlannedRow[]): string => {
+    const missing = [...new Set(rows.flatMap((x) => unfinishedSeeds(r, x)))].sort((a, b) => a - b);
+    return missing.length ? ` so far (${seedsText(missing)} not yet run)` : '';
+  };
+  const ratio = (): string => {
+    const label = `\`${base}\` ≥ ${100 * REAL_RATIO_TARGET}% of \`${REAL_ROW}\`'s ${r.benchmark} accuracy`;
+    const real = planned(REAL_ROW);
+    const baseRow = planned(base);
+    if (!real || !baseRow) return `- ${label}: not measurable here (no row '${REAL_ROW}' in this experiment)`;
+    const accuracy = (row: string, seed: number): number | undefined =>
+      r.results.find((x) => x.row === row && x.seed === seed)?.lfwAccuracy;
+    const seeds = baseRow.seeds.filter((s) => accuracy(base, s) !== undefined && accuracy(REAL_ROW, s) !== undefined);
+    if (!seeds.length) return `- ${label}: not yet measurable (no seed where both finished)`;
+    const meanOf = (row: string): number => mean(seeds.map((s) => accuracy(row, s) as number));
+    const q = meanOf(base) / meanOf(REAL_ROW);
+    const status = meanOf(REAL_ROW) > 0 ? (q >= REAL_RATIO_TARGET ? 'met' : 'missed') : 'not measurable';
+    return `- ${label}: ${status}${soFar(real, baseRow)}: ${pct(meanOf(base))} / ${pct(meanOf(REAL_ROW))} = ${meanOf(REAL_ROW) > 0 ? `${(100 * q).toFixed(1)}%` : '—'} (${seedsText(seeds)})`;
+  };
+  const beats = (other: string): string => {
+    const label = `\`${base}\` significantly above \`${other}\``;
+    const row = planned(other);
+    const baseRow = planned(base);
+    if (!row || !baseRow) return `- ${label}: not measurable here (no row '${other}' in this experiment)`;
+    const cs = seedComparisons(r, other, base);
+    if (!cs.length) return `- ${label}: not yet measurable (no seed where both finished)`;
+    return `- ${label}: ${verdict(cs) === 'below' ? 'met' : 'missed'}${soFar(row, baseRow)}: ${other} ${comparisonText(base, cs)}`;
+  };
+  return [ratio(), ...ROWS_TO_BEAT.map(beats)];
+}
+
+function readingSection(r: ExperimentResults): string[] {
+  return [
+    '## Reading (generated)',
+    '',
+    `Per row: the mean ${r.benchmark} accuracy difference against \`${r.baseline}\` over the seeds both finished, in points;`,
+    `a direction is claimed only where McNemar p < ${ALPHA} in every seed run. Generated: interpretation is added by hand.`,
+    '',
+    ...r.rows.filter((x) => x.row !== r.baseline && x.seeds.length > 0).map((x) => readingLine(r, x)),
+    '',
+    '### Targets',
+    '',
+    ...targetLines(r),
+  ];
+}
+
+function runsTable(r: ExperimentResults): string[] {
+  return [
     '## Runs',
     '',
-    '| row | seed | run | accuracy | b / c | large-pose accuracy (pairs) | reused from siblings | skipped (current) |',
-    '|---|---|---|---|---|---|---|---|',
+    '| row | seed | run | accuracy | b / c | large-pose accuracy (pairs) | reused from siblings | skipped (current) | config |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...r.results.map(
       (x) =>
-        `| ${x.row} | ${x.seed} | \`${x.runName}\` | ${pct(x.lfwAccuracy)} ± ${pct(x.lfwStd)} | ${x.mcnemarVsID3 ? `${x.mcnemarVsID3.b} / ${x.mcnemarVsID3.c}` : '—'} | ${x.lfwLargePoseAccuracy === null ? '—' : `${pct(x.lfwLargePoseAccuracy)} (${x.lfwLargePosePairs ?? '?'})`} | ${Object.keys(x.reusedStages).join(', ') || '—'} | ${x.skippedStages.join(', ') || '—'} |`,
+        `| ${x.row} | ${x.seed} | \`${x.runName}\` | ${pct(x.lfwAccuracy)} ± ${pct(x.lfwStd)} | ${x.mcnemarVsID3 ? `${x.mcnemarVsID3.b} / ${x.mcnemarVsID3.c}` : '—'} | ${x.lfwLargePoseAccuracy === null ? '—' : `${pct(x.lfwLargePoseAccuracy)} (${x.lfwLargePosePairs ?? '?'})`} | ${Object.keys(x.reusedStages).join(', ') || '—'} | ${x.skippedStages.join(', ') || '—'} | ${x.config ? `[config](${x.config})` : '—'} |`,
     ),
     ...(r.results.some((x) => x.compareTo)
       ? [
@@ -601,6 +942,49 @@ function reportMarkdown(r: ExperimentResults): string {
             .map((x) => `- ${x.row} (seed ${x.seed}) vs ${x.compareTo}: McNemar p ${pval(x.mcnemarPVsCompareTo)}`),
         ]
       : []),
+  ];
+}
+
+function figuresTable(r: ExperimentResults): string[] {
+  const image = (x: ExperimentRowResult, name: RunFigure, what: string): string =>
+    x.figures[name] ? `![${x.row} seed ${x.seed}: ${what}](${x.figures[name]})` : '—';
+  return [
+    '## Training curves and dataset cards',
+    '',
+    "fr-train's training curve and, for rows that sample, the dataset card's sample grid and similarity plot (copies under `figures/`).",
+    '',
+    '| row | seed | training curve | sample grid | similarity |',
+    '|---|---|---|---|---|',
+    ...r.results.map(
+      (x) =>
+        `| ${x.row} | ${x.seed} | ${image(x, 'training-curve', 'training curve')} | ${image(x, 'grid', 'sample grid')} | ${image(x, 'similarity', 'similarity')} |`,
+    ),
+  ];
+}
+
+function reportMarkdown(r: ExperimentResults): string {
+  return [
+    `# Experiment \`${r.experiment}\``,
+    '',
+    `Rebuilt after each finished run (updated ${r.updatedAt}); every number is in [results.json](results.json)${r.experimentFile ? `, the experiment file as planned in [${r.experimentFile}](${r.experimentFile})` : ''}.`,
+    '',
+    '## Table 1',
+    '',
+    `Accuracy (%) per benchmark, mean over seeds; TAR (%) at FAR = 1e-3 and large-pose accuracy (%) on ${r.benchmark}; McNemar p per seed.`,
+    '',
+    ...paperLayoutTable(r),
+    '',
+    `## ${r.benchmark} in detail`,
+    '',
+    ...detailTable(r),
+    '',
+    ...expectedSection(r),
+    '',
+    ...readingSection(r),
+    '',
+    ...runsTable(r),
+    '',
+    ...figuresTable(r),
     ...(r.notYetRun.length ? ['', `Not finished yet: ${r.notYetRun.map((n) => `\`${n}\``).join(', ')}.`] : []),
     ...(r.pending.length ? ['', '## Pending rows (not run)', '', ...r.pending.map((p) => `- **${p.row}**: ${p.why}`)] : []),
     '',

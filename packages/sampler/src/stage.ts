@@ -29,6 +29,7 @@ import {
 import {
   ATTRIBUTE_SCALING,
   decodeImage,
+  DEFAULT_EMBEDDER,
   embedderInfo,
   loadEmbedder,
   teacherCalibration,
@@ -46,6 +47,15 @@ import { attributeRng, imageSeed } from './seeds';
 
 /** `model` naming the pipeline's own generator; anything else is a generator folder (e.g. models/<name>). */
 export const STAGE_MODEL = 'stage:train-diffusion';
+
+const AUTO_CHECK = 'auto';
+const PREFERRED_CHECK = 'mobileface-256';
+
+/** The card's second embedder for a generator with this teacher ('auto' picks one that is not it). */
+export function checkEmbedderFor(configured: string | null, teacher: string): string | null {
+  if (configured !== AUTO_CHECK) return configured;
+  return teacher === PREFERRED_CHECK ? DEFAULT_EMBEDDER : PREFERRED_CHECK;
+}
 
 export const sampleConfigSchema = z
   .object({
@@ -92,9 +102,10 @@ export const sampleConfigSchema = z
         readBackImages: z.number().int().nonnegative().default(200),
         /**
          * A second face model (registered embedder name) that reads the accepted images for the
-         * card — not the teacher, which guided and filtered them; null for none.
+         * card — not the teacher, which guided and filtered them; null for none. 'auto': MobileFace,
+         * or face-api's dlib net when MobileFace is the teacher.
          */
-        checkEmbedder: z.string().min(1).nullable().default('mobileface-256'),
+        checkEmbedder: z.string().min(1).nullable().default(AUTO_CHECK),
       })
       .strict()
       .default({}),
@@ -366,7 +377,7 @@ export const sampleStage: StageDefinition<typeof sampleConfigSchema> = {
       teacherOfModel = readGeneratorDescriptor(folder).descriptor.teacher;
       if (existsSync(join(folder, 'card.json'))) readGeneratorCard(folder);
     }
-    if (config.card.checkEmbedder) {
+    if (config.card.checkEmbedder && config.card.checkEmbedder !== AUTO_CHECK) {
       embedderInfo(config.card.checkEmbedder, 'sample.card.checkEmbedder'); // unknown names fail here
       if (teacherOfModel) checkIsNotTeacher(config.card.checkEmbedder, teacherOfModel);
     }
@@ -632,7 +643,8 @@ async function writeDataset(
   const preparedAtR = prepared.crops;
   const comparison =
     config.guidance.scale > 0 && config.card.guidanceComparison > 0 ? await guidanceComparison(config, inp, teacher, kept) : undefined;
-  const check = config.card.checkEmbedder ? await checkEmbeddings(config.card.checkEmbedder, teacherName, crops, r) : undefined;
+  const checkName = checkEmbedderFor(config.card.checkEmbedder, teacherName);
+  const check = checkName ? await checkEmbeddings(checkName, teacherName, crops, r) : undefined;
   const card = await writeDatasetCard(join(dir, 'card'), {
     check,
     title: `sample: ${kept.length} synthetic identities × up to ${inp.images} images`,

@@ -1,10 +1,12 @@
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { hashJson, mergeConfig, type StageManifest } from '@id3/core';
 import { poseBinnedAccuracy } from '@id3/eval';
 import {
   buildPipelineConfig,
+  experimentSchema,
+  loadExperiment,
   planExperiment,
   recordExperimentRun,
   reuseFinishedStages,
@@ -66,6 +68,54 @@ describe('experiment files', () => {
     writeExperiment(experiments, 'bad', value);
     expect(() => planExperiment({ name: 'bad' })).toThrow(message);
   });
+
+  it('table1 writes its expectation on every row before running, and publishes to docs/table1', () => {
+    const { experiment } = loadExperiment('table1');
+    expect(experiment.publish).toBe('docs/table1');
+    for (const row of experiment.rows) expect(row.expected).toEqual(expect.stringMatching(/\S/));
+    expect(experiment.rows.map((r) => r.name)).toEqual([
+      'real',
+      'ID3',
+      'no-guidance',
+      'no-identity-loss',
+      'random-anchors',
+      'fixed-attributes',
+      'band-0.5-0.7',
+      'crowded-tammes',
+      'crowded-random',
+    ]);
+    // The plan carries them to the results, with the file's text as planned.
+    const plan = planExperiment({ name: 'table1' });
+    expect(plan.rows?.find((r) => r.row === 'crowded-random')?.expected).toMatch(/below crowded-tammes/);
+    expect(plan.publish).toBe('docs/table1');
+    expect(JSON.parse(plan.source ?? '{}')).toMatchObject({ publish: 'docs/table1' });
+    // demo-table1 publishes nowhere (its tests must not write into docs/).
+    expect(planExperiment({ name: 'demo-table1' }).publish).toBeUndefined();
+  });
+
+  it('the schema accepts a row expectation, and refuses an empty one', () => {
+    const withExpected = { ...demoRows, rows: [{ name: 'ID3', overrides: {}, expected: 'the baseline' }] };
+    expect(experimentSchema.parse(withExpected).rows[0].expected).toBe('the baseline');
+    expect(experimentSchema.safeParse({ ...demoRows, rows: [{ name: 'ID3', expected: '' }] }).success).toBe(false);
+  });
+
+  it.each(['../x', 'docs/../../x', '.', '/elsewhere/table1'])(
+    "a publish folder outside the repository ('%s') is refused naming the field",
+    (publish) => {
+      process.env.ID3_EXPERIMENTS_DIR = experiments;
+      process.env.ID3_REPO_ROOT = mkdtempSync(join(tmpdir(), 'id3-exp-repo-'));
+      try {
+        writeExperiment(experiments, 'bad-publish', { ...demoRows, publish });
+        expect(() => planExperiment({ name: 'bad-publish' })).toThrow(
+          /bad-publish\.json: field 'publish': .* is not a folder inside the repository/,
+        );
+        writeExperiment(experiments, 'good-publish', { ...demoRows, publish: 'docs/x' });
+        expect(planExperiment({ name: 'good-publish' }).publish).toBe('docs/x');
+      } finally {
+        delete process.env.ID3_REPO_ROOT;
+      }
+    },
+  );
 
   it('a seed subset must be seeds of the file', () => {
     expect(() => planExperiment({ name: 'demo-table1', seeds: [5] })).toThrow(
@@ -187,6 +237,8 @@ describe('experiment results', () => {
     correct: boolean[],
     issame = correct.map((_, i) => i % 2 === 0),
     yaw: (number | null)[] | null = correct.map((_, i) => [30, 25, 20][i] ?? i - 3),
+    /** Further eval metrics (other benchmarks), and whether the run has its figures. */
+    extra: { metrics?: Record<string, number>; figures?: boolean } = {},
   ): void {
     const dir = join(runsDir, run.runName);
     const put = (rel: string, value: unknown) => {
@@ -212,6 +264,8 @@ describe('experiment results', () => {
       metrics: {
         LFW40pairsample_accuracy: accuracy,
         LFW40pairsample_accuracyStd: 0.05,
+        LFW40pairsample_tarAtFar1e3: accuracy / 2,
+        ...extra.metrics,
         ...(pose
           ? { LFW40pairsample_poseTopQuartileAccuracy: pose.top.accuracy, LFW40pairsample_poseTopQuartilePairs: pose.top.pairs }
           : {}),
@@ -224,6 +278,11 @@ describe('experiment results', () => {
       outputs: { card: { path: 'fr-train/model/card.json', sha256: 'x', bytes: 1 } },
       metrics: {},
     });
+    if (extra.figures)
+      for (const f of ['fr-train/training-curve.png', 'sample/card/grid.png', 'sample/card/similarity.png']) {
+        mkdirSync(dirname(join(dir, f)), { recursive: true });
+        writeFileSync(join(dir, f), `png of ${run.runName}/${f}`);
+      }
   }
   const done = { stages: [] };
   const none = (run: ExperimentRun) => ({ runName: run.runName, reused: {} });
@@ -299,5 +358,182 @@ describe('experiment results', () => {
     finishRow(plan.runs[1], [true, true]);
     recordExperimentRun(changed, changed.runs[1], done, none(changed.runs[1]));
     expect(read().results.map((x) => x.row)).toEqual(['no-guidance']);
+  });
+
+  const report = (name = 'demo-table1') => readFileSync(join(runsDir, name, 'report.md'), 'utf8');
+  const allRight = Array.from({ length: 10 }, () => true);
+  /** Wrong on the first `n` of 10 pairs, where the baseline (all right) is right: b = n, c = 0. */
+  const wrongOn = (n: number) => allRight.map((_, i) => i >= n);
+
+  it('the Reading section claims a direction only where McNemar p < 0.05 in every seed', () => {
+    const [id3s0, ngs0, id3s1, ngs1] = plan.runs;
+    finishRow(id3s0, allRight);
+    recordExperimentRun(plan, id3s0, done, none(id3s0));
+    expect(report()).toMatch(/## Expected before running\n\nNone written in the experiment file/);
+    expect(report()).toMatch(/## Reading \(generated\)[^#]*- \*\*no-guidance\*\*: not yet run\./);
+    expect(report()).toMatch(/`ID3` significantly above `no-guidance`: not yet measurable/);
+
+    // b = 6, c = 0 in both seeds: exact p = 2 · 0.5^6 = 0.03125 each.
+    finishRow(ngs0, wrongOn(6));
+    recordExperimentRun(plan, ngs0, done, none(ngs0));
+    expect(report()).toContain(
+      '- **no-guidance**: −60.00 points vs ID3 (seed 0): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.0313. Not yet run at seed 1.',
+    );
+    finishRow(id3s1, allRight);
+    recordExperimentRun(plan, id3s1, done, none(id3s1));
+    finishRow(ngs1, wrongOn(6));
+    recordExperimentRun(plan, ngs1, done, none(ngs1));
+    expect(report()).toContain(
+      '- **no-guidance**: −60.00 points vs ID3 (seeds 0, 1): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.0313, 0.0313.',
+    );
+    expect(report()).toMatch(/- `ID3` significantly above `no-guidance`: met: no-guidance −60\.00 points/);
+    // This experiment has neither 'real' nor 'no-identity-loss': those targets say so.
+    expect(report()).toMatch(/- `ID3` ≥ 90% of `real`'s LFW \(40-pair sample\) accuracy: not measurable here \(no row 'real'/);
+    expect(report()).toMatch(/- `ID3` significantly above `no-identity-loss`: not measurable here/);
+
+    // Seed 1 now differs in one pair (b = 1, c = 0: p = 1): no claim.
+    finishRow(ngs1, wrongOn(1));
+    recordExperimentRun(plan, ngs1, done, none(ngs1));
+    expect(report()).toContain(
+      '- **no-guidance**: −35.00 points vs ID3 (seeds 0, 1): within noise (p ≥ 0.05 in at least one seed): p 0.0313, 1.00.',
+    );
+    expect(report()).toMatch(/- `ID3` significantly above `no-guidance`: missed: no-guidance −35\.00 points/);
+    expect(report()).not.toMatch(/significantly below/);
+  });
+
+  it('the 90%-of-real target computes the ratio from the accuracies of the seeds both rows finished', () => {
+    const experiments = mkdtempSync(join(tmpdir(), 'id3-exp-files-'));
+    process.env.ID3_EXPERIMENTS_DIR = experiments;
+    try {
+      writeExperiment(experiments, 'with-real', {
+        ...demoRows,
+        rows: [
+          { name: 'ID3', overrides: {}, expected: 'the baseline.' },
+          { name: 'real', overrides: {}, expected: 'above ID3: real photos.' },
+          { name: 'no-guidance', overrides: {} },
+        ],
+      });
+      const p = planExperiment({ name: 'with-real' });
+      const [id3, real] = p.runs;
+      finishRow(real, allRight);
+      recordExperimentRun(p, real, done, none(real));
+      expect(report('with-real')).toMatch(/- `ID3` ≥ 90% of `real`'s .* accuracy: not yet measurable \(no seed where both finished\)/);
+      finishRow(id3, wrongOn(2));
+      recordExperimentRun(p, id3, done, none(id3));
+      expect(report('with-real')).toContain(
+        "- `ID3` ≥ 90% of `real`'s LFW (40-pair sample) accuracy: missed: 80.00 / 100.00 = 80.0% (seed 0)",
+      );
+      finishRow(real, wrongOn(1));
+      recordExperimentRun(p, real, done, none(real));
+      expect(report('with-real')).toContain(
+        "- `ID3` ≥ 90% of `real`'s LFW (40-pair sample) accuracy: missed: 80.00 / 90.00 = 88.9% (seed 0)",
+      );
+      finishRow(real, wrongOn(2));
+      recordExperimentRun(p, real, done, none(real));
+      expect(report('with-real')).toContain(
+        "- `ID3` ≥ 90% of `real`'s LFW (40-pair sample) accuracy: met: 80.00 / 80.00 = 100.0% (seed 0)",
+      );
+      // Expectations, in file order; a row without one says so.
+      expect(report('with-real')).toMatch(
+        /## Expected before running\n\n- \*\*ID3\*\*: the baseline\.\n- \*\*real\*\*: above ID3: real photos\.\n- \*\*no-guidance\*\*: none written\n/,
+      );
+      expect(report('with-real')).toMatch(/- \*\*real\*\*: \+0\.00 points vs ID3 \(seed 0\): within noise/);
+      expect(report('with-real')).toMatch(/- \*\*no-guidance\*\*: not yet run\./);
+    } finally {
+      delete process.env.ID3_EXPERIMENTS_DIR;
+    }
+  });
+
+  it('records TAR and the paper columns (Table 1 layout), and still loads entries written before them', () => {
+    const [id3s0, ngs0] = plan.runs;
+    // Two of the paper's benchmarks scored besides the experiment's own (an insightface name in any case lands in its column).
+    finishRow(id3s0, allRight, undefined, undefined, { metrics: { LFW_accuracy: 0.99, agedb30_accuracy: 0.9, LFW_accuracyStd: 0.01 } });
+    recordExperimentRun(plan, id3s0, done, none(id3s0));
+    expect(read().results[0]).toMatchObject({ tarAtFar1e3: 0.5, benchmarks: { LFW: 0.99, 'AgeDB-30': 0.9 } });
+    expect(read().summary[0]).toMatchObject({ tarAtFar1e3Mean: 0.5, benchmarks: { LFW: 0.99, 'AgeDB-30': 0.9 } });
+    expect(read().summary[0].averageAccuracy).toBeCloseTo(0.945, 12);
+    expect(report()).toContain(
+      '| row | seeds | LFW | CFP-FP | CPLFW | AgeDB-30 | CALFW | average | TAR@FAR=1e-3 (LFW (40-pair sample)) | large-pose LFW (40-pair sample) | McNemar p vs ID3 |',
+    );
+    expect(report()).toContain('| ID3 | 0 | 99.00 | — | — | 90.00 | — | 94.50 | 50.00 | 100.00 | — |');
+    expect(report()).toMatch(
+      /No data \(—\): CFP-FP: \.\.\/shared\/data has only a format sample[^;]*; CPLFW, CALFW: not in \.\.\/shared\/data/,
+    );
+
+    // results.json as written before TAR and the paper columns existed: the entry loads, as null.
+    const old = read();
+    const newFields = new Set(['tarAtFar1e3', 'benchmarks', 'config', 'figures']);
+    const stripped = old.results.map((x) => Object.fromEntries(Object.entries(x).filter(([k]) => !newFields.has(k))));
+    writeFileSync(join(runsDir, 'demo-table1', 'results.json'), JSON.stringify({ ...old, results: stripped }));
+    finishRow(ngs0, wrongOn(3));
+    recordExperimentRun(plan, ngs0, done, none(ngs0));
+    expect(read().results[0]).toMatchObject({ row: 'ID3', lfwAccuracy: 1, tarAtFar1e3: null, benchmarks: null });
+    expect(read().results[1]).toMatchObject({ row: 'no-guidance', tarAtFar1e3: 0.35, benchmarks: {} });
+    expect(report()).toContain('| ID3 | 0 | — | — | — | — | — | — | — | 100.00 | — |');
+    expect(report()).toMatch(/No data \(—\): LFW: the eval stage scored no benchmark named LFW/);
+  });
+
+  it('copies figures and configs beside the report, and mirrors the folder into the publish folder', () => {
+    const experiments = mkdtempSync(join(tmpdir(), 'id3-exp-files-'));
+    const repo = mkdtempSync(join(tmpdir(), 'id3-exp-repo-'));
+    process.env.ID3_EXPERIMENTS_DIR = experiments;
+    process.env.ID3_REPO_ROOT = repo;
+    try {
+      writeExperiment(experiments, 'pub', {
+        ...demoRows,
+        publish: 'docs/table1',
+        rows: [
+          { name: 'ID3', overrides: {}, expected: 'the baseline.' },
+          { name: 'no-guidance', overrides: { sample: { guidance: { scale: 0 } } } },
+        ],
+      });
+      const p = planExperiment({ name: 'pub' });
+      const [id3, ng] = p.runs;
+      finishRow(id3, allRight, undefined, undefined, { figures: true });
+      recordExperimentRun(p, id3, done, none(id3));
+      finishRow(ng, wrongOn(6)); // a tiny run without figures
+      recordExperimentRun(p, ng, done, none(ng));
+
+      const published = join(repo, 'docs', 'table1');
+      const local = join(runsDir, 'pub');
+      for (const dir of [local, published]) {
+        expect(JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'))).toEqual(
+          JSON.parse(readFileSync(join(local, 'results.json'), 'utf8')),
+        );
+        expect(readFileSync(join(dir, 'report.md'), 'utf8')).toBe(readFileSync(join(local, 'report.md'), 'utf8'));
+        expect(readFileSync(join(dir, 'experiment.json'), 'utf8')).toBe(readFileSync(join(experiments, 'pub.json'), 'utf8'));
+        for (const run of [id3, ng])
+          expect(readFileSync(join(dir, 'configs', `${run.runName}.json`), 'utf8')).toBe(
+            readFileSync(join(runsDir, run.runName, 'config.json'), 'utf8'),
+          );
+        expect(readFileSync(join(dir, 'figures', 'pub-ID3-s0-training-curve.png'), 'utf8')).toBe(
+          'png of pub-ID3-s0/fr-train/training-curve.png',
+        );
+        expect(readFileSync(join(dir, 'figures', 'pub-ID3-s0-grid.png'), 'utf8')).toBe('png of pub-ID3-s0/sample/card/grid.png');
+        expect(existsSync(join(dir, 'figures', 'pub-no-guidance-s0-grid.png'))).toBe(false);
+        // Every link of the report is relative and resolves in this copy.
+        const links = [...readFileSync(join(dir, 'report.md'), 'utf8').matchAll(/\]\(([^)]+)\)/g)].map((m) => m[1]);
+        expect(links).toEqual(
+          expect.arrayContaining([
+            'results.json',
+            'experiment.json',
+            'configs/pub-ID3-s0.json',
+            'figures/pub-ID3-s0-training-curve.png',
+            'figures/pub-ID3-s0-grid.png',
+            'figures/pub-ID3-s0-similarity.png',
+          ]),
+        );
+        for (const link of links) expect(existsSync(join(dir, link))).toBe(true);
+      }
+      const text = readFileSync(join(published, 'report.md'), 'utf8');
+      expect(text).toContain('| row | seed | training curve | sample grid | similarity |');
+      expect(text).toContain(
+        '| ID3 | 0 | ![ID3 seed 0: training curve](figures/pub-ID3-s0-training-curve.png) | ![ID3 seed 0: sample grid](figures/pub-ID3-s0-grid.png) | ![ID3 seed 0: similarity](figures/pub-ID3-s0-similarity.png) |',
+      );
+      expect(text).toContain('| no-guidance | 0 | — | — | — |');
+    } finally {
+      delete process.env.ID3_EXPERIMENTS_DIR;
+      delete process.env.ID3_REPO_ROOT;
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { checkEmbedderFor } from '../stage';
 import { Rng } from '@id3/core';
 import { makeSchedule } from '@id3/diffusion';
 import { scaleAttributes, unscaleAttributes, type Point } from '@id3/faces';
@@ -121,5 +122,14 @@ describe('the landmark face check', () => {
   it('quantile interpolates linearly', () => {
     expect(quantile([3, 1, 2, 4], 0.5)).toBeCloseTo(2.5, 12);
     expect(quantile([1, 2, 3, 4, 5], 0.99)).toBeCloseTo(4.96, 12);
+  });
+});
+
+describe('checkEmbedderFor: the card reads the images with a model that is not the teacher', () => {
+  it("'auto' picks MobileFace, or face-api's net when MobileFace is the teacher; a name or null is kept", () => {
+    expect(checkEmbedderFor('auto', 'faceapi-dlib-128')).toBe('mobileface-256');
+    expect(checkEmbedderFor('auto', 'mobileface-256')).toBe('faceapi-dlib-128');
+    expect(checkEmbedderFor('faceapi-dlib-128', 'iresnet-x')).toBe('faceapi-dlib-128');
+    expect(checkEmbedderFor(null, 'faceapi-dlib-128')).toBeNull();
   });
 });
