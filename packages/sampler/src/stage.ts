@@ -698,7 +698,7 @@ async function writeDataset(
   return { outputs, metrics };
 }
 
-/** The accepted images embedded by an independent face model, through the same upscaling path as the teacher's. */
+/** The card's check must be another network than the one that guided and filtered the images. */
 function checkIsNotTeacher(name: string, teacherName: string): void {
   if (name === teacherName)
     throw new InvalidInputError(
@@ -707,6 +707,7 @@ function checkIsNotTeacher(name: string, teacherName: string): void {
     );
 }
 
+/** The accepted images embedded by an independent face model, through the same upscaling path as the teacher's. */
 async function checkEmbeddings(name: string, teacherName: string, crops: Uint8Array, resolution: number) {
   checkIsNotTeacher(name, teacherName);
   const check = await loadEmbedder(name, 'sample.card.checkEmbedder');
