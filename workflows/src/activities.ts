@@ -21,7 +21,7 @@ import type {
   StageSummary,
 } from './contracts';
 import { planExperiment, recordExperimentRun, reuseFinishedStages } from './experiment';
-import { ID3_BIN } from './paths';
+import { ID3_BIN, stateDir } from './paths';
 import { localRunDir, planRun } from './pipeline-config';
 import { RESULT_LINE_PREFIX } from './stage-command';
 
@@ -133,7 +133,12 @@ export function createActivities(deps: ActivityDeps = {}) {
       ...extraArgs,
     ];
     if (plan.force && extraArgs.length === 0) args.push('--force');
-    const env = { ...process.env, ID3_WORKER_IDENTITY: `${process.pid}@${hostname()}` };
+    const env = {
+      ...process.env,
+      ID3_WORKER_IDENTITY: `${process.pid}@${hostname()}`,
+      // One evaluation cache per machine: every run's eval reuses the benchmark crops the detector cut once.
+      ID3_CACHE_DIR: process.env.ID3_CACHE_DIR ?? join(stateDir(), 'cache', 'eval'),
+    };
     const child = spawn(deps.id3Bin ?? ID3_BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env, detached: false });
     let latest: ProgressEvent = { stage, phase: 'starting', message: `${label}: attempt ${ctx.info.attempt}` };
     let result: T | undefined;

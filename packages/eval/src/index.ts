@@ -13,7 +13,7 @@ export {
 export type { VerificationOptions, VerificationResult } from './verification';
 export { binomialTwoSidedP, chiSquare1Sf, erfc, mcnemar, mcnemarFromCounts } from './mcnemar';
 export type { McNemarResult } from './mcnemar';
-export { EmbeddingCache } from './embedding-cache';
+export { CropCache, EmbeddingCache, type CachedCrop } from './embedding-cache';
 export { DEFAULT_POSE_EDGES, largestPoseDifference, poseBinnedAccuracy, yawDifferences } from './pose-bins';
 export type { PoseBin, PoseBinnedAccuracy, PoseBinOptions } from './pose-bins';
 export { PAPER_BENCHMARKS, paperTable, rocSvg, scoreHistogramSvg } from './report';

@@ -29,7 +29,7 @@ import {
   type RgbImage,
 } from '@id3/faces';
 import { loadTrainedEmbedder } from '@id3/fr-train';
-import { EmbeddingCache } from './embedding-cache';
+import { CropCache, EmbeddingCache } from './embedding-cache';
 import { poseBinnedAccuracy, yawDifferences, type PoseBinnedAccuracy } from './pose-bins';
 import { PAPER_BENCHMARKS, paperTable, rocSvg, scoreHistogramSvg, type PaperBenchmark } from './report';
 import { evaluateDistances, pairCorrectness, pairDistances, type VerificationOptions, type VerificationResult } from './verification';
@@ -88,7 +88,10 @@ export const evalConfigSchema = z
       ),
     benchmarks: z.array(benchmarkSchema).nonempty(),
     detector: z.enum(['tiny', 'ssd']).default('tiny'),
-    /** Embedding cache (by model and image hash); default: ID3_CACHE_DIR or the stage directory. */
+    /**
+     * Embedding and crop cache (by model or crop layout, and image hash); default: ID3_CACHE_DIR
+     * (which a worker sets to `.id3/cache/eval`, shared by every run on the machine) or the stage directory.
+     */
     cacheDir: z.string().optional(),
     /** Pairs per shard: a shard is the unit a worker takes and a killed worker loses. */
     pairsPerShard: z.number().int().positive().default(500),
@@ -150,17 +153,20 @@ interface EmbedCounters {
   fallbacks: number;
   computed: number;
   cached: number;
+  /** Computed images whose crop needed the detector (the rest came from the crop cache). */
+  detected: number;
 }
 
 /**
  * Detect, cut the crop the model was trained on, embed image + flip, and read the head yaw from
  * the same detection's 68 landmarks as prepare does (null for a centre-crop fallback: no
- * landmarks); both cached by image bytes.
+ * landmarks); the embedding and yaw cached by image bytes per model, the crop and yaw per crop
+ * layout (so another model with the same layout needs no detector).
  */
 async function embedRef(
   ref: ImageRef,
   model: FaceEmbedder,
-  cache: EmbeddingCache,
+  caches: { embeddings: EmbeddingCache; crops: CropCache },
   o: { detector: 'tiny' | 'ssd'; fallbackFraction: number },
   counters: EmbedCounters,
 ): Promise<{ embedding: Float32Array; yaw: number | null }> {
@@ -173,23 +179,29 @@ async function embedRef(
     throw new InvalidInputError(`cannot read image ${source}: ${(err as Error).message}`, { file: source });
   }
   const hash = sha256(Buffer.concat([Buffer.from(`${o.detector}:${o.fallbackFraction}:`), bytes]));
-  const hit = cache.get(hash, model.dim);
-  const cachedYaw = cache.getYaw(hash);
+  const hit = caches.embeddings.get(hash, model.dim);
+  const cachedYaw = caches.embeddings.getYaw(hash);
   // An entry from before yaw was recorded is a miss: the detection it needs gives both.
   if (hit && cachedYaw !== undefined) {
     counters.cached++;
     return { embedding: hit, yaw: cachedYaw };
   }
-  const image: RgbImage = await decodeImageBytes(bytes, source);
-  const found = await detectAndAlign(image, { detector: o.detector, fallback: 'center-crop', fallbackFraction: o.fallbackFraction });
-  if (!found.ok) throw new Error(`${source}: ${found.reason}`);
-  if (found.method === 'center-crop') counters.fallbacks++;
-  const v = await embedImage(model, await cropFor(model, image, found));
-  const yaw = found.method === 'landmarks' && found.landmarks68 ? headPoseFrom68(found.landmarks68).yaw : null;
-  cache.set(hash, v);
-  cache.setYaw(hash, yaw);
+  let entry = caches.crops.get(hash, model.inputSize);
+  if (!entry) {
+    const image: RgbImage = await decodeImageBytes(bytes, source);
+    const found = await detectAndAlign(image, { detector: o.detector, fallback: 'center-crop', fallbackFraction: o.fallbackFraction });
+    if (!found.ok) throw new Error(`${source}: ${found.reason}`);
+    const yaw = found.method === 'landmarks' && found.landmarks68 ? headPoseFrom68(found.landmarks68).yaw : null;
+    entry = { crop: await cropFor(model, image, found), yaw, fallback: found.method === 'center-crop' };
+    caches.crops.set(hash, entry);
+    counters.detected++;
+  }
+  if (entry.fallback) counters.fallbacks++;
+  const v = await embedImage(model, entry.crop);
+  caches.embeddings.set(hash, v);
+  caches.embeddings.setYaw(hash, entry.yaw);
   counters.computed++;
-  return { embedding: v, yaw };
+  return { embedding: v, yaw: entry.yaw };
 }
 
 /**
@@ -317,12 +329,21 @@ function loadBenchmarkNamed(spec: z.output<typeof benchmarkSchema>): LoadedBench
   }
 }
 
-/** Embeddings cached per model: a trained model by its weights' hash (a retrained one is another model). */
-function modelCache(config: EvalConfig, dir: string, model: FaceEmbedder): EmbeddingCache {
-  return new EmbeddingCache(
-    config.cacheDir ?? process.env.ID3_CACHE_DIR ?? join(dir, 'cache'),
-    model.name.replace(/[^A-Za-z0-9._-]/g, '_'),
-  );
+/** Bump when the detector or the alignment changes: crops cached before are then not reused. */
+const CROP_LAYOUT_VERSION = 1;
+
+/**
+ * Embeddings cached per model (a trained model by its weights' hash: a retrained one is another
+ * model); crops per layout (alignment, side, template), shared by every model that takes them.
+ */
+function modelCaches(config: EvalConfig, dir: string, model: FaceEmbedder): { embeddings: EmbeddingCache; crops: CropCache } {
+  const root = config.cacheDir ?? process.env.ID3_CACHE_DIR ?? join(dir, 'cache');
+  const template = sha256(Buffer.from(JSON.stringify(model.inputTemplate))).slice(0, 12);
+  return {
+    embeddings: new EmbeddingCache(root, model.name.replace(/[^A-Za-z0-9._-]/g, '_')),
+    // CROP_LAYOUT_VERSION: a change to detection or alignment makes the cached crops another layout.
+    crops: new CropCache(root, `v${CROP_LAYOUT_VERSION}-${model.alignment}-${model.inputSize}-${template}`),
+  };
 }
 
 /**
@@ -352,16 +373,16 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
       const start = chunk * config.pairsPerShard;
       const end = Math.min(bench.issame.length, start + config.pairsPerShard);
       const model = await loadModel(config, inputs);
-      const cache = modelCache(config, dir, model);
-      const counters: EmbedCounters = { fallbacks: 0, computed: 0, cached: 0 };
+      const caches = modelCaches(config, dir, model);
+      const counters: EmbedCounters = { fallbacks: 0, computed: 0, cached: 0, detected: 0 };
       const started = Date.now();
       const count = end - start;
       const rows = new Float32Array(2 * count * model.dim); // the a sides, then the b sides
       const yaw = { a: [] as (number | null)[], b: [] as (number | null)[] };
       const o = { detector: config.detector, fallbackFraction: bench.fallbackFraction };
       for (let i = 0; i < count; i++) {
-        const a = await embedRef(bench.a[start + i], model, cache, o, counters);
-        const b = await embedRef(bench.b[start + i], model, cache, o, counters);
+        const a = await embedRef(bench.a[start + i], model, caches, o, counters);
+        const b = await embedRef(bench.b[start + i], model, caches, o, counters);
         rows.set(a.embedding, i * model.dim);
         rows.set(b.embedding, (count + i) * model.dim);
         yaw.a.push(a.yaw);
@@ -385,6 +406,7 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
           pairs: count,
           computed: counters.computed,
           cached: counters.cached,
+          detected: counters.detected,
           fallbacks: counters.fallbacks,
           computeMs: counters.computed ? Date.now() - started : 0,
         },
@@ -439,6 +461,7 @@ export const evalStage: StageDefinition<typeof evalConfigSchema> = {
         [`${key}_eer`]: r.eer,
         [`${key}_fallbacks`]: sum('fallbacks'),
         [`${key}_computedImages`]: sum('computed'),
+        [`${key}_detectedImages`]: sum('detected'), // of those, cut by the detector (the rest: crop cache)
         [`${key}_msPerComputedImage`]: sum('computed') ? sum('computeMs') / sum('computed') : 0,
         ...poseMetrics(key, pose),
       });

@@ -108,6 +108,23 @@ describe('eval stage', () => {
     const pairsAgain = JSON.parse(readFileSync(store.abs(again.manifest.outputs.pairs_lfwsamplepy2.path), 'utf8')) as PairResults;
     expect(pairsAgain.yawDifference).toEqual(pairs.yawDifference); // yaw came from the cache too
     expect(again.manifest.metrics.lfwsamplepy2_poseTopQuartileAccuracy).toBe(m.lfwsamplepy2_poseTopQuartileAccuracy);
+
+    // The embeddings gone but the crops kept (as for another model with the same crop layout):
+    // every image embedded again, none detected again, and the very same numbers.
+    expect(m.lfwsamplepy2_detectedImages).toBe(m.lfwsamplepy2_computedImages);
+    rmSync(join(cacheDir, 'faceapi-dlib-128'), { recursive: true });
+    rmSync(join(store.stageDir('eval'), 'shards'), { recursive: true });
+    const fromCrops = await executeStage(evalStage, config, { store, progress: () => undefined, backend: 'wasm', force: true });
+    const f = fromCrops.manifest.metrics;
+    expect(f.lfwsamplepy2_computedImages).toBe(m.lfwsamplepy2_computedImages);
+    expect(f.lfwsamplepy2_detectedImages).toBe(0);
+    expect(f.CFPFP_detectedImages).toBe(0);
+    expect(f.lfwsamplepy2_fallbacks).toBe(m.lfwsamplepy2_fallbacks);
+    for (const k of ['lfwsamplepy2_accuracy', 'lfwsamplepy2_auc', 'CFPFP_accuracy', 'CFPFP_auc', 'lfwsamplepy2_poseTopQuartileAccuracy'])
+      expect([k, f[k]]).toEqual([k, m[k]]);
+    const pairsFromCrops = JSON.parse(readFileSync(store.abs(fromCrops.manifest.outputs.pairs_lfwsamplepy2.path), 'utf8')) as PairResults;
+    expect(pairsFromCrops.distance).toEqual(pairs.distance);
+    expect(pairsFromCrops.yawDifference).toEqual(pairs.yawDifference);
   });
 
   it('a malformed benchmark file fails naming the file', async () => {
