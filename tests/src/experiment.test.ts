@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { RunStore } from '@id3/core';
 import { TASK_QUEUE, experimentRunWorkflowId, type ExperimentResult, type ExperimentResults, type ProgressView } from '@id3/workflows';
@@ -94,6 +94,19 @@ describe('experiment workflow against a real Temporal server', () => {
     expect(rerun.results.map((r) => [r.row, r.seed, r.lfwAccuracy, r.mcnemarPVsID3])).toEqual(
       results.results.map((r) => [r.row, r.seed, r.lfwAccuracy, r.mcnemarPVsID3]),
     );
+
+    // The run directories lost (a fresh checkout keeps only the committed results folder): the
+    // recorded runs are adopted from the results and their per-pair copies, and none reruns.
+    for (const r of result.runs) rmSync(join(h.runsDir, r.runName), { recursive: true });
+    const fresh = (await h.client.workflow.execute('experiment', {
+      taskQueue: TASK_QUEUE,
+      workflowId: `${id}-fresh`,
+      args: [{ name: 'demo-table1', seeds: [0] }],
+    })) as ExperimentResult;
+    expect(fresh.runs).toEqual([]);
+    for (const r of result.runs) expect(existsSync(join(h.runsDir, r.runName, 'eval'))).toBe(false);
+    const kept = JSON.parse(readFileSync(join(h.runsDir, 'demo-table1', 'results.json'), 'utf8')) as ExperimentResults;
+    expect(kept).toEqual(rerun);
     console.log(
       `experiment demo-table1: first run ${(firstMs / 1000).toFixed(0)} s, rerun ${((Date.now() - started - firstMs) / 1000).toFixed(0)} s`,
     );

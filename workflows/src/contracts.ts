@@ -186,6 +186,12 @@ export interface ExperimentPlan {
   readonly publish?: string;
   /** The experiment file's text as planned (recorded as experiment.json next to the results). */
   readonly source?: string;
+  /**
+   * Runs not to run: their results stand recorded (config unchanged, per-pair outcomes kept beside
+   * results.json) but their run directories are gone — a fresh checkout of the repository with
+   * the published folder. Absent in plans made before it existed.
+   */
+  readonly adopted?: readonly string[];
 }
 
 /** What reusing finished sibling stages did for one run before its pipeline started. */

@@ -6,6 +6,7 @@
  */
 import {
   copyFileSync,
+  cpSync,
   existsSync,
   linkSync,
   mkdirSync,
@@ -17,7 +18,7 @@ import {
   utimesSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import {
   InvalidInputError,
@@ -226,7 +227,52 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
     rows: e.rows.map((r) => ({ row: r.name, ...(r.expected ? { expected: r.expected } : {}) })),
     ...(e.publish ? { publish: e.publish } : {}),
     source: readFileSync(path, 'utf8'),
+    ...adoptedField(
+      input.force ? [] : adoptRecordedRuns(input.name, e.publish === undefined ? undefined : publishFolder(e.publish, path), runs),
+    ),
   };
+}
+
+const adoptedField = (adopted: readonly string[]): { adopted?: readonly string[] } => (adopted.length ? { adopted } : {});
+
+/** Whether the run's eval stage finished in its run directory on this machine. */
+function runIsHere(runName: string): boolean {
+  return readManifestAt(resolve(runsDir(), runName), 'eval') !== undefined;
+}
+
+/**
+ * The runs whose results stand recorded while their run directories are gone: a fresh checkout
+ * of the repository, where the published folder is committed and the runs directory is scratch.
+ * With no results here yet, the published folder (`published`, absolute) is first copied in, so
+ * the table resumes from what was committed instead of recomputing days of rows. A run is adopted
+ * when its entry has the planned config and its per-pair outcomes lie beside results.json (later
+ * rows are tested against them) and its own eval is not on this machine; a run that is here
+ * reruns as before, finding its current stages and skipping them.
+ */
+export function adoptRecordedRuns(name: string, published: string | undefined, runs: readonly ExperimentRun[]): string[] {
+  const dir = join(runsDir(), name);
+  const paths = experimentResultsPaths(name);
+  if (published !== undefined && !existsSync(paths.results) && existsSync(join(published, 'results.json')))
+    cpSync(published, dir, { recursive: true });
+  const recorded = readRecordedResults(paths.results);
+  return runs
+    .filter((run) => {
+      const entry = recorded.find((r) => r.row === run.row && r.seed === run.seed);
+      return (
+        entry?.configHash === run.configHash &&
+        typeof entry.pairs === 'string' &&
+        existsSync(join(dir, entry.pairs)) &&
+        !runIsHere(run.runName)
+      );
+    })
+    .map((run) => run.runName);
+}
+
+/** The entries of a results.json (none when it is missing or of another format). */
+function readRecordedResults(path: string): ExperimentRowResult[] {
+  if (!existsSync(path)) return [];
+  const old = readJsonFile(path) as Partial<ExperimentResults>;
+  return old.format === 'id3-experiment-results/1' && Array.isArray(old.results) ? old.results : [];
 }
 
 // ── reusing finished stages ──────────────────────────────────────────────────────────────────
@@ -430,6 +476,11 @@ export interface ExperimentRowResult {
   readonly mcnemarPLargePoseVsID3: number | null;
   /** Pairs file of the eval stage, relative to the runs directory. */
   readonly pairsFile: string;
+  /**
+   * That file as copied beside results.json (`pairs/<run>-<file>`): what McNemar reads once the run
+   * directory is gone (a fresh checkout adopts the run); absent in entries recorded before it was.
+   */
+  readonly pairs?: string | null;
   /** Stages taken from a sibling run, and stages the pipeline found current. */
   readonly reusedStages: Readonly<Record<string, string>>;
   readonly skippedStages: readonly string[];
@@ -488,8 +539,16 @@ export function experimentResultsPaths(name: string): { results: string; report:
   return { results: join(dir, 'results.json'), report: join(dir, 'report.md') };
 }
 
-function readPairs(file: string): PairResults {
-  return JSON.parse(readFileSync(join(runsDir(), file), 'utf8')) as PairResults;
+/** A row's per-pair outcomes: from its run directory, else from the copy beside the experiment's results. */
+function readPairs(experiment: string, r: ExperimentRowResult): PairResults {
+  const inRun = join(runsDir(), r.pairsFile);
+  const copy = r.pairs ? join(runsDir(), experiment, r.pairs) : undefined;
+  const file = existsSync(inRun) ? inRun : copy !== undefined && existsSync(copy) ? copy : undefined;
+  if (file === undefined)
+    throw new Error(
+      `run ${r.runName}: its pairs file is neither in its run directory (${inRun}) nor beside the results (${copy ?? 'no copy recorded'})`,
+    );
+  return JSON.parse(readFileSync(file, 'utf8')) as PairResults;
 }
 
 /**
@@ -498,9 +557,13 @@ function readPairs(file: string): PairResults {
  * subset is `a`'s so both rows are tested on one fixed set of pairs; yaw comes from the detector on
  * the same images, not from the model, so every row's subset is normally the same anyway.
  */
-function compare(a: ExperimentRowResult, b: ExperimentRowResult): { all: McNemarResult; largePose: McNemarResult | null } {
-  const pa = readPairs(a.pairsFile);
-  const pb = readPairs(b.pairsFile);
+function compare(
+  experiment: string,
+  a: ExperimentRowResult,
+  b: ExperimentRowResult,
+): { all: McNemarResult; largePose: McNemarResult | null } {
+  const pa = readPairs(experiment, a);
+  const pb = readPairs(experiment, b);
   if (hashJson(pa.issame) !== hashJson(pb.issame) || hashJson(pa.folds) !== hashJson(pb.folds))
     throw new InvalidInputError(`${a.pairsFile} and ${b.pairsFile} are not the same pairs (issame or folds differ): no paired test`, {
       file: b.pairsFile,
@@ -538,24 +601,40 @@ export function paperBenchmarkAccuracies(metrics: Readonly<Record<string, number
   return out;
 }
 
-/** The run's config and figures that exist, each as the path beside results.json it is copied to. */
-function runCopies(runName: string): { config: string | null; figures: Partial<Record<RunFigure, string>> } {
-  const runDir = join(runsDir(), runName);
+/**
+ * The run's config, figures and pairs file that exist, each as the path beside results.json it is
+ * copied to; a run whose directory is gone (adopted) keeps the copies recorded with it.
+ */
+function runCopies(r: ExperimentRowResult): Pick<ExperimentRowResult, 'config' | 'figures' | 'pairs'> {
+  if (!runIsHere(r.runName)) return { config: r.config ?? null, figures: r.figures ?? {}, pairs: r.pairs ?? null };
+  const runDir = join(runsDir(), r.runName);
   const figures: Partial<Record<RunFigure, string>> = {};
   for (const [name, path] of Object.entries(RUN_FIGURES) as [RunFigure, string][])
-    if (existsSync(join(runDir, path))) figures[name] = `figures/${runName}-${name}.png`;
-  return { config: existsSync(join(runDir, 'config.json')) ? `configs/${runName}.json` : null, figures };
+    if (existsSync(join(runDir, path))) figures[name] = `figures/${r.runName}-${name}.png`;
+  return {
+    config: existsSync(join(runDir, 'config.json')) ? `configs/${r.runName}.json` : null,
+    figures,
+    pairs: existsSync(join(runsDir(), r.pairsFile)) ? `pairs/${r.runName}-${basename(r.pairsFile)}` : null,
+  };
 }
 
-/** Every file copied beside results.json: its path there → the file it is copied from. */
+/** Every file copied beside results.json from a run directory on this machine: its path there → the file it is copied from. */
 function copiedFiles(results: readonly ExperimentRowResult[]): { to: string; from: string }[] {
-  return results.flatMap((r) => [
-    ...(r.config ? [{ to: r.config, from: join(runsDir(), r.runName, 'config.json') }] : []),
-    ...(Object.entries(r.figures) as [RunFigure, string][]).map(([name, to]) => ({
-      to,
-      from: join(runsDir(), r.runName, RUN_FIGURES[name]),
-    })),
-  ]);
+  return results
+    .filter((r) => runIsHere(r.runName))
+    .flatMap((r) => [
+      ...(r.config ? [{ to: r.config, from: join(runsDir(), r.runName, 'config.json') }] : []),
+      ...(Object.entries(r.figures) as [RunFigure, string][]).map(([name, to]) => ({
+        to,
+        from: join(runsDir(), r.runName, RUN_FIGURES[name]),
+      })),
+      ...(r.pairs ? [{ to: r.pairs, from: join(runsDir(), r.pairsFile) }] : []),
+    ]);
+}
+
+/** Every file beside results.json an entry links (copied now or restored with an adopted run). */
+function entryFiles(results: readonly ExperimentRowResult[]): string[] {
+  return results.flatMap((r) => [...(r.config ? [r.config] : []), ...Object.values(r.figures), ...(r.pairs ? [r.pairs] : [])]);
 }
 
 /** Atomic write, skipped when the file already holds these bytes (figures and configs are copied on every record). */
@@ -594,12 +673,7 @@ export function recordExperimentRun(
 ): ExperimentResults {
   const paths = experimentResultsPaths(plan.name);
   const planned = new Map(plan.runs.map((r) => [`${r.row}/${r.seed}`, r]));
-  let previous: ExperimentRowResult[] = [];
-  if (existsSync(paths.results)) {
-    const old = readJsonFile(paths.results) as Partial<ExperimentResults>;
-    if (old.format === 'id3-experiment-results/1' && Array.isArray(old.results))
-      previous = old.results.filter((r) => planned.get(`${r.row}/${r.seed}`)?.configHash === r.configHash);
-  }
+  const previous = readRecordedResults(paths.results).filter((r) => planned.get(`${r.row}/${r.seed}`)?.configHash === r.configHash);
   const runDir = resolve(runsDir(), run.runName);
   const evalManifest = readManifestAt(runDir, 'eval');
   const frManifest = readManifestAt(runDir, 'fr-train');
@@ -636,6 +710,7 @@ export function recordExperimentRun(
     finishedAt: new Date().toISOString(),
     config: null,
     figures: {},
+    pairs: null,
   };
   const order = plan.runs.map((r) => `${r.row}/${r.seed}`);
   const byKey = new Map(previous.map((r) => [`${r.row}/${r.seed}`, r]));
@@ -646,10 +721,10 @@ export function recordExperimentRun(
     .filter((r): r is ExperimentRowResult => r !== undefined)
     .map((r): ExperimentRowResult => {
       const base = r.row === plan.baseline ? undefined : byKey.get(`${plan.baseline}/${r.seed}`);
-      const m = base ? compare(base, r) : undefined;
+      const m = base ? compare(plan.name, base, r) : undefined;
       const otherRow = compareTo.get(r.row);
       const other = otherRow ? byKey.get(`${otherRow}/${r.seed}`) : undefined;
-      const mo = other ? compare(other, r).all : undefined;
+      const mo = other ? compare(plan.name, other, r).all : undefined;
       return {
         ...r,
         mcnemarPVsID3: m ? m.all.pExact : null,
@@ -668,7 +743,7 @@ export function recordExperimentRun(
             }
           : {}),
         // What is there now: a figure can appear later (a run's card rewritten), a config is rewritten by each plan.
-        ...runCopies(r.runName),
+        ...runCopies(r),
       };
     });
   const rows = [...new Set(plan.runs.map((r) => r.row))];
@@ -734,7 +809,12 @@ function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): vo
   writeFileAtomic(paths.report, reportMarkdown(out));
   if (plan.publish === undefined) return;
   const target = publishFolder(plan.publish, join(experimentsDir(), `${plan.name}.json`));
-  const files = [...copies.map((c) => c.to), ...(out.experimentFile ? [out.experimentFile] : []), 'results.json', 'report.md'];
+  const files = [
+    ...entryFiles(out.results).filter((f) => existsSync(join(dir, f))),
+    ...(out.experimentFile ? [out.experimentFile] : []),
+    'results.json',
+    'report.md',
+  ];
   for (const f of files) writeIfChanged(join(target, f), readFileSync(join(dir, f)));
 }
 

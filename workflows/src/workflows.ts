@@ -212,7 +212,8 @@ export async function experiment(input: ExperimentInput): Promise<ExperimentResu
   let view: ProgressView = publish({ phase: 'planning', completedStages: [] });
   setHandler(progressQuery, () => view);
   const plan = await experimentActivities.planExperiment(input);
-  const toRun = plan.runs.filter((r) => !input.seeds || input.seeds.includes(r.seed));
+  // Adopted runs are already in the results (see ExperimentPlan.adopted): they stay in the table, not rerun.
+  const toRun = plan.runs.filter((r) => (!input.seeds || input.seeds.includes(r.seed)) && !plan.adopted?.includes(r.runName));
   const finished: ExperimentResult['runs'][number][] = [];
   const failed: string[] = [];
   const running = new Set<string>();

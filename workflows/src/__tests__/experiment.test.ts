@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { hashJson, mergeConfig, type StageManifest } from '@id3/core';
@@ -531,6 +531,69 @@ describe('experiment results', () => {
         '| ID3 | 0 | ![ID3 seed 0: training curve](figures/pub-ID3-s0-training-curve.png) | ![ID3 seed 0: sample grid](figures/pub-ID3-s0-grid.png) | ![ID3 seed 0: similarity](figures/pub-ID3-s0-similarity.png) |',
       );
       expect(text).toContain('| no-guidance | 0 | — | — | — |');
+    } finally {
+      delete process.env.ID3_EXPERIMENTS_DIR;
+      delete process.env.ID3_REPO_ROOT;
+    }
+  });
+
+  it('a fresh checkout resumes from the published folder: recorded runs are adopted, not rerun, and later rows are tested against them', () => {
+    const experiments = mkdtempSync(join(tmpdir(), 'id3-exp-files-'));
+    const repo = mkdtempSync(join(tmpdir(), 'id3-exp-repo-'));
+    process.env.ID3_EXPERIMENTS_DIR = experiments;
+    process.env.ID3_REPO_ROOT = repo;
+    try {
+      writeExperiment(experiments, 'pub', {
+        ...demoRows,
+        publish: 'docs/table1',
+        rows: [
+          { name: 'ID3', overrides: {} },
+          { name: 'no-guidance', overrides: { sample: { guidance: { scale: 0 } } } },
+        ],
+      });
+      const p = planExperiment({ name: 'pub' });
+      expect(p.adopted).toBeUndefined();
+      const [id3, ng] = p.runs;
+      finishRow(id3, allRight, undefined, undefined, { figures: true });
+      recordExperimentRun(p, id3, done, none(id3));
+      const published = join(repo, 'docs', 'table1');
+      const entry = (JSON.parse(readFileSync(join(published, 'results.json'), 'utf8')) as ExperimentResults).results[0];
+      // The per-pair outcomes travel with the results: what a later row's McNemar needs.
+      expect(entry.pairs).toBe('pairs/pub-ID3-s0-pairs-LFW40pairsample.json');
+      expect(readFileSync(join(published, entry.pairs ?? ''), 'utf8')).toBe(
+        readFileSync(join(runsDir, id3.runName, 'eval', 'pairs-LFW40pairsample.json'), 'utf8'),
+      );
+      // On the machine that ran it the run is here: planned to rerun (its stages then skip).
+      expect(planExperiment({ name: 'pub' }).adopted).toBeUndefined();
+
+      // A fresh checkout: an empty runs directory beside the repository's published folder.
+      runsDir = mkdtempSync(join(tmpdir(), 'id3-exp-fresh-'));
+      process.env.ID3_RUNS_DIR = runsDir;
+      const fresh = planExperiment({ name: 'pub' });
+      expect(fresh.adopted).toEqual([id3.runName]);
+      expect(JSON.parse(readFileSync(join(runsDir, 'pub', 'results.json'), 'utf8'))).toEqual(
+        JSON.parse(readFileSync(join(published, 'results.json'), 'utf8')),
+      );
+      expect(planExperiment({ name: 'pub', force: true }).adopted).toBeUndefined(); // force reruns everything
+      finishRow(ng, wrongOn(6));
+      recordExperimentRun(fresh, ng, done, none(ng));
+      for (const dir of [join(runsDir, 'pub'), published]) {
+        const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as ExperimentResults;
+        expect(r.results.map((x) => x.row)).toEqual(['ID3', 'no-guidance']);
+        // The adopted row keeps its copies; the new row is tested against its published pairs.
+        expect(r.results[0]).toMatchObject({ config: entry.config, figures: entry.figures, pairs: entry.pairs, lfwAccuracy: 1 });
+        expect(r.results[1].mcnemarVsID3).toMatchObject({ b: 6, c: 0 });
+        expect(r.results[1].mcnemarPVsID3).toBeCloseTo(2 / 64, 12); // exact two-sided: 2 · 0.5^6
+        const links = [...readFileSync(join(dir, 'report.md'), 'utf8').matchAll(/\]\(([^)]+)\)/g)].map((m) => m[1]);
+        expect(links).toContain('figures/pub-ID3-s0-grid.png');
+        for (const link of links) expect(existsSync(join(dir, link))).toBe(true);
+      }
+
+      // Without its pairs beside the results an entry cannot be tested against: not adopted.
+      runsDir = mkdtempSync(join(tmpdir(), 'id3-exp-fresh-'));
+      process.env.ID3_RUNS_DIR = runsDir;
+      rmSync(join(published, entry.pairs ?? ''));
+      expect(planExperiment({ name: 'pub' }).adopted).toEqual(['pub-no-guidance-s0']);
     } finally {
       delete process.env.ID3_EXPERIMENTS_DIR;
       delete process.env.ID3_REPO_ROOT;
