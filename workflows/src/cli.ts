@@ -48,7 +48,7 @@ Usage:
   id3 stop                         stop the background server and worker started by id3
 
 Environment: ID3_BACKEND=auto|tensorflow|webgpu|wasm|cpu, ID3_STATE_DIR, ID3_RUNS_DIR, ID3_EXTRA_STAGES, TEMPORAL_ADDRESS,
-TEMPORAL_CLI_PATH.`;
+TEMPORAL_CLI_PATH, ID3_CACHE_DIR (eval's embedding and crop cache; a worker's stages default to .id3/cache/eval).`;
 
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
