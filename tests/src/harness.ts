@@ -29,8 +29,10 @@ export interface HarnessOptions {
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'id3-it-'));
   const runsDir = join(dir, 'runs');
-  // Stage processes (spawned by activities) inherit this: run directories go to the temp dir.
+  // Stage processes (spawned by activities) inherit these: run directories and eval's caches go
+  // to the temp dir, never into the machine's .id3 (a test must not read another run's cache).
   process.env.ID3_RUNS_DIR = runsDir;
+  process.env.ID3_CACHE_DIR = join(dir, 'cache');
   const uiPort = options.ui ? await freePort() : null;
   const serverOptions = { port: await freePort(), uiPort, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log') };
   let server = await startDevServer(serverOptions);

@@ -298,7 +298,8 @@ async function experimentCommand(positionals: string[], values: Record<string, u
   // Validate every row here first: a bad row fails in seconds, naming the file and field.
   const plan = planExperiment(input);
   for (const p of plan.pending) log(`pending (not run): ${p.row}: ${p.why}`);
-  const runs = plan.runs.filter((r) => !seeds || seeds.includes(r.seed));
+  const runs = plan.runs.filter((r) => (!seeds || seeds.includes(r.seed)) && !plan.adopted?.includes(r.runName));
+  if (plan.adopted?.length) log(`adopted (recorded in the results, run directories not here, not rerun): ${plan.adopted.join(', ')}`);
   await ensureServer();
   const { client, connection } = await connectClient();
   const workflowId = `id3-experiment-${name}`;

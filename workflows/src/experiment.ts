@@ -235,34 +235,69 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
 
 const adoptedField = (adopted: readonly string[]): { adopted?: readonly string[] } => (adopted.length ? { adopted } : {});
 
-/** Whether the run's eval stage finished in its run directory on this machine. */
-function runIsHere(runName: string): boolean {
-  return readManifestAt(resolve(runsDir(), runName), 'eval') !== undefined;
+/**
+ * Whether the entry's own eval is in its run directory on this machine: an eval manifest whose
+ * pairs file is the recorded one (an older or newer eval there is another result; entries
+ * recorded before the hash was kept take any finished eval).
+ */
+function entryIsHere(r: ExperimentRowResult): boolean {
+  const m = readManifestAt(resolve(runsDir(), r.runName), 'eval');
+  const pairs = m?.outputs[`pairs_${benchmarkKey(r.benchmark)}`];
+  return pairs !== undefined && (r.pairsSha256 == null || pairs.sha256 === r.pairsSha256);
+}
+
+/** Whether any stage of the run finished in its run directory on this machine. */
+function runHasStages(runName: string): boolean {
+  const dir = resolve(runsDir(), runName);
+  return stageRegistry().names.some((stage) => readManifestAt(dir, stage) !== undefined);
+}
+
+/** A copy beside results.json as recorded in a committed file: a plain file in its folder, nothing else. */
+const plainCopy = (path: unknown, folder: string): path is string =>
+  typeof path === 'string' && new RegExp(`^${folder}/[A-Za-z0-9._-]+$`).test(path) && !path.includes('..');
+
+/** The versions of the run's stages now (what a recorded entry's stageVersions must equal to stand). */
+function currentStageVersions(stages: readonly string[]): Record<string, number> {
+  const registry = stageRegistry();
+  return Object.fromEntries(
+    stages.flatMap((stage) => {
+      const version = registry.get(stage)?.version;
+      return version === undefined ? [] : [[stage, version]];
+    }),
+  );
 }
 
 /**
  * The runs whose results stand recorded while their run directories are gone: a fresh checkout
  * of the repository, where the published folder is committed and the runs directory is scratch.
- * With no results here yet, the published folder (`published`, absolute) is first copied in, so
- * the table resumes from what was committed instead of recomputing days of rows. A run is adopted
- * when its entry has the planned config and its per-pair outcomes lie beside results.json (later
- * rows are tested against them) and its own eval is not on this machine; a run that is here
- * reruns as before, finding its current stages and skipping them.
+ * With no results here yet, the published folder (`published`, absolute) is first copied in
+ * (results.json last, so an interrupted copy is redone), and the table resumes from what was
+ * committed instead of recomputing days of rows. A run is adopted when its entry has the planned
+ * config, was made by the stage versions of today's code, has its per-pair outcomes beside
+ * results.json (later rows are tested against them), and no stage of the run is on this machine;
+ * a run with stages here reruns as before, finding its current stages and skipping them.
  */
 export function adoptRecordedRuns(name: string, published: string | undefined, runs: readonly ExperimentRun[]): string[] {
   const dir = join(runsDir(), name);
   const paths = experimentResultsPaths(name);
-  if (published !== undefined && !existsSync(paths.results) && existsSync(join(published, 'results.json')))
-    cpSync(published, dir, { recursive: true });
+  if (published !== undefined && !existsSync(paths.results) && existsSync(join(published, 'results.json'))) {
+    const results = join(published, 'results.json');
+    cpSync(published, dir, { recursive: true, filter: (src) => src !== results });
+    copyFileSync(results, paths.results);
+  }
   const recorded = readRecordedResults(paths.results);
   return runs
     .filter((run) => {
       const entry = recorded.find((r) => r.row === run.row && r.seed === run.seed);
+      const versions = entry?.stageVersions;
       return (
         entry?.configHash === run.configHash &&
-        typeof entry.pairs === 'string' &&
+        versions != null &&
+        Object.keys(versions).length > 0 &&
+        hashJson(versions) === hashJson(currentStageVersions(Object.keys(versions))) &&
+        plainCopy(entry.pairs, 'pairs') &&
         existsSync(join(dir, entry.pairs)) &&
-        !runIsHere(run.runName)
+        !runHasStages(run.runName)
       );
     })
     .map((run) => run.runName);
@@ -481,6 +516,10 @@ export interface ExperimentRowResult {
    * directory is gone (a fresh checkout adopts the run); absent in entries recorded before it was.
    */
   readonly pairs?: string | null;
+  /** The pairs file's sha256 in the eval manifest: which eval this entry is (absent in older entries). */
+  readonly pairsSha256?: string | null;
+  /** Each stage the run ran or found current, at the version of the code that recorded it (absent in older entries). */
+  readonly stageVersions?: Readonly<Record<string, number>> | null;
   /** Stages taken from a sibling run, and stages the pipeline found current. */
   readonly reusedStages: Readonly<Record<string, string>>;
   readonly skippedStages: readonly string[];
@@ -539,11 +578,18 @@ export function experimentResultsPaths(name: string): { results: string; report:
   return { results: join(dir, 'results.json'), report: join(dir, 'report.md') };
 }
 
-/** A row's per-pair outcomes: from its run directory, else from the copy beside the experiment's results. */
+/** Where a row's per-pair outcomes are: its run directory when its eval is here, else the copy beside the experiment's results. */
+function pairsPath(experiment: string, r: ExperimentRowResult): string | undefined {
+  if (entryIsHere(r)) return join(runsDir(), r.pairsFile);
+  const copy = plainCopy(r.pairs, 'pairs') ? join(runsDir(), experiment, r.pairs) : undefined;
+  return copy !== undefined && existsSync(copy) ? copy : undefined;
+}
+
+/** A row's per-pair outcomes (see pairsPath). */
 function readPairs(experiment: string, r: ExperimentRowResult): PairResults {
   const inRun = join(runsDir(), r.pairsFile);
   const copy = r.pairs ? join(runsDir(), experiment, r.pairs) : undefined;
-  const file = existsSync(inRun) ? inRun : copy !== undefined && existsSync(copy) ? copy : undefined;
+  const file = pairsPath(experiment, r);
   if (file === undefined)
     throw new Error(
       `run ${r.runName}: its pairs file is neither in its run directory (${inRun}) nor beside the results (${copy ?? 'no copy recorded'})`,
@@ -603,10 +649,18 @@ export function paperBenchmarkAccuracies(metrics: Readonly<Record<string, number
 
 /**
  * The run's config, figures and pairs file that exist, each as the path beside results.json it is
- * copied to; a run whose directory is gone (adopted) keeps the copies recorded with it.
+ * copied to; an entry whose eval is not here (adopted) keeps the copies recorded with it that are
+ * still beside results.json.
  */
-function runCopies(r: ExperimentRowResult): Pick<ExperimentRowResult, 'config' | 'figures' | 'pairs'> {
-  if (!runIsHere(r.runName)) return { config: r.config ?? null, figures: r.figures ?? {}, pairs: r.pairs ?? null };
+function runCopies(experiment: string, r: ExperimentRowResult): Pick<ExperimentRowResult, 'config' | 'figures' | 'pairs'> {
+  if (!entryIsHere(r)) {
+    const kept = (path: string | null | undefined, folder: string): string | null =>
+      plainCopy(path, folder) && existsSync(join(runsDir(), experiment, path)) ? path : null;
+    const figures = Object.fromEntries(Object.entries(r.figures ?? {}).filter(([, path]) => kept(path, 'figures') !== null)) as Partial<
+      Record<RunFigure, string>
+    >;
+    return { config: kept(r.config, 'configs'), figures, pairs: kept(r.pairs, 'pairs') };
+  }
   const runDir = join(runsDir(), r.runName);
   const figures: Partial<Record<RunFigure, string>> = {};
   for (const [name, path] of Object.entries(RUN_FIGURES) as [RunFigure, string][])
@@ -621,7 +675,7 @@ function runCopies(r: ExperimentRowResult): Pick<ExperimentRowResult, 'config' |
 /** Every file copied beside results.json from a run directory on this machine: its path there → the file it is copied from. */
 function copiedFiles(results: readonly ExperimentRowResult[]): { to: string; from: string }[] {
   return results
-    .filter((r) => runIsHere(r.runName))
+    .filter((r) => entryIsHere(r))
     .flatMap((r) => [
       ...(r.config ? [{ to: r.config, from: join(runsDir(), r.runName, 'config.json') }] : []),
       ...(Object.entries(r.figures) as [RunFigure, string][]).map(([name, to]) => ({
@@ -673,7 +727,11 @@ export function recordExperimentRun(
 ): ExperimentResults {
   const paths = experimentResultsPaths(plan.name);
   const planned = new Map(plan.runs.map((r) => [`${r.row}/${r.seed}`, r]));
-  const previous = readRecordedResults(paths.results).filter((r) => planned.get(`${r.row}/${r.seed}`)?.configHash === r.configHash);
+  // Kept: entries of the planned config whose per-pair outcomes can still be read (an entry
+  // restored without them cannot be tested against; its run reruns and records it again).
+  const previous = readRecordedResults(paths.results).filter(
+    (r) => planned.get(`${r.row}/${r.seed}`)?.configHash === r.configHash && pairsPath(plan.name, r) !== undefined,
+  );
   const runDir = resolve(runsDir(), run.runName);
   const evalManifest = readManifestAt(runDir, 'eval');
   const frManifest = readManifestAt(runDir, 'fr-train');
@@ -711,6 +769,8 @@ export function recordExperimentRun(
     config: null,
     figures: {},
     pairs: null,
+    pairsSha256: pairs.sha256,
+    stageVersions: currentStageVersions(result.stages.map((s) => s.stage)),
   };
   const order = plan.runs.map((r) => `${r.row}/${r.seed}`);
   const byKey = new Map(previous.map((r) => [`${r.row}/${r.seed}`, r]));
@@ -743,7 +803,7 @@ export function recordExperimentRun(
             }
           : {}),
         // What is there now: a figure can appear later (a run's card rewritten), a config is rewritten by each plan.
-        ...runCopies(r),
+        ...runCopies(plan.name, r),
       };
     });
   const rows = [...new Set(plan.runs.map((r) => r.row))];

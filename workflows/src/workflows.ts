@@ -234,6 +234,7 @@ export async function experiment(input: ExperimentInput): Promise<ExperimentResu
       completedStages: finished.map((r) => r.runName),
     });
   };
+  show(); // also when every run was adopted and none starts
   // results.json is rebuilt read-modify-write: one update at a time.
   let recording: Promise<unknown> = Promise.resolve();
   await forEachLimited(

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -247,20 +248,27 @@ describe('experiment results', () => {
     };
     const accuracy = correct.filter(Boolean).length / correct.length;
     const folds = correct.map((_, i) => i % 2);
-    put('eval/pairs-LFW40pairsample.json', {
+    const pairsFile = {
       benchmark: plan.benchmark,
       pairs: correct.length,
       folds,
       issame,
       correct,
       ...(yaw ? { yawDifference: yaw } : {}),
-    });
+    };
+    put('eval/pairs-LFW40pairsample.json', pairsFile);
     // The eval stage's own metrics of the binning (checked against known values in the tests).
     const pose = yaw ? poseBinnedAccuracy(yaw, correct) : undefined;
     put('eval/manifest.json', {
       format: 'id3-stage-manifest/1',
       stage: 'eval',
-      outputs: { pairs_LFW40pairsample: { path: 'eval/pairs-LFW40pairsample.json', sha256: 'x', bytes: 1 } },
+      outputs: {
+        pairs_LFW40pairsample: {
+          path: 'eval/pairs-LFW40pairsample.json',
+          sha256: createHash('sha256').update(JSON.stringify(pairsFile)).digest('hex'),
+          bytes: 1,
+        },
+      },
       metrics: {
         LFW40pairsample_accuracy: accuracy,
         LFW40pairsample_accuracyStd: 0.05,
@@ -542,6 +550,14 @@ describe('experiment results', () => {
     const repo = mkdtempSync(join(tmpdir(), 'id3-exp-repo-'));
     process.env.ID3_EXPERIMENTS_DIR = experiments;
     process.env.ID3_REPO_ROOT = repo;
+    const freshRunsDir = (): void => {
+      runsDir = mkdtempSync(join(tmpdir(), 'id3-exp-fresh-'));
+      process.env.ID3_RUNS_DIR = runsDir;
+    };
+    // What a pipeline result lists: every stage it ran or found current.
+    const ran = { stages: ['fr-train', 'eval'].map((stage) => ({ stage, skipped: false })) } as unknown as Parameters<
+      typeof recordExperimentRun
+    >[2];
     try {
       writeExperiment(experiments, 'pub', {
         ...demoRows,
@@ -555,20 +571,24 @@ describe('experiment results', () => {
       expect(p.adopted).toBeUndefined();
       const [id3, ng] = p.runs;
       finishRow(id3, allRight, undefined, undefined, { figures: true });
-      recordExperimentRun(p, id3, done, none(id3));
+      recordExperimentRun(p, id3, ran, none(id3));
       const published = join(repo, 'docs', 'table1');
       const entry = (JSON.parse(readFileSync(join(published, 'results.json'), 'utf8')) as ExperimentResults).results[0];
-      // The per-pair outcomes travel with the results: what a later row's McNemar needs.
+      // The per-pair outcomes travel with the results (what a later row's McNemar needs), with
+      // the code's stage versions that made them.
       expect(entry.pairs).toBe('pairs/pub-ID3-s0-pairs-LFW40pairsample.json');
       expect(readFileSync(join(published, entry.pairs ?? ''), 'utf8')).toBe(
         readFileSync(join(runsDir, id3.runName, 'eval', 'pairs-LFW40pairsample.json'), 'utf8'),
       );
+      expect(entry.stageVersions).toEqual({
+        'fr-train': stageRegistry().get('fr-train')?.version,
+        eval: stageRegistry().get('eval')?.version,
+      });
       // On the machine that ran it the run is here: planned to rerun (its stages then skip).
       expect(planExperiment({ name: 'pub' }).adopted).toBeUndefined();
 
       // A fresh checkout: an empty runs directory beside the repository's published folder.
-      runsDir = mkdtempSync(join(tmpdir(), 'id3-exp-fresh-'));
-      process.env.ID3_RUNS_DIR = runsDir;
+      freshRunsDir();
       const fresh = planExperiment({ name: 'pub' });
       expect(fresh.adopted).toEqual([id3.runName]);
       expect(JSON.parse(readFileSync(join(runsDir, 'pub', 'results.json'), 'utf8'))).toEqual(
@@ -576,7 +596,7 @@ describe('experiment results', () => {
       );
       expect(planExperiment({ name: 'pub', force: true }).adopted).toBeUndefined(); // force reruns everything
       finishRow(ng, wrongOn(6));
-      recordExperimentRun(fresh, ng, done, none(ng));
+      recordExperimentRun(fresh, ng, ran, none(ng));
       for (const dir of [join(runsDir, 'pub'), published]) {
         const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as ExperimentResults;
         expect(r.results.map((x) => x.row)).toEqual(['ID3', 'no-guidance']);
@@ -589,11 +609,45 @@ describe('experiment results', () => {
         for (const link of links) expect(existsSync(join(dir, link))).toBe(true);
       }
 
-      // Without its pairs beside the results an entry cannot be tested against: not adopted.
-      runsDir = mkdtempSync(join(tmpdir(), 'id3-exp-fresh-'));
-      process.env.ID3_RUNS_DIR = runsDir;
+      // A stale eval of the run in a runs directory (another result than the recorded one) is
+      // neither adopted over nor read: McNemar keeps to the recorded pairs.
+      freshRunsDir();
+      finishRow(id3, wrongOn(10)); // all wrong: not the recorded eval
+      const stale = planExperiment({ name: 'pub' });
+      expect(stale.adopted).toEqual([ng.runName]); // the ID3 run has stages here: it reruns
+      finishRow(ng, wrongOn(6));
+      recordExperimentRun(stale, ng, ran, none(ng));
+      const afterStale = JSON.parse(readFileSync(join(runsDir, 'pub', 'results.json'), 'utf8')) as ExperimentResults;
+      expect(afterStale.results[0]).toMatchObject({ lfwAccuracy: 1, pairs: entry.pairs });
+      expect(afterStale.results[1].mcnemarVsID3).toMatchObject({ b: 6, c: 0 }); // against the recorded all-right ID3
+      expect(readFileSync(join(runsDir, 'pub', entry.pairs ?? ''), 'utf8')).toBe(readFileSync(join(published, entry.pairs ?? ''), 'utf8'));
+
+      // Not adopted: an entry made by another version of a stage's code, or of another config.
+      const results = JSON.parse(readFileSync(join(published, 'results.json'), 'utf8')) as ExperimentResults;
+      const rewrite = (edit: (r: ExperimentResults['results'][number]) => object): void =>
+        writeFileSync(
+          join(published, 'results.json'),
+          JSON.stringify({ ...results, results: results.results.map((r) => ({ ...r, ...edit(r) })) }),
+        );
+      rewrite((r) => ({ stageVersions: { ...r.stageVersions, eval: -1 } }));
+      freshRunsDir();
+      expect(planExperiment({ name: 'pub' }).adopted).toBeUndefined();
+      rewrite(() => ({ configHash: 'another config' }));
+      freshRunsDir();
+      expect(planExperiment({ name: 'pub' }).adopted).toBeUndefined();
+
+      // Without its pairs beside the results an entry cannot be tested against: not adopted, and
+      // dropped from the table when another run records (rerun, it records again).
+      writeFileSync(join(published, 'results.json'), JSON.stringify(results));
       rmSync(join(published, entry.pairs ?? ''));
-      expect(planExperiment({ name: 'pub' }).adopted).toEqual(['pub-no-guidance-s0']);
+      freshRunsDir();
+      const partial = planExperiment({ name: 'pub' });
+      expect(partial.adopted).toEqual([ng.runName]);
+      finishRow(id3, allRight);
+      expect(() => recordExperimentRun(partial, id3, ran, none(id3))).not.toThrow();
+      const rerecorded = JSON.parse(readFileSync(join(runsDir, 'pub', 'results.json'), 'utf8')) as ExperimentResults;
+      expect(rerecorded.results.map((r) => r.row)).toEqual(['ID3', 'no-guidance']);
+      expect(rerecorded.results[1].mcnemarVsID3).toMatchObject({ b: 6, c: 0 });
     } finally {
       delete process.env.ID3_EXPERIMENTS_DIR;
       delete process.env.ID3_REPO_ROOT;
