@@ -13,6 +13,8 @@ export interface Harness {
   readonly connection: Connection;
   readonly dir: string;
   readonly runsDir: string;
+  /** Eval's embedding and crop cache for every stage process of this harness (ID3_CACHE_DIR). */
+  readonly cacheDir: string;
   readonly workflowBundle: WorkflowBundleWithSourceMap;
   /** The Web UI's base URL (`http://127.0.0.1:<port>`), when started with `{ ui: true }`. */
   readonly uiUrl: string | undefined;
@@ -32,7 +34,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   // Stage processes (spawned by activities) inherit these: run directories and eval's caches go
   // to the temp dir, never into the machine's .id3 (a test must not read another run's cache).
   process.env.ID3_RUNS_DIR = runsDir;
-  process.env.ID3_CACHE_DIR = join(dir, 'cache');
+  const cacheDir = join(dir, 'cache');
+  process.env.ID3_CACHE_DIR = cacheDir;
   const uiPort = options.ui ? await freePort() : null;
   const serverOptions = { port: await freePort(), uiPort, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'temporal.log') };
   let server = await startDevServer(serverOptions);
@@ -66,6 +69,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     connection,
     dir,
     runsDir,
+    cacheDir,
     workflowBundle,
     uiUrl,
     async killAndRestartServer(downMs = 2000) {

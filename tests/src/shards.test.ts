@@ -61,7 +61,7 @@ describe('a sharded stage on two workers', () => {
     const runDir = join(h.runsDir, 'it-shards');
     const events = () => (existsSync(join(runDir, 'events.jsonl')) ? new RunStore(runDir).readEvents() : []);
     const cacheFiles = (): number => {
-      const root = join(runDir, 'eval', 'cache');
+      const root = h.cacheDir; // this harness's own: only this run's embeddings are in it
       if (!existsSync(root)) return 0;
       return readdirSync(root, { recursive: true }).filter((f) => String(f).endsWith('.f32')).length;
     };
