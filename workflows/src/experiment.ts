@@ -213,7 +213,7 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
         seed,
         runName,
         input: pipelineInput,
-        configHash: hashJson(config),
+        configHash: resultsConfigHash(config),
         ...(row.compareTo ? { compareTo: row.compareTo } : {}),
       });
     }
@@ -231,6 +231,16 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
       input.force ? [] : adoptRecordedRuns(input.name, e.publish === undefined ? undefined : publishFolder(e.publish, path), runs),
     ),
   };
+}
+
+/**
+ * What a recorded entry's config must equal to stand: the resolved pipeline config without its
+ * prose (a profile's description is edited for readers, and that changes no result).
+ */
+export function resultsConfigHash(config: PipelineConfig): string {
+  const rest: Record<string, unknown> = { ...(config as Record<string, unknown>) };
+  delete rest.description;
+  return hashJson(rest);
 }
 
 const adoptedField = (adopted: readonly string[]): { adopted?: readonly string[] } => (adopted.length ? { adopted } : {});

@@ -24,6 +24,7 @@ export {
   experimentResultsPaths,
   experimentSchema,
   experimentsDir,
+  resultsConfigHash,
   loadExperiment,
   planExperiment,
   readReused,

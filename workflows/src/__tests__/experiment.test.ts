@@ -10,6 +10,7 @@ import {
   loadExperiment,
   planExperiment,
   recordExperimentRun,
+  resultsConfigHash,
   reuseFinishedStages,
   stageRegistry,
   validateStageSection,
@@ -356,6 +357,13 @@ describe('experiment results', () => {
     // Pairs that are not the same pairs are refused, naming both files.
     finishRow(ngs1, all, all);
     expect(() => recordExperimentRun(plan, ngs1, done, none(ngs1))).toThrow(/are not the same pairs/);
+  });
+
+  it('an entry stands through an edit of the profile prose, not of a setting', () => {
+    const config = buildPipelineConfig({ profile: 'demo' });
+    const hash = resultsConfigHash(config);
+    expect(resultsConfigHash({ ...config, description: 'reworded for readers' } as typeof config)).toBe(hash);
+    expect(resultsConfigHash(mergeConfig(config, { 'fr-train': { select: { perIdentity: 3 } } }) as typeof config)).not.toBe(hash);
   });
 
   it('drops entries recorded under another config of the row', () => {
