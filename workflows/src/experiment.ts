@@ -597,12 +597,10 @@ function pairsPath(experiment: string, r: ExperimentRowResult): string | undefin
 
 /** A row's per-pair outcomes (see pairsPath). */
 function readPairs(experiment: string, r: ExperimentRowResult): PairResults {
-  const inRun = join(runsDir(), r.pairsFile);
-  const copy = r.pairs ? join(runsDir(), experiment, r.pairs) : undefined;
   const file = pairsPath(experiment, r);
   if (file === undefined)
     throw new Error(
-      `run ${r.runName}: its pairs file is neither in its run directory (${inRun}) nor beside the results (${copy ?? 'no copy recorded'})`,
+      `run ${r.runName}: its pairs file is neither in its run directory (${r.pairsFile}) nor beside the results (${r.pairs ?? 'no copy recorded'})`,
     );
   return JSON.parse(readFileSync(file, 'utf8')) as PairResults;
 }

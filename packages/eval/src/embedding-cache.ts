@@ -2,6 +2,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '@id3/core';
 
+/** A cache key becomes a folder name: nothing that could leave the cache directory. */
+function requirePlainName(what: string, key: string): void {
+  if (!/^[A-Za-z0-9._-]+$/.test(key) || key === '.' || key === '..') throw new RangeError(`${what} '${key}' must be a plain name`);
+}
+
 /**
  * Embeddings cached on disk by model key and image content hash, so re-evaluating a model on a
  * benchmark is instant and an interrupted extraction resumes where it stopped.
@@ -12,7 +17,7 @@ export class EmbeddingCache {
     /** Names the model and everything that changes its output (alignment, flip, input size). */
     readonly modelKey: string,
   ) {
-    if (!/^[A-Za-z0-9._-]+$/.test(modelKey)) throw new RangeError(`EmbeddingCache: model key '${modelKey}' must be a plain name`);
+    requirePlainName('EmbeddingCache: model key', modelKey);
   }
 
   private path(imageHash: string): string {
@@ -73,7 +78,7 @@ export class CropCache {
     /** Names the crop layout (alignment, side, template): models that share it share crops. */
     readonly layoutKey: string,
   ) {
-    if (!/^[A-Za-z0-9._-]+$/.test(layoutKey)) throw new RangeError(`CropCache: layout key '${layoutKey}' must be a plain name`);
+    requirePlainName('CropCache: layout key', layoutKey);
   }
 
   private path(imageHash: string): string {
