@@ -15,7 +15,7 @@ import {
   type ProgressView,
   type StageSummary,
 } from './contracts';
-import { experimentResultsPaths, planExperiment } from './experiment';
+import { experimentResultsPaths, planExperiment, rebuildExperimentReport } from './experiment';
 import { DEFAULT_UI_PORT, ID3_BIN, runsDir, stateDir, temporalAddress, temporalNamespace } from './paths';
 import { planRun } from './pipeline-config';
 import { isServerHealthy, startDevServer } from './server';
@@ -37,6 +37,8 @@ Usage:
                                    results in <runs dir>/NAME/results.json + report.md as rows finish
       --max-parallel-rows N        rows at once (default 1), --force, --no-wait
       --seed S                     run only this seed of the file now (repeatable; other seeds' results are kept)
+      --report-only                rebuild report.md from the recorded results and the hand-written reading.md
+                                   (in the publish folder, else beside results.json); runs nothing
   id3 stage NAME [options]         run one stage in this process, without Temporal
       --profile NAME | --config FILE, --set ..., --run-name NAME | --run-dir DIR, --force
       --plan-only                  only say whether it is current and which of its shards are left
@@ -285,6 +287,10 @@ async function exitCodeOf(workflowId: string, followIt: () => Promise<void>): Pr
 async function experimentCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
   const name = positionals[1];
   if (!name) throw new Error('id3 experiment NAME: which experiment (a file in experiments/)?');
+  if (values['report-only']) {
+    for (const report of rebuildExperimentReport(name)) log(`rebuilt ${report}`);
+    return 0;
+  }
   const parallel = values['max-parallel-rows'] === undefined ? undefined : Number(values['max-parallel-rows']);
   if (parallel !== undefined && !(Number.isInteger(parallel) && parallel >= 1)) throw new Error('--max-parallel-rows: a positive integer');
   const seeds = (values.seed as string[] | undefined)?.map(Number);
@@ -423,6 +429,7 @@ export async function main(argv: string[]): Promise<number> {
       'runs-dir': { type: 'string' },
       'max-parallel-rows': { type: 'string' },
       seed: { type: 'string', multiple: true },
+      'report-only': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -430,6 +437,11 @@ export async function main(argv: string[]): Promise<number> {
   // Where run directories live (stage processes spawned from here inherit it).
   if (values['runs-dir']) process.env.ID3_RUNS_DIR = resolve(values['runs-dir']);
   const command = positionals[0];
+  // Help never starts anything (`id3 run --help` used to start the demo run).
+  if (values.help) {
+    log(USAGE);
+    return 0;
+  }
   switch (command) {
     case 'demo':
       return runCommand({ ...values, profile: 'demo' });
@@ -450,7 +462,7 @@ export async function main(argv: string[]): Promise<number> {
       return stopCommand();
     default:
       log(USAGE);
-      return command === undefined || values.help ? 0 : 2;
+      return command === undefined ? 0 : 2;
   }
 }
 

@@ -870,13 +870,13 @@ export function recordExperimentRun(
 function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): void {
   const paths = experimentResultsPaths(plan.name);
   const dir = join(runsDir(), plan.name);
+  const target = plan.publish === undefined ? undefined : publishFolder(plan.publish, join(experimentsDir(), `${plan.name}.json`));
   const copies = copiedFiles(out.results);
   for (const c of copies) writeIfChanged(join(dir, c.to), readFileSync(c.from));
   if (plan.source !== undefined && out.experimentFile) writeIfChanged(join(dir, out.experimentFile), Buffer.from(plan.source, 'utf8'));
   writeJsonAtomic(paths.results, out);
-  writeFileAtomic(paths.report, reportMarkdown(out));
-  if (plan.publish === undefined) return;
-  const target = publishFolder(plan.publish, join(experimentsDir(), `${plan.name}.json`));
+  writeFileAtomic(paths.report, reportMarkdown(out, readHandReading(target ?? dir)));
+  if (target === undefined) return;
   const files = [
     ...entryFiles(out.results).filter((f) => existsSync(join(dir, f))),
     ...(out.experimentFile ? [out.experimentFile] : []),
@@ -884,6 +884,46 @@ function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): vo
     'report.md',
   ];
   for (const f of files) writeIfChanged(join(target, f), readFileSync(join(dir, f)));
+}
+
+/** The hand-written reading of an experiment's results, kept beside them and embedded in every rebuilt report. */
+export const READING_FILE = 'reading.md';
+
+/** `reading.md` of the experiment's folder (the publish folder when there is one), or undefined when none is written. */
+function readHandReading(folder: string): string | undefined {
+  const path = join(folder, READING_FILE);
+  if (!existsSync(path)) return undefined;
+  const text = readFileSync(path, 'utf8').trim();
+  return text === '' ? undefined : text;
+}
+
+/**
+ * Rebuild report.md from the recorded results.json (and reading.md) without running anything:
+ * after editing the hand-written reading, or after a report-format change. Rebuilds the runs
+ * directory's copy and the publish folder's, each from its own results.json; returns the reports written.
+ */
+export function rebuildExperimentReport(name: string): string[] {
+  const { path, experiment } = loadExperiment(name);
+  const local = join(runsDir(), name);
+  const published = experiment.publish === undefined ? undefined : publishFolder(experiment.publish, path);
+  const folders = [local, ...(published === undefined ? [] : [published])].filter((d) => existsSync(join(d, 'results.json')));
+  if (!folders.length)
+    throw new InvalidInputError(
+      `experiment '${name}': nothing recorded yet (no results.json in ${[local, ...(published ? [published] : [])].join(' or ')})`,
+      { field: 'name', file: path },
+    );
+  const reading = readHandReading(published ?? local);
+  return folders.map((dir) => {
+    const file = join(dir, 'results.json');
+    const results = readJsonFile(file) as ExperimentResults;
+    if (results.format !== 'id3-experiment-results/1' || !Array.isArray(results.results))
+      throw new InvalidInputError(`${file}: not an id3 experiment results file (format '${String(results.format)}')`, {
+        file,
+        field: 'format',
+      });
+    writeFileAtomic(join(dir, 'report.md'), reportMarkdown(results, reading));
+    return join(dir, 'report.md');
+  });
 }
 
 // ── report.md ────────────────────────────────────────────────────────────────────────────────
@@ -1057,12 +1097,23 @@ function targetLines(r: ExperimentResults): string[] {
   return [ratio(), ...ROWS_TO_BEAT.map(beats)];
 }
 
-function readingSection(r: ExperimentResults): string[] {
+function readingSection(r: ExperimentResults, handReading: string | undefined): string[] {
   return [
+    ...(handReading === undefined
+      ? []
+      : [
+          '## Reading',
+          '',
+          `Written by hand in [${READING_FILE}](${READING_FILE}) (the report embeds it on every rebuild).`,
+          '',
+          handReading,
+          '',
+        ]),
     '## Reading (generated)',
     '',
     `Per row: the mean ${r.benchmark} accuracy difference against \`${r.baseline}\` over the seeds both finished, in points;`,
-    `a direction is claimed only where McNemar p < ${ALPHA} in every seed run. Generated: interpretation is added by hand.`,
+    `a direction is claimed only where McNemar p < ${ALPHA} in every seed run. What the numbers mean is read by hand in \`${READING_FILE}\` beside this report`,
+    '(embedded above when written; `id3 experiment NAME --report-only` rebuilds the report after editing it).',
     '',
     ...r.rows.filter((x) => x.row !== r.baseline && x.seeds.length > 0).map((x) => readingLine(r, x)),
     '',
@@ -1110,7 +1161,7 @@ function figuresTable(r: ExperimentResults): string[] {
   ];
 }
 
-function reportMarkdown(r: ExperimentResults): string {
+function reportMarkdown(r: ExperimentResults, handReading?: string): string {
   return [
     `# Experiment \`${r.experiment}\``,
     '',
@@ -1128,7 +1179,7 @@ function reportMarkdown(r: ExperimentResults): string {
     '',
     ...expectedSection(r),
     '',
-    ...readingSection(r),
+    ...readingSection(r, handReading),
     '',
     ...runsTable(r),
     '',

@@ -27,6 +27,8 @@ export {
   resultsConfigHash,
   loadExperiment,
   planExperiment,
+  rebuildExperimentReport,
+  READING_FILE,
   readReused,
   recordExperimentRun,
   reuseFinishedStages,

@@ -9,6 +9,7 @@ import {
   experimentSchema,
   loadExperiment,
   planExperiment,
+  rebuildExperimentReport,
   recordExperimentRun,
   resultsConfigHash,
   reuseFinishedStages,
@@ -547,6 +548,59 @@ describe('experiment results', () => {
         '| ID3 | 0 | ![ID3 seed 0: training curve](figures/pub-ID3-s0-training-curve.png) | ![ID3 seed 0: sample grid](figures/pub-ID3-s0-grid.png) | ![ID3 seed 0: similarity](figures/pub-ID3-s0-similarity.png) |',
       );
       expect(text).toContain('| no-guidance | 0 | — | — | — |');
+    } finally {
+      delete process.env.ID3_EXPERIMENTS_DIR;
+      delete process.env.ID3_REPO_ROOT;
+    }
+  });
+
+  it('embeds the hand-written reading.md of the publish folder in every rebuilt report; --report-only rebuilds without running', () => {
+    const experiments = mkdtempSync(join(tmpdir(), 'id3-exp-files-'));
+    const repo = mkdtempSync(join(tmpdir(), 'id3-exp-repo-'));
+    process.env.ID3_EXPERIMENTS_DIR = experiments;
+    process.env.ID3_REPO_ROOT = repo;
+    try {
+      writeExperiment(experiments, 'hand', {
+        ...demoRows,
+        publish: 'docs/hand',
+        rows: [
+          { name: 'ID3', overrides: {} },
+          { name: 'no-guidance', overrides: { sample: { guidance: { scale: 0 } } } },
+        ],
+      });
+      expect(() => rebuildExperimentReport('hand')).toThrow(/experiment 'hand': nothing recorded yet \(no results\.json in .*hand/);
+      const p = planExperiment({ name: 'hand' });
+      const [id3, ng] = p.runs;
+      finishRow(id3, allRight);
+      recordExperimentRun(p, id3, done, none(id3));
+      const published = join(repo, 'docs', 'hand');
+      const local = join(runsDir, 'hand');
+      expect(readFileSync(join(published, 'report.md'), 'utf8')).not.toContain('## Reading\n');
+
+      writeFileSync(join(published, 'reading.md'), '\nThe synthetic rows trail the real one by *many* points.\n\n');
+      const resultsBefore = readFileSync(join(published, 'results.json'), 'utf8');
+      expect(rebuildExperimentReport('hand')).toEqual([join(local, 'report.md'), join(published, 'report.md')]);
+      for (const dir of [local, published]) {
+        const text = readFileSync(join(dir, 'report.md'), 'utf8');
+        expect(text).toContain('## Reading\n\nWritten by hand in [reading.md](reading.md)');
+        expect(text).toContain('\n\nThe synthetic rows trail the real one by *many* points.\n\n## Reading (generated)');
+      }
+      expect(readFileSync(join(published, 'results.json'), 'utf8')).toBe(resultsBefore);
+
+      // The next finished run keeps it (both copies alike), and so does a rebuild from the published folder alone.
+      finishRow(ng, wrongOn(6));
+      recordExperimentRun(p, ng, done, none(ng));
+      for (const dir of [local, published])
+        expect(readFileSync(join(dir, 'report.md'), 'utf8')).toContain('The synthetic rows trail the real one by *many* points.');
+      expect(readFileSync(join(local, 'report.md'), 'utf8')).toBe(readFileSync(join(published, 'report.md'), 'utf8'));
+      rmSync(local, { recursive: true });
+      expect(rebuildExperimentReport('hand')).toEqual([join(published, 'report.md')]);
+      expect(readFileSync(join(published, 'report.md'), 'utf8')).toContain('*many* points');
+
+      writeFileSync(join(published, 'results.json'), JSON.stringify({ format: 'something-else' }));
+      expect(() => rebuildExperimentReport('hand')).toThrow(
+        /hand[/\\]results\.json: not an id3 experiment results file \(format 'something-else'\)/,
+      );
     } finally {
       delete process.env.ID3_EXPERIMENTS_DIR;
       delete process.env.ID3_REPO_ROOT;
