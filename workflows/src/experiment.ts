@@ -875,7 +875,7 @@ function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): vo
   for (const c of copies) writeIfChanged(join(dir, c.to), readFileSync(c.from));
   if (plan.source !== undefined && out.experimentFile) writeIfChanged(join(dir, out.experimentFile), Buffer.from(plan.source, 'utf8'));
   writeJsonAtomic(paths.results, out);
-  writeFileAtomic(paths.report, reportMarkdown(out, readHandReading(target ?? dir)));
+  writeFileAtomic(paths.report, reportMarkdown(out, handReading(target, dir)));
   if (target === undefined) return;
   const files = [
     ...entryFiles(out.results).filter((f) => existsSync(join(dir, f))),
@@ -889,11 +889,17 @@ function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): vo
 /** The hand-written reading of an experiment's results, kept beside them and embedded in every rebuilt report. */
 export const READING_FILE = 'reading.md';
 
-/** `reading.md` of the experiment's folder (the publish folder when there is one), or undefined when none is written. */
-function readHandReading(folder: string): string | undefined {
-  const path = join(folder, READING_FILE);
+/**
+ * The experiment's `reading.md`, or undefined when none is written. With a publish folder, that
+ * folder's (the committed one) is read and copied beside the runs directory's report too, so the
+ * two reports and their links stay alike.
+ */
+function handReading(published: string | undefined, local: string): string | undefined {
+  const path = join(published ?? local, READING_FILE);
   if (!existsSync(path)) return undefined;
-  const text = readFileSync(path, 'utf8').trim();
+  const bytes = readFileSync(path);
+  if (published !== undefined && existsSync(local)) writeIfChanged(join(local, READING_FILE), bytes);
+  const text = bytes.toString('utf8').trim();
   return text === '' ? undefined : text;
 }
 
@@ -912,7 +918,7 @@ export function rebuildExperimentReport(name: string): string[] {
       `experiment '${name}': nothing recorded yet (no results.json in ${[local, ...(published ? [published] : [])].join(' or ')})`,
       { field: 'name', file: path },
     );
-  const reading = readHandReading(published ?? local);
+  const reading = handReading(published, local);
   return folders.map((dir) => {
     const file = join(dir, 'results.json');
     const results = readJsonFile(file) as ExperimentResults;

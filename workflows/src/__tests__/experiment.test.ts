@@ -584,6 +584,9 @@ describe('experiment results', () => {
         const text = readFileSync(join(dir, 'report.md'), 'utf8');
         expect(text).toContain('## Reading\n\nWritten by hand in [reading.md](reading.md)');
         expect(text).toContain('\n\nThe synthetic rows trail the real one by *many* points.\n\n## Reading (generated)');
+        const links = [...text.matchAll(/\]\(([^)]+)\)/g)].map((m) => m[1]);
+        expect(links).toContain('reading.md');
+        for (const link of links) expect(existsSync(join(dir, link))).toBe(true);
       }
       expect(readFileSync(join(published, 'results.json'), 'utf8')).toBe(resultsBefore);
 
