@@ -502,6 +502,14 @@ export interface ExperimentRowResult {
   readonly identities: number;
   readonly imagesPerIdentity: number;
   readonly trainImages: number;
+  /**
+   * The recognizer on its own training set (fr-train's metrics): accuracy on its last batches, and
+   * on held-out images of the training identities (one each, nearest class centre). A wide gap
+   * between them says new images of a training identity are not recognised as it: the set's
+   * identities are not consistent. Null in entries recorded before these were, when their run is gone.
+   */
+  readonly frTrainBatchAccuracy?: number | null;
+  readonly frTrainValidationAccuracy?: number | null;
   /** Exact McNemar p against the baseline row of the same seed (null for the baseline itself or before it finished). */
   readonly mcnemarPVsID3: number | null;
   /** Discordant pairs: b = baseline right, this row wrong; c = the reverse. */
@@ -680,6 +688,14 @@ function runCopies(experiment: string, r: ExperimentRowResult): Pick<ExperimentR
   };
 }
 
+/** An entry's fr-train accuracies: as recorded, else (a new entry, or one recorded before they were) read from its run when its eval is here. */
+function recognizerAccuracies(r: ExperimentRowResult): Pick<ExperimentRowResult, 'frTrainBatchAccuracy' | 'frTrainValidationAccuracy'> {
+  if (r.frTrainBatchAccuracy != null || r.frTrainValidationAccuracy != null)
+    return { frTrainBatchAccuracy: r.frTrainBatchAccuracy ?? null, frTrainValidationAccuracy: r.frTrainValidationAccuracy ?? null };
+  const metrics = entryIsHere(r) ? readManifestAt(resolve(runsDir(), r.runName), 'fr-train')?.metrics : undefined;
+  return { frTrainBatchAccuracy: metrics?.finalBatchAccuracy ?? null, frTrainValidationAccuracy: metrics?.validationAccuracy ?? null };
+}
+
 /** Every file copied beside results.json from a run directory on this machine: its path there → the file it is copied from. */
 function copiedFiles(results: readonly ExperimentRowResult[]): { to: string; from: string }[] {
   return results
@@ -810,6 +826,7 @@ export function recordExperimentRun(
               mcnemarVsCompareTo: mo ? { b: mo.b, c: mo.c, pChi2: mo.pChi2 } : null,
             }
           : {}),
+        ...recognizerAccuracies(r),
         // What is there now: a figure can appear later (a run's card rewritten), a config is rewritten by each plan.
         ...runCopies(plan.name, r),
       };
@@ -1133,11 +1150,14 @@ function runsTable(r: ExperimentResults): string[] {
   return [
     '## Runs',
     '',
-    '| row | seed | run | accuracy | b / c | large-pose accuracy (pairs) | reused from siblings | skipped (current) | config |',
-    '|---|---|---|---|---|---|---|---|---|',
+    'Recognizer, on its own training set: accuracy (%) on its last batches / on held-out images of its training identities',
+    '(one each, nearest class centre). A wide gap: new images of a training identity are not recognised as it.',
+    '',
+    '| row | seed | run | accuracy | b / c | large-pose accuracy (pairs) | recognizer: batch / held-out | reused from siblings | skipped (current) | config |',
+    '|---|---|---|---|---|---|---|---|---|---|',
     ...r.results.map(
       (x) =>
-        `| ${x.row} | ${x.seed} | \`${x.runName}\` | ${pct(x.lfwAccuracy)} ± ${pct(x.lfwStd)} | ${x.mcnemarVsID3 ? `${x.mcnemarVsID3.b} / ${x.mcnemarVsID3.c}` : '—'} | ${x.lfwLargePoseAccuracy === null ? '—' : `${pct(x.lfwLargePoseAccuracy)} (${x.lfwLargePosePairs ?? '?'})`} | ${Object.keys(x.reusedStages).join(', ') || '—'} | ${x.skippedStages.join(', ') || '—'} | ${x.config ? `[config](${x.config})` : '—'} |`,
+        `| ${x.row} | ${x.seed} | \`${x.runName}\` | ${pct(x.lfwAccuracy)} ± ${pct(x.lfwStd)} | ${x.mcnemarVsID3 ? `${x.mcnemarVsID3.b} / ${x.mcnemarVsID3.c}` : '—'} | ${x.lfwLargePoseAccuracy === null ? '—' : `${pct(x.lfwLargePoseAccuracy)} (${x.lfwLargePosePairs ?? '?'})`} | ${pctOrDash(x.frTrainBatchAccuracy)} / ${pctOrDash(x.frTrainValidationAccuracy)} | ${Object.keys(x.reusedStages).join(', ') || '—'} | ${x.skippedStages.join(', ') || '—'} | ${x.config ? `[config](${x.config})` : '—'} |`,
     ),
     ...(r.results.some((x) => x.compareTo)
       ? [

@@ -240,8 +240,8 @@ describe('experiment results', () => {
     correct: boolean[],
     issame = correct.map((_, i) => i % 2 === 0),
     yaw: (number | null)[] | null = correct.map((_, i) => [30, 25, 20][i] ?? i - 3),
-    /** Further eval metrics (other benchmarks), and whether the run has its figures. */
-    extra: { metrics?: Record<string, number>; figures?: boolean } = {},
+    /** Further eval metrics (other benchmarks), fr-train's metrics, and whether the run has its figures. */
+    extra: { metrics?: Record<string, number>; frMetrics?: Record<string, number>; figures?: boolean } = {},
   ): void {
     const dir = join(runsDir, run.runName);
     const put = (rel: string, value: unknown) => {
@@ -286,7 +286,7 @@ describe('experiment results', () => {
       format: 'id3-stage-manifest/1',
       stage: 'fr-train',
       outputs: { card: { path: 'fr-train/model/card.json', sha256: 'x', bytes: 1 } },
-      metrics: {},
+      metrics: extra.frMetrics ?? {},
     });
     if (extra.figures)
       for (const f of ['fr-train/training-curve.png', 'sample/card/grid.png', 'sample/card/similarity.png']) {
@@ -552,6 +552,37 @@ describe('experiment results', () => {
       delete process.env.ID3_EXPERIMENTS_DIR;
       delete process.env.ID3_REPO_ROOT;
     }
+  });
+
+  it("records the recognizer's batch and held-out accuracy, and fills them in for entries recorded before, while their run is here", () => {
+    const [id3s0, ngs0] = plan.runs;
+    finishRow(id3s0, allRight, undefined, undefined, { frMetrics: { finalBatchAccuracy: 0.74, validationAccuracy: 0.5862 } });
+    recordExperimentRun(plan, id3s0, done, none(id3s0));
+    expect(read().results[0]).toMatchObject({ frTrainBatchAccuracy: 0.74, frTrainValidationAccuracy: 0.5862 });
+    expect(report()).toMatch(/\| ID3 \| 0 \| `[^`]+` \| [^|]+\| — \| [^|]+\| 74\.00 \/ 58\.62 \|/);
+
+    // An entry written before the fields existed: filled in from its run's fr-train manifest...
+    const file = join(runsDir, 'demo-table1', 'results.json');
+    const old = read();
+    writeFileSync(
+      file,
+      JSON.stringify({
+        ...old,
+        results: old.results.map(({ frTrainBatchAccuracy: _b, frTrainValidationAccuracy: _v, ...rest }) => rest),
+      }),
+    );
+    finishRow(ngs0, wrongOn(6)); // a run whose fr-train has no such metrics
+    recordExperimentRun(plan, ngs0, done, none(ngs0));
+    expect(read().results.map((x) => [x.row, x.frTrainBatchAccuracy, x.frTrainValidationAccuracy])).toEqual([
+      ['ID3', 0.74, 0.5862],
+      ['no-guidance', null, null],
+    ]);
+    expect(report()).toMatch(/\| no-guidance \| 0 \| .* \| — \/ — \|/);
+    // ...and kept once recorded, though the run directory then goes.
+    rmSync(join(runsDir, id3s0.runName, 'fr-train'), { recursive: true });
+    finishRow(ngs0, wrongOn(6));
+    recordExperimentRun(plan, ngs0, done, none(ngs0));
+    expect(read().results[0]).toMatchObject({ row: 'ID3', frTrainBatchAccuracy: 0.74, frTrainValidationAccuracy: 0.5862 });
   });
 
   it('embeds the hand-written reading.md of the publish folder in every rebuilt report; --report-only rebuilds without running', () => {
