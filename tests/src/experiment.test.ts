@@ -1,7 +1,16 @@
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { RunStore } from '@id3/core';
-import { TASK_QUEUE, experimentRunWorkflowId, type ExperimentResult, type ExperimentResults, type ProgressView } from '@id3/workflows';
+import {
+  ID3_BIN,
+  TASK_QUEUE,
+  experimentRunWorkflowId,
+  type ExperimentResult,
+  type ExperimentResults,
+  type ProgressView,
+} from '@id3/workflows';
 import { startHarness, startInProcessWorker, type Harness } from './harness';
 
 // experiments/demo-table1.json end to end: its 2 rows (ID3, no-guidance) of the tiny demo pipeline
@@ -9,6 +18,8 @@ import { startHarness, startInProcessWorker, type Harness } from './harness';
 // same code path, and the file-level bookkeeping over seeds is unit-tested in workflows/), each a
 // child pipeline run on a real Temporal dev server, worker and stage processes.
 jest.setTimeout(600_000);
+
+const execFileAsync = promisify(execFile);
 
 const UPSTREAM = ['prepare', 'train-diffusion', 'anchors', 'identities'];
 const ALL = [...UPSTREAM, 'sample', 'fr-train', 'eval'];
@@ -30,11 +41,20 @@ describe('experiment workflow against a real Temporal server', () => {
   it('runs every row as a child pipeline, reuses shared stages, writes results, and a rerun skips everything', async () => {
     const id = `it-experiment-${Date.now()}`;
     const started = Date.now();
-    const result = (await h.client.workflow.execute('experiment', {
+    const handle = await h.client.workflow.start('experiment', {
       taskQueue: TASK_QUEUE,
       workflowId: id,
       args: [{ name: 'demo-table1', seeds: [0] }],
-    })) as ExperimentResult;
+    });
+    // `id3 status` while it runs: each running workflow and what it is doing now (asynchronously:
+    // this process's worker answers the queries).
+    const status = await execFileAsync(ID3_BIN, ['status'], {
+      env: { ...process.env, TEMPORAL_ADDRESS: h.server.address, ID3_STATE_DIR: h.dir },
+    });
+    expect(status.stderr).toMatch(
+      new RegExp(`RUNNING +experiment ${id} .*\\n +\\[experiment\\] running \\d/2 running: demo-table1-ID3-s0`),
+    );
+    const result = (await handle.result()) as ExperimentResult;
     const firstMs = Date.now() - started;
     // Per seed the baseline runs first, so its siblings find its stages finished.
     expect(result.runs.map((r) => r.runName)).toEqual(['demo-table1-ID3-s0', 'demo-table1-no-guidance-s0']);

@@ -380,14 +380,16 @@ async function statusCommand(): Promise<number> {
   if (!healthy) return 0;
   const { client, connection } = await connectClient();
   try {
-    log(
-      `worker: ${(await hasPollers(client)) ? 'polling' : 'none (id3 worker)'}${alivePid('worker') ? ` (background pid ${alivePid('worker')})` : ''}`,
-    );
+    const polling = await hasPollers(client);
+    log(`worker: ${polling ? 'polling' : 'none (id3 worker)'}${alivePid('worker') ? ` (background pid ${alivePid('worker')})` : ''}`);
     let count = 0;
     for await (const wf of client.workflow.list({
       query: `WorkflowType = 'pipeline' OR WorkflowType = 'stage' OR WorkflowType = 'experiment'`,
     })) {
       log(`  ${wf.status.name.padEnd(10)} ${wf.type.padEnd(9)} ${wf.workflowId}  ${wf.startTime.toISOString()}`);
+      // What a running one is doing now (a query needs a worker to answer it).
+      const view = polling && wf.status.name === 'RUNNING' ? await queryProgress(client, wf.workflowId) : undefined;
+      if (view) log(`             ${describeProgress({ ...view, stage: view.stage ?? wf.type })}`);
       if (++count >= 15) break;
     }
   } finally {
