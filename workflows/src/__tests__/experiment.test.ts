@@ -490,12 +490,22 @@ describe('experiment results', () => {
     expect(report()).toMatch(/No data \(—\): LFW: the eval stage scored no benchmark named LFW/);
   });
 
-  it('copies figures and configs beside the report, and mirrors the folder into the publish folder', () => {
+  /** Run `body` with its own experiments folder and repository root (where publish folders go), restoring the environment after. */
+  function inPublishSandbox(body: (experiments: string, repo: string) => void): void {
     const experiments = mkdtempSync(join(tmpdir(), 'id3-exp-files-'));
     const repo = mkdtempSync(join(tmpdir(), 'id3-exp-repo-'));
     process.env.ID3_EXPERIMENTS_DIR = experiments;
     process.env.ID3_REPO_ROOT = repo;
     try {
+      body(experiments, repo);
+    } finally {
+      delete process.env.ID3_EXPERIMENTS_DIR;
+      delete process.env.ID3_REPO_ROOT;
+    }
+  }
+
+  it('copies figures and configs beside the report, and mirrors the folder into the publish folder', () => {
+    inPublishSandbox((experiments, repo) => {
       writeExperiment(experiments, 'pub', {
         ...demoRows,
         publish: 'docs/table1',
@@ -548,10 +558,7 @@ describe('experiment results', () => {
         '| ID3 | 0 | ![ID3 seed 0: training curve](figures/pub-ID3-s0-training-curve.png) | ![ID3 seed 0: sample grid](figures/pub-ID3-s0-grid.png) | ![ID3 seed 0: similarity](figures/pub-ID3-s0-similarity.png) |',
       );
       expect(text).toContain('| no-guidance | 0 | — | — | — |');
-    } finally {
-      delete process.env.ID3_EXPERIMENTS_DIR;
-      delete process.env.ID3_REPO_ROOT;
-    }
+    });
   });
 
   it("records the recognizer's batch and held-out accuracy, and fills them in for entries recorded before, while their run is here", () => {
@@ -586,11 +593,7 @@ describe('experiment results', () => {
   });
 
   it('embeds the hand-written reading.md of the publish folder in every rebuilt report; --report-only rebuilds without running', () => {
-    const experiments = mkdtempSync(join(tmpdir(), 'id3-exp-files-'));
-    const repo = mkdtempSync(join(tmpdir(), 'id3-exp-repo-'));
-    process.env.ID3_EXPERIMENTS_DIR = experiments;
-    process.env.ID3_REPO_ROOT = repo;
-    try {
+    inPublishSandbox((experiments, repo) => {
       writeExperiment(experiments, 'hand', {
         ...demoRows,
         publish: 'docs/hand',
@@ -635,17 +638,10 @@ describe('experiment results', () => {
       expect(() => rebuildExperimentReport('hand')).toThrow(
         /hand[/\\]results\.json: not an id3 experiment results file \(format 'something-else'\)/,
       );
-    } finally {
-      delete process.env.ID3_EXPERIMENTS_DIR;
-      delete process.env.ID3_REPO_ROOT;
-    }
+    });
   });
 
   it('a fresh checkout resumes from the published folder: recorded runs are adopted, not rerun, and later rows are tested against them', () => {
-    const experiments = mkdtempSync(join(tmpdir(), 'id3-exp-files-'));
-    const repo = mkdtempSync(join(tmpdir(), 'id3-exp-repo-'));
-    process.env.ID3_EXPERIMENTS_DIR = experiments;
-    process.env.ID3_REPO_ROOT = repo;
     const freshRunsDir = (): void => {
       runsDir = mkdtempSync(join(tmpdir(), 'id3-exp-fresh-'));
       process.env.ID3_RUNS_DIR = runsDir;
@@ -654,7 +650,7 @@ describe('experiment results', () => {
     const ran = { stages: ['fr-train', 'eval'].map((stage) => ({ stage, skipped: false })) } as unknown as Parameters<
       typeof recordExperimentRun
     >[2];
-    try {
+    inPublishSandbox((experiments, repo) => {
       writeExperiment(experiments, 'pub', {
         ...demoRows,
         publish: 'docs/table1',
@@ -744,9 +740,6 @@ describe('experiment results', () => {
       const rerecorded = JSON.parse(readFileSync(join(runsDir, 'pub', 'results.json'), 'utf8')) as ExperimentResults;
       expect(rerecorded.results.map((r) => r.row)).toEqual(['ID3', 'no-guidance']);
       expect(rerecorded.results[1].mcnemarVsID3).toMatchObject({ b: 6, c: 0 });
-    } finally {
-      delete process.env.ID3_EXPERIMENTS_DIR;
-      delete process.env.ID3_REPO_ROOT;
-    }
+    });
   });
 });
