@@ -28,7 +28,19 @@ import {
   toWhitened,
   type IdentitySpaceMap,
 } from '@id3/anchors';
-import { Rng, binEdges, histogram, histogramSvg, initBackend, readTensorFile, sha256, svgToPng, tf, type StageManifest } from '@id3/core';
+import {
+  Rng,
+  binEdges,
+  gridSvg,
+  histogram,
+  histogramSvg,
+  initBackend,
+  readTensorFile,
+  sha256,
+  svgToPng,
+  tf,
+  type StageManifest,
+} from '@id3/core';
 import { EmbeddingCache, evaluateVerification } from '@id3/eval';
 import { readLfwPairs, requireDataPath } from '@id3/faces';
 
@@ -276,13 +288,6 @@ async function kSweep(
     rows.push({ k, varianceKept: map.varianceKept, ...Object.fromEntries(KINDS.map((kind) => [kind, summarise(s[kind]).mean])) });
   }
   return rows as { k: number; varianceKept: number; nearest: number; nearestOther: number; different: number; same: number }[];
-}
-
-/** One SVG holding several plots side by side (each placed by x/y), rasterised once. */
-function gridSvg(plots: string[], cols: number, w = 800, h = 480): string {
-  const rows = Math.ceil(plots.length / cols);
-  const inner = plots.map((svg, i) => svg.replace('<svg ', `<svg x="${(i % cols) * w}" y="${Math.floor(i / cols) * h}" `)).join('\n');
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${cols * w}" height="${rows * h}"><rect width="100%" height="100%" fill="white"/>${inner}</svg>`;
 }
 
 function lfwAccuracy(maps: { name: string; map?: IdentitySpaceMap }[], dim: number) {

@@ -41,7 +41,7 @@ export type {
   StageRunResult,
   StageShards,
 } from './stage';
-export { binEdges, histogram, histogramSvg, lineChartSvg, svgToPng } from './plot';
+export { binEdges, gridSvg, histogram, histogramSvg, lineChartSvg, svgToPng } from './plot';
 export type { HistogramPlot, HistogramSeries, LineChart, LineSeries } from './plot';
 // The training kit (optimisers, LR schedules, EMA, clipping, checkpoint directories, gradient workers).
 export * from './training';

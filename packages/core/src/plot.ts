@@ -79,6 +79,22 @@ export function histogramSvg(plot: HistogramPlot): string {
   return parts.join('\n');
 }
 
+/**
+ * One SVG holding several charts on a grid of `cols` columns, each cell `w` × `h` (the charts'
+ * own size), placed by nesting each chart's <svg> at its cell's x / y; rasterised once.
+ */
+export function gridSvg(charts: readonly string[], cols: number, w = 800, h = 480): string {
+  if (!Number.isInteger(cols) || cols < 1) throw new Error(`gridSvg: cols must be a positive integer (got ${cols})`);
+  const rows = Math.ceil(charts.length / cols);
+  const inner = charts
+    .map((svg, i) => {
+      if (!svg.startsWith('<svg ')) throw new Error(`gridSvg: chart ${i} does not start with an <svg> element`);
+      return svg.replace('<svg ', `<svg x="${(i % cols) * w}" y="${Math.floor(i / cols) * h}" `);
+    })
+    .join('\n');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${cols * w}" height="${rows * h}"><rect width="100%" height="100%" fill="white"/>${inner}</svg>`;
+}
+
 /** Rasterise an SVG to PNG bytes with sharp (librsvg). */
 export async function svgToPng(svg: string): Promise<Buffer> {
   return sharp(Buffer.from(svg)).png().toBuffer();

@@ -26,5 +26,5 @@ export type { FaceDataset, IdentitySelection } from './dataset';
 export { FR_CHECKPOINT_FORMAT, FrTrainer, frLearningRateSchedule, frTrainerConfigSchema } from './trainer';
 export type { FrHistoryPoint, FrStepLog, FrTrainerConfig, FrTrainerConfigInput, FrTrainerOptions } from './trainer';
 export { loadTrainedEmbedder } from './embedder';
-export { FR_MODEL_CARD_FORMAT, frTrainConfigSchema, frTrainStage } from './stage';
+export { FR_MODEL_CARD_FORMAT, frTrainingCurveSvg, frTrainConfigSchema, frTrainStage } from './stage';
 export type { FrTrainConfig } from './stage';

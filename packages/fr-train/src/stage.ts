@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import {
   InvalidInputError,
+  gridSvg,
   hashJson,
   lineChartSvg,
   listCheckpoints,
@@ -74,17 +75,41 @@ async function loadDataset(config: FrTrainConfig, inputs: Readonly<Record<string
   }
 }
 
-function curveSvg(history: readonly FrHistoryPoint[]): string {
-  const series = [
-    { label: 'loss (margin softmax)', color: '#000000', points: history.map((h) => ({ x: h.step, y: h.loss })) },
-    { label: 'batch accuracy', color: '#1f77b4', points: history.map((h) => ({ x: h.step, y: h.accuracy })) },
-    {
-      label: 'validation accuracy (held-out training images)',
-      color: '#2ca02c',
-      points: history.filter((h) => h.validationAccuracy !== undefined).map((h) => ({ x: h.step, y: h.validationAccuracy as number })),
-    },
-  ].filter((s) => s.points.length > 0);
-  return lineChartSvg({ title: 'fr-train: training curves', xLabel: 'step', yLabel: 'loss / accuracy', series });
+const CURVE_WIDTH = 800;
+const CURVE_PANEL_HEIGHT = 360;
+
+/**
+ * The training curves as two panels over the same steps: the loss on its own scale above, and
+ * the accuracies on [0, 1] below (on one axis with the loss they were squashed near zero, and the
+ * gap between batch and held-out accuracy is what tells whether the set's identities can be learned).
+ */
+export function frTrainingCurveSvg(history: readonly FrHistoryPoint[]): string {
+  const steps = history.map((h) => h.step);
+  const xRange: [number, number] = [Math.min(...steps), Math.max(...steps)];
+  const size = { width: CURVE_WIDTH, height: CURVE_PANEL_HEIGHT, xRange };
+  const loss = lineChartSvg({
+    ...size,
+    title: 'fr-train: loss',
+    xLabel: 'step',
+    yLabel: 'loss (margin softmax)',
+    series: [{ label: 'loss (margin softmax)', color: '#000000', points: history.map((h) => ({ x: h.step, y: h.loss })) }],
+  });
+  const accuracy = lineChartSvg({
+    ...size,
+    title: 'fr-train: accuracy',
+    xLabel: 'step',
+    yLabel: 'accuracy',
+    yRange: [0, 1],
+    series: [
+      { label: 'batch accuracy', color: '#1f77b4', points: history.map((h) => ({ x: h.step, y: h.accuracy })) },
+      {
+        label: 'validation accuracy (held-out images of the training identities)',
+        color: '#2ca02c',
+        points: history.filter((h) => h.validationAccuracy !== undefined).map((h) => ({ x: h.step, y: h.validationAccuracy as number })),
+      },
+    ].filter((s) => s.points.length > 0),
+  });
+  return gridSvg([loss, accuracy], 1, CURVE_WIDTH, CURVE_PANEL_HEIGHT);
 }
 
 /**
@@ -167,7 +192,7 @@ async function trainRecognizer({ config, dir, inputs, progress, backend }: Stage
     });
     const writeCurve = async (): Promise<string> => {
       const path = join(dir, 'training-curve.png');
-      if (trainer.history.length > 1) writeFileAtomic(path, await svgToPng(curveSvg(trainer.history)));
+      if (trainer.history.length > 1) writeFileAtomic(path, await svgToPng(frTrainingCurveSvg(trainer.history)));
       return path;
     };
     while (trainer.step < total) {

@@ -57,7 +57,8 @@ describe('fr-train stage', () => {
       dataset: { identities: number };
     };
     expect(card).toMatchObject({ steps: 150, dataset: { identities: 20 } });
-    expect((await sharp(store.abs(r.manifest.outputs.curve.path)).metadata()).format).toBe('png');
+    // Two panels, loss above and accuracy below (800 × 360 each).
+    expect(await sharp(store.abs(r.manifest.outputs.curve.path)).metadata()).toMatchObject({ format: 'png', width: 800, height: 720 });
     expect(events.filter((e) => e.phase === 'checkpoint')).toHaveLength(2);
     // Same config again: current, skipped.
     expect((await executeStage(frTrainStage, trainConfig, opts)).skipped).toBe(true);
