@@ -11,7 +11,7 @@ import {
   type ExperimentResults,
   type ProgressView,
 } from '@id3/workflows';
-import { startHarness, startInProcessWorker, type Harness } from './harness';
+import { startHarness, startInProcessWorker, waitFor, type Harness } from './harness';
 
 // experiments/demo-table1.json end to end: its 2 rows (ID3, no-guidance) of the tiny demo pipeline
 // at seed 0 (both seeds take ~5 min on the shared 2-core machine; the second seed's runs are the
@@ -47,9 +47,14 @@ describe('experiment workflow against a real Temporal server', () => {
       args: [{ name: 'demo-table1', seeds: [0] }],
     });
     // `id3 status` while it runs: each running workflow and what it is doing now (asynchronously:
-    // this process's worker answers the queries).
+    // this process's worker answers the queries). Once planned, its first row takes minutes.
+    await waitFor('the experiment to start its first row', async () => {
+      const view = await handle.query<ProgressView>('progress').catch(() => undefined);
+      return view?.phase === 'running';
+    });
     const status = await execFileAsync(ID3_BIN, ['status'], {
       env: { ...process.env, TEMPORAL_ADDRESS: h.server.address, ID3_STATE_DIR: h.dir },
+      timeout: 120_000,
     });
     expect(status.stderr).toMatch(
       new RegExp(`RUNNING +experiment ${id} .*\\n +\\[experiment\\] running \\d/2 running: demo-table1-ID3-s0`),

@@ -46,7 +46,7 @@ Usage:
   id3 server [--foreground]        start the Temporal dev server (127.0.0.1:7233, Web UI :8233, SQLite in .id3/)
   id3 worker [--runs-dir DIR]      run a worker for the '${TASK_QUEUE}' task queue (foreground); workers on
                                    several machines share one runs directory (mounted anywhere)
-  id3 status                       server, worker and recent runs
+  id3 status                       server, worker, recent runs and what each running one is doing now
   id3 stop                         stop the background server and worker started by id3
 
 Environment: ID3_BACKEND=auto|tensorflow|webgpu|wasm|cpu, ID3_STATE_DIR, ID3_RUNS_DIR, ID3_EXTRA_STAGES, TEMPORAL_ADDRESS,

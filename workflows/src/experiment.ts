@@ -803,6 +803,8 @@ export function recordExperimentRun(
   const results = order
     .map((k) => byKey.get(k))
     .filter((r): r is ExperimentRowResult => r !== undefined)
+    // Entries recorded before a field existed read it as null.
+    .map(entryDefaults)
     .map((r): ExperimentRowResult => {
       const base = r.row === plan.baseline ? undefined : byKey.get(`${plan.baseline}/${r.seed}`);
       const m = base ? compare(plan.name, base, r) : undefined;
@@ -813,11 +815,6 @@ export function recordExperimentRun(
         ...r,
         mcnemarPVsID3: m ? m.all.pExact : null,
         mcnemarVsID3: m ? { b: m.all.b, c: m.all.c, pChi2: m.all.pChi2 } : null,
-        // Entries recorded before these fields existed read as null.
-        tarAtFar1e3: r.tarAtFar1e3 ?? null,
-        benchmarks: r.benchmarks ?? null,
-        lfwLargePoseAccuracy: r.lfwLargePoseAccuracy ?? null,
-        lfwLargePosePairs: r.lfwLargePosePairs ?? null,
         mcnemarPLargePoseVsID3: m?.largePose ? m.largePose.pExact : null,
         ...(otherRow
           ? {
@@ -892,33 +889,73 @@ function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): vo
   for (const c of copies) writeIfChanged(join(dir, c.to), readFileSync(c.from));
   if (plan.source !== undefined && out.experimentFile) writeIfChanged(join(dir, out.experimentFile), Buffer.from(plan.source, 'utf8'));
   writeJsonAtomic(paths.results, out);
-  writeFileAtomic(paths.report, reportMarkdown(out, handReading(target, dir)));
+  const reading = readHandReading(target ?? dir);
+  writeFileAtomic(paths.report, reportMarkdown(out, reading && target ? readingFrom(reading, target, dir) : reading?.text));
   if (target === undefined) return;
   const files = [
     ...entryFiles(out.results).filter((f) => existsSync(join(dir, f))),
     ...(out.experimentFile ? [out.experimentFile] : []),
     'results.json',
-    'report.md',
   ];
   for (const f of files) writeIfChanged(join(target, f), readFileSync(join(dir, f)));
+  writeFileAtomic(join(target, 'report.md'), reportMarkdown(out, reading?.text));
 }
 
 /** The hand-written reading of an experiment's results, kept beside them and embedded in every rebuilt report. */
 export const READING_FILE = 'reading.md';
 
-/**
- * The experiment's `reading.md`, or undefined when none is written. With a publish folder, that
- * folder's (the committed one) is read and copied beside the runs directory's report too, so the
- * two reports and their links stay alike.
- */
-function handReading(published: string | undefined, local: string): string | undefined {
-  const path = join(published ?? local, READING_FILE);
+/** `reading.md` of a folder (the publish folder when there is one), or undefined when none is written. */
+function readHandReading(folder: string): { text: string; bytes: Buffer } | undefined {
+  const path = join(folder, READING_FILE);
   if (!existsSync(path)) return undefined;
   const bytes = readFileSync(path);
-  if (published !== undefined && existsSync(local)) writeIfChanged(join(local, READING_FILE), bytes);
   const text = bytes.toString('utf8').trim();
-  return text === '' ? undefined : text;
+  return text === '' ? undefined : { text, bytes };
 }
+
+/** A markdown link's or image's target: `](target)`. */
+const MARKDOWN_LINK = /\]\(([^)\s]+)\)/g;
+
+/**
+ * The publish folder's reading as embedded in the runs directory's copy of the report: reading.md
+ * and the files it links inside the publish folder (its figures) are copied beside that report,
+ * and links that leave the publish folder (`../other/report.md`) are rewritten to resolve from
+ * there — so every link of either report resolves.
+ */
+function readingFrom(reading: { text: string; bytes: Buffer }, published: string, local: string): string {
+  writeIfChanged(join(local, READING_FILE), reading.bytes);
+  return reading.text.replace(MARKDOWN_LINK, (whole, link: string) => {
+    if (/^([a-z][a-z0-9+.-]*:|#|\/)/i.test(link)) return whole; // a URL, an anchor or an absolute path
+    const hash = link.indexOf('#');
+    const [path, anchor] = hash < 0 ? [link, ''] : [link.slice(0, hash), link.slice(hash)];
+    const target = resolve(published, path);
+    const inside = relative(published, target);
+    if (inside !== '' && !inside.startsWith('..') && !isAbsolute(inside)) {
+      if (existsSync(target) && statSync(target).isFile()) writeIfChanged(join(local, inside), readFileSync(target));
+      return whole;
+    }
+    return `](${relative(local, target).split(sep).join('/')}${anchor})`;
+  });
+}
+
+/** Entry fields added over time, as null (or empty) in entries recorded before them. */
+function entryDefaults(r: ExperimentRowResult): ExperimentRowResult {
+  return {
+    ...r,
+    tarAtFar1e3: r.tarAtFar1e3 ?? null,
+    benchmarks: r.benchmarks ?? null,
+    lfwLargePoseAccuracy: r.lfwLargePoseAccuracy ?? null,
+    lfwLargePosePairs: r.lfwLargePosePairs ?? null,
+    mcnemarPLargePoseVsID3: r.mcnemarPLargePoseVsID3 ?? null,
+    frTrainBatchAccuracy: r.frTrainBatchAccuracy ?? null,
+    frTrainValidationAccuracy: r.frTrainValidationAccuracy ?? null,
+    figures: r.figures ?? {},
+    config: r.config ?? null,
+  };
+}
+
+/** The top-level fields report.md reads, each an array; a results.json from before one existed is refused, naming it. */
+const REPORTED_ARRAYS = ['rows', 'results', 'summary', 'pending', 'notYetRun'] as const;
 
 /**
  * Rebuild report.md from the recorded results.json (and reading.md) without running anything:
@@ -935,16 +972,23 @@ export function rebuildExperimentReport(name: string): string[] {
       `experiment '${name}': nothing recorded yet (no results.json in ${[local, ...(published ? [published] : [])].join(' or ')})`,
       { field: 'name', file: path },
     );
-  const reading = handReading(published, local);
+  const reading = readHandReading(published ?? local);
   return folders.map((dir) => {
     const file = join(dir, 'results.json');
     const results = readJsonFile(file) as ExperimentResults;
-    if (results.format !== 'id3-experiment-results/1' || !Array.isArray(results.results))
+    if (results.format !== 'id3-experiment-results/1')
       throw new InvalidInputError(`${file}: not an id3 experiment results file (format '${String(results.format)}')`, {
         file,
         field: 'format',
       });
-    writeFileAtomic(join(dir, 'report.md'), reportMarkdown(results, reading));
+    const missing = REPORTED_ARRAYS.find((field) => !Array.isArray(results[field]));
+    if (missing)
+      throw new InvalidInputError(
+        `${file}: field '${missing}' is missing (written by an older id3): record a run (id3 experiment ${name}) to rewrite it`,
+        { file, field: missing },
+      );
+    const text = reading && published !== undefined && dir !== published ? readingFrom(reading, published, dir) : reading?.text;
+    writeFileAtomic(join(dir, 'report.md'), reportMarkdown({ ...results, results: results.results.map(entryDefaults) }, text));
     return join(dir, 'report.md');
   });
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { hashJson, mergeConfig, type StageManifest } from '@id3/core';
 import { poseBinnedAccuracy } from '@id3/eval';
 import {
@@ -611,29 +611,61 @@ describe('experiment results', () => {
       const local = join(runsDir, 'hand');
       expect(readFileSync(join(published, 'report.md'), 'utf8')).not.toContain('## Reading\n');
 
-      writeFileSync(join(published, 'reading.md'), '\nThe synthetic rows trail the real one by *many* points.\n\n');
+      // The reading links a figure of its own, another report of the repository, and the web.
+      writeFileSync(
+        join(published, 'reading.md'),
+        '\nThe synthetic rows trail the real one by *many* points ([curves](reading/curves.png), [card](../card/report.md#numbers), [paper](https://arxiv.org)).\n\n',
+      );
+      mkdirSync(join(published, 'reading'));
+      writeFileSync(join(published, 'reading', 'curves.png'), 'png');
+      mkdirSync(join(repo, 'docs', 'card'));
+      writeFileSync(join(repo, 'docs', 'card', 'report.md'), '# card');
       const resultsBefore = readFileSync(join(published, 'results.json'), 'utf8');
+      // Every relative link of both reports resolves: the runs directory's copy gets the reading's own
+      // files beside it, and its link out of the publish folder rewritten.
+      const checkBoth = (): void => {
+        for (const dir of [local, published]) {
+          const text = readFileSync(join(dir, 'report.md'), 'utf8');
+          expect(text).toContain('## Reading\n\nWritten by hand in [reading.md](reading.md)');
+          expect(text).toContain('\n\nThe synthetic rows trail the real one by *many* points ([curves](reading/curves.png), [card](');
+          expect(text).toContain('[paper](https://arxiv.org)).\n\n## Reading (generated)');
+          const links = [...text.matchAll(/\]\(([^)]+)\)/g)].map((m) => m[1]).filter((l) => !l.startsWith('https:'));
+          expect(links).toEqual(expect.arrayContaining(['reading.md', 'reading/curves.png']));
+          for (const link of links) expect(existsSync(join(dir, link.split('#')[0]))).toBe(true);
+        }
+        expect(readFileSync(join(published, 'report.md'), 'utf8')).toContain('[card](../card/report.md#numbers)');
+        const outside = relative(local, join(repo, 'docs', 'card', 'report.md'))
+          .split(sep)
+          .join('/');
+        expect(readFileSync(join(local, 'report.md'), 'utf8')).toContain(`[card](${outside}#numbers)`);
+      };
       expect(rebuildExperimentReport('hand')).toEqual([join(local, 'report.md'), join(published, 'report.md')]);
-      for (const dir of [local, published]) {
-        const text = readFileSync(join(dir, 'report.md'), 'utf8');
-        expect(text).toContain('## Reading\n\nWritten by hand in [reading.md](reading.md)');
-        expect(text).toContain('\n\nThe synthetic rows trail the real one by *many* points.\n\n## Reading (generated)');
-        const links = [...text.matchAll(/\]\(([^)]+)\)/g)].map((m) => m[1]);
-        expect(links).toContain('reading.md');
-        for (const link of links) expect(existsSync(join(dir, link))).toBe(true);
-      }
+      checkBoth();
       expect(readFileSync(join(published, 'results.json'), 'utf8')).toBe(resultsBefore);
 
-      // The next finished run keeps it (both copies alike), and so does a rebuild from the published folder alone.
+      // The next finished run keeps it, and so does a rebuild from the published folder alone.
       finishRow(ng, wrongOn(6));
       recordExperimentRun(p, ng, done, none(ng));
-      for (const dir of [local, published])
-        expect(readFileSync(join(dir, 'report.md'), 'utf8')).toContain('The synthetic rows trail the real one by *many* points.');
-      expect(readFileSync(join(local, 'report.md'), 'utf8')).toBe(readFileSync(join(published, 'report.md'), 'utf8'));
+      checkBoth();
       rmSync(local, { recursive: true });
       expect(rebuildExperimentReport('hand')).toEqual([join(published, 'report.md')]);
       expect(readFileSync(join(published, 'report.md'), 'utf8')).toContain('*many* points');
 
+      // An entry written before a field existed reads it as missing (—), not NaN; a file from before
+      // a reported field existed, or another file, is refused naming the file and field.
+      const recorded = JSON.parse(readFileSync(join(published, 'results.json'), 'utf8')) as ExperimentResults;
+      const older: Record<string, unknown> = { ...recorded.results[0] };
+      delete older.lfwLargePoseAccuracy;
+      delete older.frTrainBatchAccuracy;
+      writeFileSync(join(published, 'results.json'), JSON.stringify({ ...recorded, results: [older, ...recorded.results.slice(1)] }));
+      rebuildExperimentReport('hand');
+      const rebuilt = readFileSync(join(published, 'report.md'), 'utf8');
+      expect(rebuilt).not.toContain('NaN');
+      expect(rebuilt).toMatch(/\| ID3 \| 0 \| `hand-ID3-s0` \| [^|]+\| — \| — \| — \/ — \|/);
+      writeFileSync(join(published, 'results.json'), JSON.stringify({ ...recorded, notYetRun: undefined }));
+      expect(() => rebuildExperimentReport('hand')).toThrow(
+        /hand[/\\]results\.json: field 'notYetRun' is missing \(written by an older id3\): record a run \(id3 experiment hand\) to rewrite it/,
+      );
       writeFileSync(join(published, 'results.json'), JSON.stringify({ format: 'something-else' }));
       expect(() => rebuildExperimentReport('hand')).toThrow(
         /hand[/\\]results\.json: not an id3 experiment results file \(format 'something-else'\)/,
