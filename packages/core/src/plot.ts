@@ -133,6 +133,8 @@ export interface LineChart {
   readonly yRange?: readonly [number, number];
   readonly width?: number;
   readonly height?: number;
+  /** Draw the series' legend in the top-left corner (default true; a single series named by the y label needs none). */
+  readonly legend?: boolean;
 }
 
 /** SVG of a line chart (ROC curves, loss curves). */
@@ -165,6 +167,7 @@ export function lineChartSvg(chart: LineChart): string {
   chart.series.forEach((s, k) => {
     const pts = s.points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ');
     parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts}"/>`);
+    if (chart.legend === false) return;
     parts.push(`<rect x="${m.left + 12}" y="${m.top + 10 + k * 20}" width="14" height="14" fill="${s.color}"/>`);
     parts.push(`<text x="${m.left + 32}" y="${m.top + 22 + k * 20}">${esc(s.label)}</text>`);
   });

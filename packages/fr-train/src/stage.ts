@@ -92,6 +92,7 @@ export function frTrainingCurveSvg(history: readonly FrHistoryPoint[]): string {
     title: 'fr-train: loss',
     xLabel: 'step',
     yLabel: 'loss (margin softmax)',
+    legend: false, // one series, named by the y label; a legend would cover the early peak
     series: [{ label: 'loss (margin softmax)', color: '#000000', points: history.map((h) => ({ x: h.step, y: h.loss })) }],
   });
   const accuracy = lineChartSvg({

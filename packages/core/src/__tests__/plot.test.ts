@@ -45,3 +45,34 @@ describe('gridSvg', () => {
     expect(() => gridSvg([chart('a'), '<g/>'], 1)).toThrow(/chart 1 does not start with an <svg> element/);
   });
 });
+
+describe('lineChartSvg', () => {
+  it('draws a legend entry per series unless told not to', () => {
+    const series = [
+      {
+        label: 'first',
+        color: '#111',
+        points: [
+          { x: 0, y: 0 },
+          { x: 1, y: 1 },
+        ],
+      },
+      {
+        label: 'second',
+        color: '#222',
+        points: [
+          { x: 0, y: 1 },
+          { x: 1, y: 0 },
+        ],
+      },
+    ];
+    const withLegend = lineChartSvg({ title: 't', xLabel: 'x', yLabel: 'y', series });
+    expect(withLegend.match(/<polyline /g)).toHaveLength(2);
+    expect(withLegend).toContain('>first</text>');
+    expect(withLegend).toContain('>second</text>');
+    const without = lineChartSvg({ title: 't', xLabel: 'x', yLabel: 'y', series, legend: false });
+    expect(without.match(/<polyline /g)).toHaveLength(2);
+    expect(without).not.toContain('>first</text>');
+    expect(without).not.toContain('fill="#111"');
+  });
+});
