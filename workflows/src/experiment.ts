@@ -913,6 +913,10 @@ function readHandReading(folder: string): { text: string; bytes: Buffer } | unde
   return text === '' ? undefined : { text, bytes };
 }
 
+/** What the experiment itself writes beside results.json (never copied for a reading's link). */
+const EXPERIMENT_FILES = ['results.json', 'report.md', 'experiment.json', READING_FILE];
+const EXPERIMENT_FOLDERS = ['configs', 'figures', 'pairs'];
+
 /** A markdown link's or image's target: `](target)`. */
 const MARKDOWN_LINK = /\]\(([^)\s]+)\)/g;
 
@@ -931,7 +935,10 @@ function readingFrom(reading: { text: string; bytes: Buffer }, published: string
     const target = resolve(published, path);
     const inside = relative(published, target);
     if (inside !== '' && !inside.startsWith('..') && !isAbsolute(inside)) {
-      if (existsSync(target) && statSync(target).isFile()) writeIfChanged(join(local, inside), readFileSync(target));
+      // The experiment's own files are already in both folders, each copy its own (the published
+      // results.json may be a record behind the local one here): only the reading's files are copied.
+      const own = EXPERIMENT_FILES.includes(inside) || EXPERIMENT_FOLDERS.some((f) => inside.startsWith(`${f}${sep}`));
+      if (!own && existsSync(target) && statSync(target).isFile()) writeIfChanged(join(local, inside), readFileSync(target));
       return whole;
     }
     return `](${relative(local, target).split(sep).join('/')}${anchor})`;

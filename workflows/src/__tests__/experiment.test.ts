@@ -614,7 +614,7 @@ describe('experiment results', () => {
       // The reading links a figure of its own, another report of the repository, and the web.
       writeFileSync(
         join(published, 'reading.md'),
-        '\nThe synthetic rows trail the real one by *many* points ([curves](reading/curves.png), [card](../card/report.md#numbers), [paper](https://arxiv.org)).\n\n',
+        '\nThe synthetic rows trail the real one by *many* points ([curves](reading/curves.png), [card](../card/report.md#numbers), [paper](https://arxiv.org)).\n\nEvery number is in [results.json](results.json).\n',
       );
       mkdirSync(join(published, 'reading'));
       writeFileSync(join(published, 'reading', 'curves.png'), 'png');
@@ -628,7 +628,9 @@ describe('experiment results', () => {
           const text = readFileSync(join(dir, 'report.md'), 'utf8');
           expect(text).toContain('## Reading\n\nWritten by hand in [reading.md](reading.md)');
           expect(text).toContain('\n\nThe synthetic rows trail the real one by *many* points ([curves](reading/curves.png), [card](');
-          expect(text).toContain('[paper](https://arxiv.org)).\n\n## Reading (generated)');
+          expect(text).toContain(
+            '[paper](https://arxiv.org)).\n\nEvery number is in [results.json](results.json).\n\n## Reading (generated)',
+          );
           const links = [...text.matchAll(/\]\(([^)]+)\)/g)].map((m) => m[1]).filter((l) => !l.startsWith('https:'));
           expect(links).toEqual(expect.arrayContaining(['reading.md', 'reading/curves.png']));
           for (const link of links) expect(existsSync(join(dir, link.split('#')[0]))).toBe(true);
@@ -643,10 +645,16 @@ describe('experiment results', () => {
       checkBoth();
       expect(readFileSync(join(published, 'results.json'), 'utf8')).toBe(resultsBefore);
 
-      // The next finished run keeps it, and so does a rebuild from the published folder alone.
+      // The next finished run keeps it, and so does a rebuild from the published folder alone. The
+      // reading's link to results.json copies nothing: each folder keeps the results it was given.
       finishRow(ng, wrongOn(6));
       recordExperimentRun(p, ng, done, none(ng));
       checkBoth();
+      for (const dir of [local, published])
+        expect((JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as ExperimentResults).results.map((x) => x.row)).toEqual([
+          'ID3',
+          'no-guidance',
+        ]);
       rmSync(local, { recursive: true });
       expect(rebuildExperimentReport('hand')).toEqual([join(published, 'report.md')]);
       expect(readFileSync(join(published, 'report.md'), 'utf8')).toContain('*many* points');
