@@ -668,8 +668,8 @@ export function paperBenchmarkAccuracies(metrics: Readonly<Record<string, number
  * copied to; an entry whose eval is not here (adopted) keeps the copies recorded with it that are
  * still beside results.json.
  */
-function runCopies(experiment: string, r: ExperimentRowResult): Pick<ExperimentRowResult, 'config' | 'figures' | 'pairs'> {
-  if (!entryIsHere(r)) {
+function runCopies(experiment: string, r: ExperimentRowResult, here: boolean): Pick<ExperimentRowResult, 'config' | 'figures' | 'pairs'> {
+  if (!here) {
     const kept = (path: string | null | undefined, folder: string): string | null =>
       plainCopy(path, folder) && existsSync(join(runsDir(), experiment, path)) ? path : null;
     const figures = Object.fromEntries(Object.entries(r.figures ?? {}).filter(([, path]) => kept(path, 'figures') !== null)) as Partial<
@@ -689,10 +689,13 @@ function runCopies(experiment: string, r: ExperimentRowResult): Pick<ExperimentR
 }
 
 /** An entry's fr-train accuracies: as recorded, else (a new entry, or one recorded before they were) read from its run when its eval is here. */
-function recognizerAccuracies(r: ExperimentRowResult): Pick<ExperimentRowResult, 'frTrainBatchAccuracy' | 'frTrainValidationAccuracy'> {
+function recognizerAccuracies(
+  r: ExperimentRowResult,
+  here: boolean,
+): Pick<ExperimentRowResult, 'frTrainBatchAccuracy' | 'frTrainValidationAccuracy'> {
   if (r.frTrainBatchAccuracy != null || r.frTrainValidationAccuracy != null)
     return { frTrainBatchAccuracy: r.frTrainBatchAccuracy ?? null, frTrainValidationAccuracy: r.frTrainValidationAccuracy ?? null };
-  const metrics = entryIsHere(r) ? readManifestAt(resolve(runsDir(), r.runName), 'fr-train')?.metrics : undefined;
+  const metrics = here ? readManifestAt(resolve(runsDir(), r.runName), 'fr-train')?.metrics : undefined;
   return { frTrainBatchAccuracy: metrics?.finalBatchAccuracy ?? null, frTrainValidationAccuracy: metrics?.validationAccuracy ?? null };
 }
 
@@ -806,6 +809,7 @@ export function recordExperimentRun(
     // Entries recorded before a field existed read it as null.
     .map(entryDefaults)
     .map((r): ExperimentRowResult => {
+      const here = entryIsHere(r);
       const base = r.row === plan.baseline ? undefined : byKey.get(`${plan.baseline}/${r.seed}`);
       const m = base ? compare(plan.name, base, r) : undefined;
       const otherRow = compareTo.get(r.row);
@@ -823,9 +827,9 @@ export function recordExperimentRun(
               mcnemarVsCompareTo: mo ? { b: mo.b, c: mo.c, pChi2: mo.pChi2 } : null,
             }
           : {}),
-        ...recognizerAccuracies(r),
+        ...recognizerAccuracies(r, here),
         // What is there now: a figure can appear later (a run's card rewritten), a config is rewritten by each plan.
-        ...runCopies(plan.name, r),
+        ...runCopies(plan.name, r, here),
       };
     });
   const rows = [...new Set(plan.runs.map((r) => r.row))];
@@ -890,7 +894,7 @@ function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): vo
   if (plan.source !== undefined && out.experimentFile) writeIfChanged(join(dir, out.experimentFile), Buffer.from(plan.source, 'utf8'));
   writeJsonAtomic(paths.results, out);
   const reading = readHandReading(target ?? dir);
-  writeFileAtomic(paths.report, reportMarkdown(out, reading && target ? readingFrom(reading, target, dir) : reading?.text));
+  writeFileAtomic(paths.report, reportMarkdown(out, readingIn(dir, reading, target)));
   if (target === undefined) return;
   const files = [
     ...entryFiles(out.results).filter((f) => existsSync(join(dir, f))),
@@ -945,6 +949,15 @@ function readingFrom(reading: { text: string; bytes: Buffer }, published: string
   });
 }
 
+/** The reading as the report in `folder` embeds it: as written in the publish folder (or without one), else via readingFrom. */
+function readingIn(
+  folder: string,
+  reading: { text: string; bytes: Buffer } | undefined,
+  published: string | undefined,
+): string | undefined {
+  return reading && published !== undefined && folder !== published ? readingFrom(reading, published, folder) : reading?.text;
+}
+
 /** Entry fields added over time, as null (or empty) in entries recorded before them. */
 function entryDefaults(r: ExperimentRowResult): ExperimentRowResult {
   return {
@@ -994,8 +1007,10 @@ export function rebuildExperimentReport(name: string): string[] {
         `${file}: field '${missing}' is missing (written by an older id3): record a run (id3 experiment ${name}) to rewrite it`,
         { file, field: missing },
       );
-    const text = reading && published !== undefined && dir !== published ? readingFrom(reading, published, dir) : reading?.text;
-    writeFileAtomic(join(dir, 'report.md'), reportMarkdown({ ...results, results: results.results.map(entryDefaults) }, text));
+    writeFileAtomic(
+      join(dir, 'report.md'),
+      reportMarkdown({ ...results, results: results.results.map(entryDefaults) }, readingIn(dir, reading, published)),
+    );
     return join(dir, 'report.md');
   });
 }
