@@ -70,6 +70,16 @@ describe('tammesAnchors on S² (known optima)', () => {
     expect(Array.from(resumed.points)).toEqual(Array.from(straight.points));
   });
 
+  it('zero iterations return the seeded Gaussian start, normalised (the random-anchors baseline)', async () => {
+    // Table 1's random-anchors row sets anchors.iterations = 0: its anchors must be exactly the
+    // random unit vectors the Tammes run would have started from, and never moved.
+    const { points, last } = await tammesAnchors({ n: 50, dim: 8, seed: 7, iterations: 0 });
+    expect(last).toBeUndefined();
+    expect(Array.from(points)).toEqual(Array.from(randomUnitVectors(50, 8, new Rng(7))));
+    const moved = await tammesAnchors({ n: 50, dim: 8, seed: 7, iterations: 5 });
+    expect(pairwiseStats(moved.points, 50, 8).minAngleDeg).toBeGreaterThan(pairwiseStats(points, 50, 8).minAngleDeg);
+  });
+
   it('does not leak tensors across steps', async () => {
     const before = tf.memory().numTensors;
     await tammesAnchors({ n: 100, dim: 8, seed: 0, iterations: 25, neighbours: 8, refreshEvery: 5 });
