@@ -341,7 +341,13 @@ describe('experiment results', () => {
     expect(report).toMatch(/\| ID3 \| 0, 1 \| 95\.00 ± 7\.07 \|/);
     expect(report).toMatch(/\| row \| seeds \| .* \| large-pose accuracy \| large-pose McNemar p \|/);
     expect(report).toMatch(/\| ID3 \| 0, 1 \| 95\.00 ± 7\.07 \| .* \| 83\.33 ± 23\.57 \| —, — \|/);
-    expect(report).toMatch(/\| no-guidance \| 0 \| .* \| 0\.00 ± 0\.00 \| 0\.250 \|/);
+    // One seed has no spread over seeds: it says so instead of a "± 0.00".
+    expect(report).toMatch(/\| no-guidance \| 0 \| 40\.00 \(1 seed\) \| .* \| 0\.00 \(1 seed\) \| 0\.25 \|/);
+    // Large pose at seed 0: no-guidance misses all 3 of ID3's quarter (b = 3, c = 0): −100 points, p 0.25 (no claim).
+    expect(r.results[1].mcnemarLargePoseVsID3).toMatchObject({ b: 3, c: 0, pairs: 3 });
+    expect(report).toContain(
+      'On the large-pose quarter: −100.00 points vs ID3 (seed 0): within noise (p ≥ 0.05 in at least one seed): p 0.25.',
+    );
     expect(report).toMatch(/\| no-guidance \| 0 \| `[^`]+` \| 40\.00 ± 5\.00 \| 6 \/ 0 \| 0\.00 \(3\) \|/);
 
     // An eval from before yaw was recorded: no large-pose accuracy, no large-pose McNemar.
@@ -394,16 +400,19 @@ describe('experiment results', () => {
     finishRow(ngs0, wrongOn(6));
     recordExperimentRun(plan, ngs0, done, none(ngs0));
     expect(report()).toContain(
-      '- **no-guidance**: −60.00 points vs ID3 (seed 0): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.0313. Not yet run at seed 1.',
+      '- **no-guidance**: −60.00 points vs ID3 (seed 0): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.031. On the large-pose quarter: −100.00 points vs ID3 (seed 0): within noise (p ≥ 0.05 in at least one seed): p 0.25. Not yet run at seed 1.',
     );
     finishRow(id3s1, allRight);
     recordExperimentRun(plan, id3s1, done, none(id3s1));
     finishRow(ngs1, wrongOn(6));
     recordExperimentRun(plan, ngs1, done, none(ngs1));
     expect(report()).toContain(
-      '- **no-guidance**: −60.00 points vs ID3 (seeds 0, 1): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.0313, 0.0313.',
+      '- **no-guidance**: −60.00 points vs ID3 (seeds 0, 1): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.031, 0.031.',
     );
-    expect(report()).toMatch(/- `ID3` significantly above `no-guidance`: met: no-guidance −60\.00 points/);
+    // The target reads from ID3's side.
+    expect(report()).toContain(
+      '- `ID3` significantly above `no-guidance`: met: ID3 +60.00 points vs no-guidance (seeds 0, 1): significantly above no-guidance (McNemar p < 0.05 in every seed run): p 0.031, 0.031',
+    );
     // This experiment has neither 'real' nor 'no-identity-loss': those targets say so.
     expect(report()).toMatch(/- `ID3` ≥ 90% of `real`'s LFW \(40-pair sample\) accuracy: not measurable here \(no row 'real'/);
     expect(report()).toMatch(/- `ID3` significantly above `no-identity-loss`: not measurable here/);
@@ -412,9 +421,9 @@ describe('experiment results', () => {
     finishRow(ngs1, wrongOn(1));
     recordExperimentRun(plan, ngs1, done, none(ngs1));
     expect(report()).toContain(
-      '- **no-guidance**: −35.00 points vs ID3 (seeds 0, 1): within noise (p ≥ 0.05 in at least one seed): p 0.0313, 1.00.',
+      '- **no-guidance**: −35.00 points vs ID3 (seeds 0, 1): within noise (p ≥ 0.05 in at least one seed): p 0.031, 1.0.',
     );
-    expect(report()).toMatch(/- `ID3` significantly above `no-guidance`: missed: no-guidance −35\.00 points/);
+    expect(report()).toMatch(/- `ID3` significantly above `no-guidance`: missed: ID3 \+35\.00 points vs no-guidance .*: within noise/);
     expect(report()).not.toMatch(/significantly below/);
   });
 
@@ -438,12 +447,12 @@ describe('experiment results', () => {
       finishRow(id3, wrongOn(2));
       recordExperimentRun(p, id3, done, none(id3));
       expect(report('with-real')).toContain(
-        "- `ID3` ≥ 90% of `real`'s LFW (40-pair sample) accuracy: missed: 80.00 / 100.00 = 80.0% (seed 0)",
+        "- `ID3` ≥ 90% of `real`'s LFW (40-pair sample) accuracy: missed: 80.00 / 100.00 = 80.0% (seed 0); 10.00 points short of 90.00",
       );
       finishRow(real, wrongOn(1));
       recordExperimentRun(p, real, done, none(real));
       expect(report('with-real')).toContain(
-        "- `ID3` ≥ 90% of `real`'s LFW (40-pair sample) accuracy: missed: 80.00 / 90.00 = 88.9% (seed 0)",
+        "- `ID3` ≥ 90% of `real`'s LFW (40-pair sample) accuracy: missed: 80.00 / 90.00 = 88.9% (seed 0); 1.00 points short of 81.00",
       );
       finishRow(real, wrongOn(2));
       recordExperimentRun(p, real, done, none(real));
@@ -459,6 +468,84 @@ describe('experiment results', () => {
     } finally {
       delete process.env.ID3_EXPERIMENTS_DIR;
     }
+  });
+
+  it('the 90%-of-real target is met only where every seed meets it, and says per seed and by how much', () => {
+    inPublishSandbox((experiments) => {
+      writeExperiment(experiments, 'two-seeds', {
+        ...demoRows,
+        seeds: [0, 1],
+        rows: [
+          { name: 'ID3', overrides: {} },
+          { name: 'real', overrides: {} },
+        ],
+      });
+      const p = planExperiment({ name: 'two-seeds' });
+      const run = (row: string, seed: number) => p.runs.find((x) => x.row === row && x.seed === seed) as ExperimentRun;
+      for (const [row, seed, wrong] of [
+        ['ID3', 0, 2],
+        ['real', 0, 2],
+        ['ID3', 1, 3],
+        ['real', 1, 0],
+      ] as const) {
+        finishRow(run(row, seed), wrongOn(wrong));
+        recordExperimentRun(p, run(row, seed), done, none(run(row, seed)));
+      }
+      // Seed 0: 80 / 80 = 100%; seed 1: 70 / 100 = 70%. Means 75 / 90 = 83.3%, and 90% of 90 is 81.
+      expect(report('two-seeds')).toContain(
+        "- `ID3` ≥ 90% of `real`'s LFW (40-pair sample) accuracy: met at seed 0, missed at seed 1: 75.00 / 90.00 = 83.3% (seeds 0, 1; per seed 100.0%, 70.0%); 6.00 points short of 81.00",
+      );
+    });
+  });
+
+  it('a compareTo row is tested against its pair too, in the tables and the reading; seeds that trained on one sampled set show its card once', () => {
+    inPublishSandbox((experiments) => {
+      writeExperiment(experiments, 'paired', {
+        ...demoRows,
+        seeds: [0, 1],
+        rows: [
+          { name: 'ID3', overrides: {} },
+          { name: 'crowded-tammes', overrides: {} },
+          { name: 'crowded-random', overrides: {}, compareTo: 'crowded-tammes' },
+        ],
+      });
+      const p = planExperiment({ name: 'paired' });
+      const run = (row: string, seed: number) => p.runs.find((x) => x.row === row && x.seed === seed) as ExperimentRun;
+      const record = (row: string, seed: number, correct: boolean[], reused: Record<string, string> = {}) => {
+        finishRow(run(row, seed), correct, undefined, undefined, { figures: true });
+        recordExperimentRun(p, run(row, seed), done, { runName: run(row, seed).runName, reused });
+      };
+      record('ID3', 0, allRight);
+      record('crowded-random', 0, wrongOn(6));
+      expect(report('paired')).toContain('- crowded-random (seed 0) vs crowded-tammes: not yet tested (crowded-tammes seed 0 not yet run)');
+      expect(report('paired')).toMatch(/\| crowded-random \| 0 \| .* \| crowded-tammes: seed 0: not yet run \|/);
+      record('crowded-tammes', 0, allRight);
+      // Tammes right on the 6 pairs random misses: b = 6, c = 0, p = 2 · 0.5^6.
+      const r = JSON.parse(readFileSync(join(runsDir, 'paired', 'results.json'), 'utf8')) as ExperimentResults;
+      expect(r.results.find((x) => x.row === 'crowded-random')).toMatchObject({
+        compareTo: 'crowded-tammes',
+        mcnemarVsCompareTo: { b: 6, c: 0 },
+      });
+      const text = report('paired');
+      expect(text).toContain('| McNemar p vs its paired row |');
+      expect(text).toMatch(/\| crowded-random \| 0 \| .* \| crowded-tammes: 0\.031 \|/);
+      expect(text).toMatch(/\| crowded-tammes \| 0 \| .* \| — \|/);
+      expect(text).toContain('- crowded-random (seed 0) vs crowded-tammes: b / c 6 / 0, McNemar p 0.031');
+      expect(text).toContain(
+        '- **crowded-random**: −60.00 points vs ID3 (seed 0): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.031; −60.00 points vs crowded-tammes (seed 0): significantly below crowded-tammes (McNemar p < 0.05 in every seed run): p 0.031.',
+      );
+
+      // ID3 seed 1 took its sample from seed 0's run (one synthetic set): one card, two curves.
+      record('ID3', 1, allRight, { sample: 'paired-ID3-s0' });
+      expect(report('paired')).toContain(
+        '| ID3 | ![ID3 seed 0: training curve](figures/paired-ID3-s0-training-curve.png) | ![ID3 seed 1: training curve](figures/paired-ID3-s1-training-curve.png) | ![ID3 seeds 0, 1: sample grid](figures/paired-ID3-s0-grid.png) | ![ID3 seeds 0, 1: similarity](figures/paired-ID3-s0-similarity.png) |',
+      );
+      // crowded-tammes seed 1 sampled its own set: both cards.
+      record('crowded-tammes', 1, allRight);
+      expect(report('paired')).toContain(
+        '![crowded-tammes seed 0: sample grid](figures/paired-crowded-tammes-s0-grid.png) ![crowded-tammes seed 1: sample grid](figures/paired-crowded-tammes-s1-grid.png)',
+      );
+    });
   });
 
   it('records TAR and the paper columns (Table 1 layout), and still loads entries written before them', () => {
@@ -553,11 +640,11 @@ describe('experiment results', () => {
         for (const link of links) expect(existsSync(join(dir, link))).toBe(true);
       }
       const text = readFileSync(join(published, 'report.md'), 'utf8');
-      expect(text).toContain('| row | seed | training curve | sample grid | similarity |');
+      expect(text).toContain('| row | training curve, seed 0 | sample grid | similarity |');
       expect(text).toContain(
-        '| ID3 | 0 | ![ID3 seed 0: training curve](figures/pub-ID3-s0-training-curve.png) | ![ID3 seed 0: sample grid](figures/pub-ID3-s0-grid.png) | ![ID3 seed 0: similarity](figures/pub-ID3-s0-similarity.png) |',
+        '| ID3 | ![ID3 seed 0: training curve](figures/pub-ID3-s0-training-curve.png) | ![ID3 seed 0: sample grid](figures/pub-ID3-s0-grid.png) | ![ID3 seed 0: similarity](figures/pub-ID3-s0-similarity.png) |',
       );
-      expect(text).toContain('| no-guidance | 0 | — | — | — |');
+      expect(text).toContain('| no-guidance | — | — | — |');
     });
   });
 
