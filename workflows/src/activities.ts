@@ -5,7 +5,7 @@ import { createInterface } from 'node:readline';
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { INVALID_INPUT_EXIT_CODE, isInvalidInput, parseProgressLine, type ProgressEvent } from '@id3/core';
+import { INVALID_INPUT_EXIT_CODE, isInvalidInput, parseProgressLine, timeLeftEstimator, type ProgressEvent } from '@id3/core';
 import type {
   ExperimentInput,
   ExperimentPlan,
@@ -146,6 +146,8 @@ export function createActivities(deps: ActivityDeps = {}) {
     let lastSignal = 0;
     let lastPhase = '';
     let signals = 0;
+    // "about … left" in the message of a counted phase: what `id3 status` and the Web UI show.
+    const timeLeft = timeLeftEstimator();
 
     const signalProgress = (event: ProgressEvent, force = false): void => {
       if (!deps.client || !input.progressWorkflowId) return;
@@ -171,8 +173,9 @@ export function createActivities(deps: ActivityDeps = {}) {
         }
         return;
       }
-      const event = parseProgressLine(line);
-      if (event) {
+      const parsed = parseProgressLine(line);
+      if (parsed) {
+        const event = timeLeft(parsed, Date.now());
         latest = event;
         ctx.heartbeat(latest);
         signalProgress(event);

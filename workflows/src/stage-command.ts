@@ -10,6 +10,7 @@ import {
   jsonLineSink,
   prepareStageRun,
   throttled,
+  timeLeftEstimator,
   type AnyStageDefinition,
   type ProgressSink,
   type StageRunOptions,
@@ -61,7 +62,11 @@ export async function runStageCommand(o: StageCommandOptions): Promise<StageSumm
   const mode = o.mode ?? { kind: 'run' };
   const backend = mode.kind === 'plan' ? { name: 'none' } : await initBackend();
   const store = new RunStore(o.runDir);
-  const progress: ProgressSink = o.jsonProgress ? throttled(jsonLineSink, 1000) : throttled(consoleSink, 2000);
+  // A worker's activity estimates the time left itself (from every event); a person at the console gets it here.
+  const timeLeft = timeLeftEstimator();
+  const progress: ProgressSink = o.jsonProgress
+    ? throttled(jsonLineSink, 1000)
+    : throttled((event) => consoleSink(timeLeft(event, Date.now())), 2000);
   const options: StageRunOptions = {
     store,
     progress,

@@ -14,9 +14,11 @@ export {
   consoleSink,
   describeProgress,
   formatProgressLine,
+  formatTimeLeft,
   jsonLineSink,
   parseProgressLine,
   throttled,
+  timeLeftEstimator,
 } from './progress';
 export type { ProgressEvent, ProgressSink } from './progress';
 export { canonicalJson, hashJson, sha256, sha256File } from './hash';

@@ -46,6 +46,38 @@ export function describeProgress(event: ProgressEvent): string {
   return parts.join(' ');
 }
 
+/** "about 42 min left": a remaining time in seconds, rounded to what a person watching needs. */
+export function formatTimeLeft(seconds: number): string {
+  if (seconds < 90) return `about ${Math.max(1, Math.round(seconds))} s left`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 90) return `about ${minutes} min left`;
+  return `about ${Math.floor(minutes / 60)} h ${minutes % 60} min left`;
+}
+
+/**
+ * Time left in a counted phase (one with step and total), from that phase's own pace since this
+ * process first saw it: each later event of the phase gets "about … left" added to its message,
+ * once it has advanced `minSteps` steps. Each phase keeps its own start, so a checkpoint between
+ * training steps does not restart the training estimate; a step count that goes back (a resume,
+ * a new pass) does.
+ */
+export function timeLeftEstimator(minSteps = 5): (event: ProgressEvent, nowMs: number) => ProgressEvent {
+  const starts = new Map<string, { step: number; at: number }>();
+  return (event, nowMs) => {
+    const { step, total } = event;
+    if (step === undefined || total === undefined) return event;
+    const start = starts.get(event.phase);
+    if (!start || step < start.step) {
+      starts.set(event.phase, { step, at: nowMs });
+      return event;
+    }
+    const done = step - start.step;
+    if (done < minSteps || step >= total) return event;
+    const left = formatTimeLeft(((total - step) * (nowMs - start.at)) / 1000 / done);
+    return { ...event, message: event.message ? `${event.message} (${left})` : left };
+  };
+}
+
 /** Sink writing JSON progress lines to stdout (for a parent process). */
 export const jsonLineSink: ProgressSink = (event) => {
   process.stdout.write(`${formatProgressLine(event)}\n`);
