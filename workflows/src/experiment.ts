@@ -1307,13 +1307,12 @@ function runsTable(r: ExperimentResults): string[] {
  */
 function sampleSource(r: ExperimentResults, x: ExperimentRowResult): string {
   let source = x.runName;
-  const seen = new Set<string>();
-  while (!seen.has(source)) {
-    seen.add(source);
-    const entry = r.results.find((y) => y.runName === source);
-    const from = (entry ?? (source === x.runName ? x : undefined))?.reusedStages.sample;
-    if (from === undefined) break;
+  let from: string | undefined = x.reusedStages.sample;
+  const seen = new Set([source]);
+  while (from !== undefined && !seen.has(from)) {
     source = from;
+    seen.add(source);
+    from = r.results.find((y) => y.runName === source)?.reusedStages.sample;
   }
   return source;
 }
@@ -1330,8 +1329,10 @@ function figuresTable(r: ExperimentResults): string[] {
   /** One figure per synthetic set the row's seeds trained on (one, when they share the sample). */
   const card = (row: string, name: RunFigure, what: string): string => {
     const bySource = new Map<string, ExperimentRowResult[]>();
-    for (const x of r.results.filter((y) => y.row === row && y.figures[name]))
-      bySource.set(sampleSource(r, x), [...(bySource.get(sampleSource(r, x)) ?? []), x]);
+    for (const x of r.results.filter((y) => y.row === row && y.figures[name])) {
+      const source = sampleSource(r, x);
+      bySource.set(source, [...(bySource.get(source) ?? []), x]);
+    }
     const images = [...bySource.values()].map(
       (xs) => `![${row} ${seedsText(xs.map((x) => x.seed))}: ${what}](${xs[0].figures[name] as string})`,
     );

@@ -508,7 +508,7 @@ describe('experiment results', () => {
         { name: 'crowded-tammes', overrides: {} },
         { name: 'crowded-random', overrides: {}, compareTo: 'crowded-tammes' },
       ]);
-      record('ID3', 0, allRight);
+      record('ID3', 0, allRight, { sample: 'profile-run' }); // its set sampled by a run outside the experiment
       record('crowded-random', 0, wrongOn(6));
       expect(report('paired')).toContain('- crowded-random (seed 0) vs crowded-tammes: not yet tested (crowded-tammes seed 0 not yet run)');
       expect(report('paired')).toMatch(/\| crowded-random \| 0 \| .* \| crowded-tammes: seed 0: not yet run \|/);
@@ -528,7 +528,7 @@ describe('experiment results', () => {
         '- **crowded-random**: −60.00 points vs ID3 (seed 0): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.031; −60.00 points vs crowded-tammes (seed 0): significantly below crowded-tammes (McNemar p < 0.05 in every seed run): p 0.031.',
       );
 
-      // ID3 seed 1 took its sample from seed 0's run (one synthetic set): one card, two curves.
+      // ID3 seed 1 took its sample from seed 0's run, which took it from profile-run: one set, one card, two curves.
       record('ID3', 1, allRight, { sample: 'paired-ID3-s0' });
       expect(report('paired')).toContain(
         '| ID3 | ![ID3 seed 0: training curve](figures/paired-ID3-s0-training-curve.png) | ![ID3 seed 1: training curve](figures/paired-ID3-s1-training-curve.png) | ![ID3 seeds 0, 1: sample grid](figures/paired-ID3-s0-grid.png) | ![ID3 seeds 0, 1: similarity](figures/paired-ID3-s0-similarity.png) |',
