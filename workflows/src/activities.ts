@@ -146,7 +146,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     let lastSignal = 0;
     let lastPhase = '';
     let signals = 0;
-    // "about … left" in the message of a counted phase: what `id3 status` and the Web UI show.
+    // "about … left" in the message of a counted phase: what `id3 status` and the Web UI show (for a shard, after its step).
     const timeLeft = timeLeftEstimator();
 
     const signalProgress = (event: ProgressEvent, force = false): void => {

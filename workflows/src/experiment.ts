@@ -453,6 +453,9 @@ export function reuseFinishedStages(run: ExperimentRun, siblings: readonly strin
     } else {
       willRun.add(stage);
       unshareStage(join(runDir, stage));
+      // It runs here now: a record of having taken it from another run would misname its source.
+      const { [stage]: stale, ...rest } = readReused(runDir);
+      if (stale !== undefined) writeFileAtomic(join(runDir, 'reused.json'), `${JSON.stringify(rest, null, 2)}\n`);
     }
   }
   return { runName: run.runName, reused };
@@ -1031,9 +1034,18 @@ export function rebuildExperimentReport(name: string): string[] {
 
 const pct = (v: number): string => (100 * v).toFixed(2);
 const pctOrDash = (v: number | null | undefined): string => (v === null || v === undefined ? '—' : pct(v));
-/** Two significant figures throughout; below 0.001 in exponent form. */
-const pval = (p: number | null | undefined): string =>
-  p === null || p === undefined ? '—' : p < 1e-3 ? p.toExponential(1) : p.toPrecision(2);
+/**
+ * Two significant figures throughout, below 0.001 in exponent form; three where two would round
+ * to the threshold itself (0.0496 and 0.0504 both read "0.050", on either side of the verdict).
+ */
+export const formatPValue = (p: number | null | undefined): string =>
+  p === null || p === undefined
+    ? '—'
+    : p < 1e-3
+      ? p.toExponential(1)
+      : Number(p.toPrecision(2)) === ALPHA && p !== ALPHA
+        ? p.toPrecision(3)
+        : p.toPrecision(2);
 /** Mean ± sample std over seeds; one seed has no spread to show, and says so. */
 const overSeeds = (meanValue: number, std: number | null, seeds: number): string =>
   seeds > 1 ? `${pct(meanValue)} ± ${pctOrDash(std)}` : `${pct(meanValue)} (1 seed)`;
@@ -1063,7 +1075,7 @@ function paperLayoutTable(r: ExperimentResults): string[] {
     `|---|---|${PAPER_BENCHMARKS.map(() => '---|').join('')}---|---|---|---|`,
     ...r.summary.map(
       (s) =>
-        `| ${s.row} | ${s.seeds.join(', ')} | ${PAPER_BENCHMARKS.map((column) => pctOrDash(s.benchmarks[column])).join(' | ')} | ${pctOrDash(s.averageAccuracy)} | ${pctOrDash(s.tarAtFar1e3Mean)} | ${pctOrDash(s.lfwLargePoseAccuracyMean)} | ${s.mcnemarPVsID3.map(pval).join(', ')} |`,
+        `| ${s.row} | ${s.seeds.join(', ')} | ${PAPER_BENCHMARKS.map((column) => pctOrDash(s.benchmarks[column])).join(' | ')} | ${pctOrDash(s.averageAccuracy)} | ${pctOrDash(s.tarAtFar1e3Mean)} | ${pctOrDash(s.lfwLargePoseAccuracyMean)} | ${s.mcnemarPVsID3.map(formatPValue).join(', ')} |`,
     ),
     ...(missing.length
       ? [
@@ -1083,7 +1095,7 @@ function detailTable(r: ExperimentResults): string[] {
     const other = r.rows.find((x) => x.row === row)?.compareTo;
     if (!other) return '—';
     const ps = entries(row).map((x) =>
-      typeof x.mcnemarPVsCompareTo === 'number' ? pval(x.mcnemarPVsCompareTo) : `seed ${x.seed}: not yet run`,
+      typeof x.mcnemarPVsCompareTo === 'number' ? formatPValue(x.mcnemarPVsCompareTo) : `— (${other} seed ${x.seed} not yet run)`,
     );
     return `${other}: ${ps.join(', ')}`;
   };
@@ -1098,7 +1110,7 @@ function detailTable(r: ExperimentResults): string[] {
     `|---|---|---|---|---|---|---|---|${pairedRows ? '---|' : ''}`,
     ...r.summary.map(
       (s) =>
-        `| ${s.row} | ${s.seeds.join(', ')} | ${overSeeds(s.lfwAccuracyMean, s.lfwAccuracyStdOverSeeds, s.seeds.length)} | ${pct(s.lfwFoldStdMean)} | ${Math.round(s.identities)} × ${s.imagesPerIdentity.toFixed(1)} | ${s.mcnemarPVsID3.map(pval).join(', ')} | ${s.lfwLargePoseAccuracyMean === null ? '—' : overSeeds(s.lfwLargePoseAccuracyMean, s.lfwLargePoseAccuracyStdOverSeeds, present(entries(s.row).map((x) => x.lfwLargePoseAccuracy)).length)} | ${s.mcnemarPLargePoseVsID3.map(pval).join(', ')} |${pairedRows ? ` ${versusPair(s.row)} |` : ''}`,
+        `| ${s.row} | ${s.seeds.join(', ')} | ${overSeeds(s.lfwAccuracyMean, s.lfwAccuracyStdOverSeeds, s.seeds.length)} | ${pct(s.lfwFoldStdMean)} | ${Math.round(s.identities)} × ${s.imagesPerIdentity.toFixed(1)} | ${s.mcnemarPVsID3.map(formatPValue).join(', ')} | ${s.lfwLargePoseAccuracyMean === null ? '—' : overSeeds(s.lfwLargePoseAccuracyMean, s.lfwLargePoseAccuracyStdOverSeeds, present(entries(s.row).map((x) => x.lfwLargePoseAccuracy)).length)} | ${s.mcnemarPLargePoseVsID3.map(formatPValue).join(', ')} |${pairedRows ? ` ${versusPair(s.row)} |` : ''}`,
     ),
   ];
 }
@@ -1170,7 +1182,7 @@ function verdict(cs: readonly SeedComparison[]): 'above' | 'below' | 'opposite' 
 
 function comparisonText(reference: string, cs: readonly SeedComparison[]): string {
   const head = `${signedPoints(mean(cs.map((c) => c.difference)))} points vs ${reference} (${seedsText(cs.map((c) => c.seed))})`;
-  const ps = `p ${cs.map((c) => pval(c.p)).join(', ')}`;
+  const ps = `p ${cs.map((c) => formatPValue(c.p)).join(', ')}`;
   const v = verdict(cs);
   if (v === 'noise') return `${head}: within noise (p ≥ 0.05 in at least one seed): ${ps}`;
   if (v === 'opposite')
@@ -1217,7 +1229,8 @@ function targetLines(r: ExperimentResults): string[] {
     const seeds = baseRow.seeds.filter((s) => accuracy(base, s) !== undefined && accuracy(REAL_ROW, s) !== undefined);
     if (!seeds.length) return `- ${label}: not yet measurable (no seed where both finished)`;
     const meanOf = (row: string): number => mean(seeds.map((s) => accuracy(row, s) as number));
-    if (!(meanOf(REAL_ROW) > 0)) return `- ${label}: not measurable (\`${REAL_ROW}\` scored 0)`;
+    if (seeds.some((s) => !((accuracy(REAL_ROW, s) as number) > 0)))
+      return `- ${label}: not measurable (\`${REAL_ROW}\` scored 0 at ${seedsText(seeds.filter((s) => !((accuracy(REAL_ROW, s) as number) > 0)))})`;
     const ratioAt = (s: number): number => (accuracy(base, s) as number) / (accuracy(REAL_ROW, s) as number);
     const metAt = seeds.filter((s) => ratioAt(s) >= REAL_RATIO_TARGET);
     const missedAt = seeds.filter((s) => ratioAt(s) < REAL_RATIO_TARGET);
@@ -1293,7 +1306,7 @@ function runsTable(r: ExperimentResults): string[] {
             .filter((x) => x.compareTo)
             .map((x) =>
               x.mcnemarVsCompareTo && typeof x.mcnemarPVsCompareTo === 'number'
-                ? `- ${x.row} (seed ${x.seed}) vs ${x.compareTo}: b / c ${x.mcnemarVsCompareTo.b} / ${x.mcnemarVsCompareTo.c}, McNemar p ${pval(x.mcnemarPVsCompareTo)}`
+                ? `- ${x.row} (seed ${x.seed}) vs ${x.compareTo}: b / c ${x.mcnemarVsCompareTo.b} / ${x.mcnemarVsCompareTo.c}, McNemar p ${formatPValue(x.mcnemarPVsCompareTo)}`
                 : `- ${x.row} (seed ${x.seed}) vs ${x.compareTo}: not yet tested (${x.compareTo} seed ${x.seed} not yet run)`,
             ),
         ]

@@ -62,7 +62,7 @@ export async function runStageCommand(o: StageCommandOptions): Promise<StageSumm
   const mode = o.mode ?? { kind: 'run' };
   const backend = mode.kind === 'plan' ? { name: 'none' } : await initBackend();
   const store = new RunStore(o.runDir);
-  // A worker's activity estimates the time left itself (from every event); a person at the console gets it here.
+  // A worker's activity estimates the time left itself (from the events it reads); a person at the console gets it here.
   const timeLeft = timeLeftEstimator();
   const progress: ProgressSink = o.jsonProgress
     ? throttled(jsonLineSink, 1000)

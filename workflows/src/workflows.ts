@@ -125,7 +125,7 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
   setHandler(progressSignal, (event) => {
     const updatedAt = new Date().toISOString();
     if (shards && event.shard) {
-      const own = `shard ${event.shard}: ${event.phase}${event.total ? ` ${event.step ?? 0}/${event.total}` : ''}`;
+      const own = `shard ${event.shard}: ${event.phase}${event.total ? ` ${event.step ?? 0}/${event.total}` : ''}${event.message ? ` ${event.message}` : ''}`;
       view = publish({ ...view, phase: 'shards', step: shards.done, total: shards.total, metrics: event.metrics, message: own, updatedAt });
     } else {
       view = publish({

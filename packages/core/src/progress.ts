@@ -51,28 +51,31 @@ export function formatTimeLeft(seconds: number): string {
   if (seconds < 90) return `about ${Math.max(1, Math.round(seconds))} s left`;
   const minutes = Math.round(seconds / 60);
   if (minutes < 90) return `about ${minutes} min left`;
-  return `about ${Math.floor(minutes / 60)} h ${minutes % 60} min left`;
+  const hours = `${Math.floor(minutes / 60)} h`;
+  return minutes % 60 ? `about ${hours} ${minutes % 60} min left` : `about ${hours} left`;
 }
 
 /**
  * Time left in a counted phase (one with step and total), from that phase's own pace since this
  * process first saw it: each later event of the phase gets "about … left" added to its message,
  * once it has advanced `minSteps` steps. Each phase keeps its own start, so a checkpoint between
- * training steps does not restart the training estimate; a step count that goes back (a resume,
- * a new pass) does.
+ * training steps does not restart the training estimate; a step count that goes back from the
+ * last one seen (a resume, the next shard or chunk counting from the start again) does.
  */
 export function timeLeftEstimator(minSteps = 5): (event: ProgressEvent, nowMs: number) => ProgressEvent {
-  const starts = new Map<string, { step: number; at: number }>();
+  const enough = Math.max(1, minSteps);
+  const phases = new Map<string, { step: number; at: number; last: number }>();
   return (event, nowMs) => {
     const { step, total } = event;
     if (step === undefined || total === undefined) return event;
-    const start = starts.get(event.phase);
-    if (!start || step < start.step) {
-      starts.set(event.phase, { step, at: nowMs });
+    const start = phases.get(event.phase);
+    if (!start || step < start.last) {
+      phases.set(event.phase, { step, at: nowMs, last: step });
       return event;
     }
+    start.last = step;
     const done = step - start.step;
-    if (done < minSteps || step >= total) return event;
+    if (done < enough || step >= total) return event;
     const left = formatTimeLeft(((total - step) * (nowMs - start.at)) / 1000 / done);
     return { ...event, message: event.message ? `${event.message} (${left})` : left };
   };

@@ -19,6 +19,7 @@ import {
   type ExperimentResults,
   type ExperimentRun,
 } from '../index';
+import { formatPValue } from '../experiment';
 
 function writeExperiment(dir: string, name: string, value: unknown): void {
   writeFileSync(join(dir, `${name}.json`), JSON.stringify(value));
@@ -201,6 +202,11 @@ describe('reusing finished stages of sibling runs', () => {
     expect(statSync(file(noGuidance.runName, 'anchors')).ino).not.toBe(statSync(file(id3.runName, 'anchors')).ino);
     expect(readFileSync(file(noGuidance.runName, 'anchors'), 'utf8')).toBe(`${id3.runName}/anchors`);
     expect(statSync(file(noGuidance.runName, 'prepare')).ino).toBe(statSync(file(id3.runName, 'prepare')).ino); // unchanged: still shared
+    // …and it is no longer recorded as taken from the sibling (reports name where a stage came from).
+    expect(JSON.parse(readFileSync(join(runsDir, noGuidance.runName, 'reused.json'), 'utf8'))).toEqual({
+      prepare: id3.runName,
+      'train-diffusion': id3.runName,
+    });
   });
 
   it('takes a stage from a run outside the experiment by copy, after the siblings', () => {
@@ -484,6 +490,20 @@ describe('experiment results', () => {
     };
   }
 
+  it('p-values read with two significant figures, three where two would blur the 0.05 threshold', () => {
+    expect([0.58, 1, 0.03125, 0.25, 0.0013, 0.00096, 1.0e-151].map(formatPValue)).toEqual([
+      '0.58',
+      '1.0',
+      '0.031',
+      '0.25',
+      '0.0013',
+      '9.6e-4',
+      '1.0e-151',
+    ]);
+    // Either side of the threshold stays on its side; the threshold itself is 0.050.
+    expect([0.0496, 0.0504, 0.05, null].map(formatPValue)).toEqual(['0.0496', '0.0504', '0.050', '—']);
+  });
+
   it('the 90%-of-real target is met only where every seed meets it, and says per seed and by how much', () => {
     inPublishSandbox((experiments) => {
       const record = twoSeedExperiment(experiments, 'two-seeds', [
@@ -511,7 +531,7 @@ describe('experiment results', () => {
       record('ID3', 0, allRight, { sample: 'profile-run' }); // its set sampled by a run outside the experiment
       record('crowded-random', 0, wrongOn(6));
       expect(report('paired')).toContain('- crowded-random (seed 0) vs crowded-tammes: not yet tested (crowded-tammes seed 0 not yet run)');
-      expect(report('paired')).toMatch(/\| crowded-random \| 0 \| .* \| crowded-tammes: seed 0: not yet run \|/);
+      expect(report('paired')).toMatch(/\| crowded-random \| 0 \| .* \| crowded-tammes: — \(crowded-tammes seed 0 not yet run\) \|/);
       record('crowded-tammes', 0, allRight);
       // Tammes right on the 6 pairs random misses: b = 6, c = 0, p = 2 · 0.5^6.
       const r = JSON.parse(readFileSync(join(runsDir, 'paired', 'results.json'), 'utf8')) as ExperimentResults;

@@ -9,6 +9,7 @@ describe('time left in a counted phase', () => {
     expect(formatTimeLeft(42 * 60 + 10)).toBe('about 42 min left');
     expect(formatTimeLeft(89 * 60)).toBe('about 89 min left');
     expect(formatTimeLeft(2 * 3600 + 10 * 60)).toBe('about 2 h 10 min left');
+    expect(formatTimeLeft(2 * 3600 + 10)).toBe('about 2 h left');
   });
 
   const train = (step: number, message?: string): ProgressEvent => ({
@@ -46,5 +47,22 @@ describe('time left in a counted phase', () => {
     expect(eta(train(260), 210_000).message).toBe('about 21 min left'); // 1 s a step, 1,240 left
     expect(eta(train(1500), 1_450_000).message).toBeUndefined();
     expect(eta({ stage: 'eval', phase: 'embed', step: 10 }, 1_500_000)).toEqual({ stage: 'eval', phase: 'embed', step: 10 });
+  });
+
+  it('restarts where a phase counts from its first step again (the next shard in one process)', () => {
+    const eta = timeLeftEstimator(5);
+    const sample = (step: number): ProgressEvent => ({ stage: 'sample', phase: 'sample', step, total: 10 });
+    eta(sample(1), 0);
+    expect(eta(sample(9), 800_000).message).toBe('about 2 min left'); // 8 identities in 800 s, 1 left
+    // The next shard starts again at 1, an hour later: its estimate must not count that hour.
+    expect(eta(sample(1), 4_400_000).message).toBeUndefined();
+    expect(eta(sample(6), 4_900_000).message).toBe('about 7 min left'); // 5 in 500 s, 4 left
+  });
+
+  it('needs at least one step of pace whatever minSteps says', () => {
+    const eta = timeLeftEstimator(0);
+    eta({ stage: 's', phase: 'p', step: 3, total: 10 }, 0);
+    expect(eta({ stage: 's', phase: 'p', step: 3, total: 10 }, 1000).message).toBeUndefined();
+    expect(eta({ stage: 's', phase: 'p', step: 4, total: 10 }, 2000).message).toBe('about 12 s left');
   });
 });
