@@ -1229,8 +1229,8 @@ function targetLines(r: ExperimentResults): string[] {
     const seeds = baseRow.seeds.filter((s) => accuracy(base, s) !== undefined && accuracy(REAL_ROW, s) !== undefined);
     if (!seeds.length) return `- ${label}: not yet measurable (no seed where both finished)`;
     const meanOf = (row: string): number => mean(seeds.map((s) => accuracy(row, s) as number));
-    if (seeds.some((s) => !((accuracy(REAL_ROW, s) as number) > 0)))
-      return `- ${label}: not measurable (\`${REAL_ROW}\` scored 0 at ${seedsText(seeds.filter((s) => !((accuracy(REAL_ROW, s) as number) > 0)))})`;
+    const realZero = seeds.filter((s) => !((accuracy(REAL_ROW, s) as number) > 0));
+    if (realZero.length) return `- ${label}: not measurable (\`${REAL_ROW}\` scored 0 at ${seedsText(realZero)})`;
     const ratioAt = (s: number): number => (accuracy(base, s) as number) / (accuracy(REAL_ROW, s) as number);
     const metAt = seeds.filter((s) => ratioAt(s) >= REAL_RATIO_TARGET);
     const missedAt = seeds.filter((s) => ratioAt(s) < REAL_RATIO_TARGET);
