@@ -20,7 +20,8 @@ import type {
   StagePlanSummary,
   StageSummary,
 } from './contracts';
-import { planExperiment, recordExperimentRun, reuseFinishedStages } from './experiment';
+import { planExperiment, publishedFolderOf, recordExperimentRun, reuseFinishedStages } from './experiment';
+import { restoreExperimentProgress } from './experiment-progress';
 import { ID3_BIN, stateDir } from './paths';
 import { localRunDir, planRun } from './pipeline-config';
 import { RESULT_LINE_PREFIX } from './stage-command';
@@ -90,8 +91,18 @@ export function createActivities(deps: ActivityDeps = {}) {
     },
 
     /** Validate an experiment file and every run it makes (each row × seed), in run order. */
+    /** Plan the experiment, then unpack the unfinished work its publish folder carries into the runs that will start. */
     async planExperiment(input: ExperimentInput): Promise<ExperimentPlan> {
-      return asInvalidInput(() => planExperiment(input));
+      return asInvalidInput(() => {
+        const plan = planExperiment(input);
+        const published = publishedFolderOf(plan);
+        if (published) {
+          const restored = restoreExperimentProgress(plan, input, published);
+          if (restored.length)
+            Context.current().log.info(`restored ${restored.length} carried shard(s) from ${published}/progress`, { restored });
+        }
+        return plan;
+      });
     },
 
     /** Seed a run's directory with the finished stages of sibling runs that have the same config and inputs. */

@@ -7,6 +7,7 @@ import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFaile
 import { describeProgress, isInvalidInput } from '@id3/core';
 import {
   TASK_QUEUE,
+  runsToStart,
   stageWorkflowId,
   type ExperimentInput,
   type ExperimentResult,
@@ -15,7 +16,8 @@ import {
   type ProgressView,
   type StageSummary,
 } from './contracts';
-import { experimentResultsPaths, planExperiment, rebuildExperimentReport } from './experiment';
+import { experimentResultsPaths, planExperiment, publishedFolderOf, rebuildExperimentReport } from './experiment';
+import { saveExperimentProgress } from './experiment-progress';
 import { DEFAULT_UI_PORT, ID3_BIN, runsDir, stateDir, temporalAddress, temporalNamespace } from './paths';
 import { planRun } from './pipeline-config';
 import { isServerHealthy, startDevServer } from './server';
@@ -37,8 +39,11 @@ Usage:
                                    results in <runs dir>/NAME/results.json + report.md as rows finish
       --max-parallel-rows N        rows at once (default 1), --force, --no-wait
       --seed S                     run only this seed of the file now (repeatable; other seeds' results are kept)
+      --row NAME                   run only this row of the file now (repeatable; other rows' results are kept)
       --report-only                rebuild report.md from the recorded results and the hand-written reading.md
                                    (in the publish folder, else beside results.json); runs nothing
+      --save-progress              pack the runs' unfinished sampling shards into <publish>/progress/ (to commit;
+                                   the next experiment start unpacks them, e.g. on a fresh checkout); runs nothing
   id3 stage NAME [options]         run one stage in this process, without Temporal
       --profile NAME | --config FILE, --set ..., --run-name NAME | --run-dir DIR, --force
       --plan-only                  only say whether it is current and which of its shards are left
@@ -291,20 +296,33 @@ async function experimentCommand(positionals: string[], values: Record<string, u
     for (const report of rebuildExperimentReport(name)) log(`rebuilt ${report}`);
     return 0;
   }
+  if (values['save-progress']) {
+    const plan = planExperiment({ name });
+    const published = publishedFolderOf(plan);
+    if (!published) throw new Error(`experiment '${name}': no 'publish' folder in its file, so nowhere to carry unfinished work`);
+    const packed = saveExperimentProgress(plan, published);
+    for (const p of packed) log(`packed ${p.run} ${p.stage} shard ${p.shard} (${p.files} files${p.done ? ', finished' : ''})`);
+    log(
+      `${packed.length} shard(s) packed into ${join(published, 'progress')}${packed.length ? ': commit it to carry them' : ' (nothing grew)'}`,
+    );
+    return 0;
+  }
   const parallel = values['max-parallel-rows'] === undefined ? undefined : Number(values['max-parallel-rows']);
   if (parallel !== undefined && !(Number.isInteger(parallel) && parallel >= 1)) throw new Error('--max-parallel-rows: a positive integer');
   const seeds = (values.seed as string[] | undefined)?.map(Number);
   if (seeds?.some((x) => !Number.isInteger(x) || x < 0)) throw new Error('--seed: a non-negative integer');
+  const rows = values.row as string[] | undefined;
   const input: ExperimentInput = {
     name,
     ...(seeds ? { seeds } : {}),
+    ...(rows ? { rows } : {}),
     ...(parallel ? { maxParallelRows: parallel } : {}),
     ...(values.force ? { force: true } : {}),
   };
   // Validate every row here first: a bad row fails in seconds, naming the file and field.
   const plan = planExperiment(input);
   for (const p of plan.pending) log(`pending (not run): ${p.row}: ${p.why}`);
-  const runs = plan.runs.filter((r) => (!seeds || seeds.includes(r.seed)) && !plan.adopted?.includes(r.runName));
+  const runs = runsToStart(plan, input);
   if (plan.adopted?.length) log(`adopted (recorded in the results, run directories not here, not rerun): ${plan.adopted.join(', ')}`);
   await ensureServer();
   const { client, connection } = await connectClient();
@@ -431,7 +449,9 @@ export async function main(argv: string[]): Promise<number> {
       'runs-dir': { type: 'string' },
       'max-parallel-rows': { type: 'string' },
       seed: { type: 'string', multiple: true },
+      row: { type: 'string', multiple: true },
       'report-only': { type: 'boolean' },
+      'save-progress': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });

@@ -148,11 +148,27 @@ export interface ExperimentInput {
   readonly name: string;
   /** Run only these of the file's seeds now (results of the others are kept; default: all). */
   readonly seeds?: readonly number[];
+  /** Run only these of the file's rows now (results of the others are kept; default: all). */
+  readonly rows?: readonly string[];
   /** At most this many rows run at once (default 1: each stage takes both cores of a small machine). */
   readonly maxParallelRows?: number;
   /** Re-run every row's stages even if current. */
   readonly force?: boolean;
   readonly timing?: StageTiming;
+}
+
+/**
+ * The runs an execution starts: the plan's, in its order, narrowed to the input's seeds and rows,
+ * less those adopted from the recorded results (shared by the CLI and the workflow).
+ */
+export function runsToStart(
+  plan: Pick<ExperimentPlan, 'runs' | 'adopted'>,
+  input: Pick<ExperimentInput, 'seeds' | 'rows'>,
+): ExperimentRun[] {
+  return plan.runs.filter(
+    (r) =>
+      (!input.seeds || input.seeds.includes(r.seed)) && (!input.rows || input.rows.includes(r.row)) && !plan.adopted?.includes(r.runName),
+  );
 }
 
 /** One child run of an experiment: a row at one seed. */

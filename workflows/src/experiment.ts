@@ -122,6 +122,11 @@ function publishRoot(): string {
   return resolve(process.env.ID3_REPO_ROOT ?? REPO_ROOT);
 }
 
+/** A plan's publish folder, absolute (undefined when it publishes nowhere). */
+export function publishedFolderOf(plan: Pick<ExperimentPlan, 'name' | 'publish'>): string | undefined {
+  return plan.publish === undefined ? undefined : publishFolder(plan.publish, `experiments/${plan.name}.json`);
+}
+
 /** An experiment's `publish` folder as an absolute path; refused unless relative and inside the repository. */
 export function publishFolder(publish: string, file: string): string {
   const root = publishRoot();
@@ -155,6 +160,17 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
       throw new InvalidInputError(`field 'seeds[${i}]': seed ${seed} is not one of ${path}'s seeds (${e.seeds.join(', ')})`, {
         field: `seeds[${i}]`,
       });
+  }
+  for (const [i, name] of (input.rows ?? []).entries()) {
+    const row = e.rows.find((r) => r.name === name);
+    if (!row || row.pending)
+      throw new InvalidInputError(
+        `field 'rows[${i}]': ${row ? `row '${name}' is pending in ${path} (${row.pending})` : `no row '${name}' in ${path}`}; its rows that run: ${e.rows
+          .filter((r) => !r.pending)
+          .map((r) => r.name)
+          .join(', ')}`,
+        { field: `rows[${i}]` },
+      );
   }
   const rows = [...e.rows.filter((r) => r.name === e.baseline), ...e.rows.filter((r) => r.name !== e.baseline)];
   const runs: ExperimentRun[] = [];
@@ -292,7 +308,9 @@ export function adoptRecordedRuns(name: string, published: string | undefined, r
   const paths = experimentResultsPaths(name);
   if (published !== undefined && !existsSync(paths.results) && existsSync(join(published, 'results.json'))) {
     const results = join(published, 'results.json');
-    cpSync(published, dir, { recursive: true, filter: (src) => src !== results });
+    // Carried unfinished work stays in the publish folder (it is unpacked into the runs that need it).
+    const progress = join(published, 'progress');
+    cpSync(published, dir, { recursive: true, filter: (src) => src !== results && src !== progress });
     copyFileSync(results, paths.results);
   }
   const recorded = readRecordedResults(paths.results);

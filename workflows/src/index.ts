@@ -27,6 +27,7 @@ export {
   resultsConfigHash,
   loadExperiment,
   planExperiment,
+  publishedFolderOf,
   rebuildExperimentReport,
   READING_FILE,
   readReused,
@@ -34,3 +35,5 @@ export {
   reuseFinishedStages,
 } from './experiment';
 export type { Experiment, ExperimentResults, ExperimentRowResult } from './experiment';
+export { CARRIED_STAGES, progressFolder, restoreExperimentProgress, saveExperimentProgress } from './experiment-progress';
+export type { CarriedShard, ProgressMove } from './experiment-progress';

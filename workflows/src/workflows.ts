@@ -19,6 +19,7 @@ import {
   RUN_SEARCH_ATTRIBUTE,
   STAGE_SEARCH_ATTRIBUTE,
   experimentRunWorkflowId,
+  runsToStart,
   type ExperimentInput,
   type ExperimentResult,
   type PipelineInput,
@@ -213,7 +214,7 @@ export async function experiment(input: ExperimentInput): Promise<ExperimentResu
   setHandler(progressQuery, () => view);
   const plan = await experimentActivities.planExperiment(input);
   // Adopted runs are already in the results (see ExperimentPlan.adopted): they stay in the table, not rerun.
-  const toRun = plan.runs.filter((r) => (!input.seeds || input.seeds.includes(r.seed)) && !plan.adopted?.includes(r.runName));
+  const toRun = runsToStart(plan, input);
   const finished: ExperimentResult['runs'][number][] = [];
   const failed: string[] = [];
   const running = new Set<string>();

@@ -12,6 +12,7 @@ import {
   rebuildExperimentReport,
   recordExperimentRun,
   resultsConfigHash,
+  runsToStart,
   reuseFinishedStages,
   stageRegistry,
   validateStageSection,
@@ -125,6 +126,22 @@ describe('experiment files', () => {
     expect(() => planExperiment({ name: 'demo-table1', seeds: [5] })).toThrow(
       /field 'seeds\[0\]': seed 5 is not one of .*demo-table1\.json's seeds \(0, 1\)/,
     );
+  });
+
+  it('a row subset must be rows of the file that run, and narrows what starts', () => {
+    expect(() => planExperiment({ name: 'demo-table1', rows: ['ID3', 'nope'] })).toThrow(
+      /field 'rows\[1\]': no row 'nope' in .*demo-table1\.json; its rows that run: ID3, no-guidance/,
+    );
+    const plan = planExperiment({ name: 'demo-table1', rows: ['no-guidance'] });
+    expect(runsToStart(plan, { rows: ['no-guidance'] }).map((r) => r.runName)).toEqual([
+      'demo-table1-no-guidance-s0',
+      'demo-table1-no-guidance-s1',
+    ]);
+    expect(runsToStart(plan, { rows: ['no-guidance'], seeds: [1] }).map((r) => r.runName)).toEqual(['demo-table1-no-guidance-s1']);
+    expect(runsToStart({ ...plan, adopted: ['demo-table1-no-guidance-s0'] }, { rows: ['no-guidance'] }).map((r) => r.runName)).toEqual([
+      'demo-table1-no-guidance-s1',
+    ]);
+    expect(runsToStart(plan, {}).map((r) => r.runName)).toEqual(plan.runs.map((r) => r.runName));
   });
 
   it('a pending row stays in the file but is not run, with its reason', () => {
