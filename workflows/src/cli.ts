@@ -300,7 +300,8 @@ async function experimentCommand(positionals: string[], values: Record<string, u
     const plan = planExperiment({ name });
     const published = publishedFolderOf(plan);
     if (!published) throw new Error(`experiment '${name}': no 'publish' folder in its file, so nowhere to carry unfinished work`);
-    const packed = saveExperimentProgress(plan, published);
+    const { packed, cleared } = saveExperimentProgress(plan, published);
+    for (const row of cleared) log(`cleared ${join(published, 'progress', row)}: every run of row '${row}' is recorded`);
     for (const p of packed) log(`packed ${p.run} ${p.stage} shard ${p.shard} (${p.files} files${p.done ? ', finished' : ''})`);
     log(
       `${packed.length} shard(s) packed into ${join(published, 'progress')}${packed.length ? ': commit it to carry them' : ' (nothing grew)'}`,

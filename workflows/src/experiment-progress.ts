@@ -129,14 +129,28 @@ function unpackShard(archive: string, root: string): void {
   if (tar.error || tar.status !== 0) throw new Error(`unpacking ${archive}: ${tar.error?.message ?? tar.stderr.toString().trim()}`);
 }
 
+/** Rows every planned run of which stands recorded in the publish folder's results.json. */
+function finishedRows(plan: ExperimentPlan, published: string): string[] {
+  const path = join(published, 'results.json');
+  if (!existsSync(path)) return [];
+  const results = (JSON.parse(readFileSync(path, 'utf8')) as { results?: { row?: string; seed?: number }[] }).results ?? [];
+  const recorded = new Set(results.map((r) => `${r.row}/${r.seed}`));
+  const rows = [...new Set(plan.runs.map((r) => r.row))];
+  return rows.filter((row) => plan.runs.filter((r) => r.row === row).every((r) => recorded.has(`${r.row}/${r.seed}`)));
+}
+
 /**
  * Pack every run's shards of the carried stages that grew since they were last packed into the
  * publish folder (`published`, absolute). Per row and stage config the furthest copy wins (runs
- * of one row at several seeds share a pinned sampling stage). Returns what it packed.
+ * of one row at several seeds share a pinned sampling stage). A row whose every run is recorded
+ * in results.json needs its shards no more: its carried folder is removed. Returns what it packed
+ * and the rows it cleared.
  */
-export function saveExperimentProgress(plan: ExperimentPlan, published: string): ProgressMove[] {
-  const moved: ProgressMove[] = [];
-  for (const run of plan.runs) {
+export function saveExperimentProgress(plan: ExperimentPlan, published: string): { packed: ProgressMove[]; cleared: string[] } {
+  const cleared = finishedRows(plan, published).filter((row) => existsSync(join(published, 'progress', row)));
+  for (const row of cleared) rmSync(join(published, 'progress', row), { recursive: true, force: true });
+  const packed: ProgressMove[] = [];
+  for (const run of plan.runs.filter((r) => !cleared.includes(r.row))) {
     for (const stage of CARRIED_STAGES) {
       const root = shardsRoot(run.runName, stage);
       const configHash = existsSync(root) ? stageConfigHash(run, stage) : undefined;
@@ -154,7 +168,7 @@ export function saveExperimentProgress(plan: ExperimentPlan, published: string):
         mkdirSync(folder, { recursive: true });
         writeAtomic(join(folder, `${shard}.tar.gz`), packShard(root, shard));
         index.shards[shard] = { files, done, from: run.runName, savedAt: new Date().toISOString() };
-        moved.push({ row: run.row, stage, shard, run: run.runName, files, done });
+        packed.push({ row: run.row, stage, shard, run: run.runName, files, done });
         changed = true;
       }
       if (changed) {
@@ -163,7 +177,7 @@ export function saveExperimentProgress(plan: ExperimentPlan, published: string):
       }
     }
   }
-  return moved;
+  return { packed, cleared };
 }
 
 /**

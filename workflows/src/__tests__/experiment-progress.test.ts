@@ -62,14 +62,14 @@ describe('unfinished sampling carried in the publish folder', () => {
       JSON.stringify({ outputs: { embeddings: { sha256: 'e'.repeat(64) } } }),
     );
 
-    const first = saveExperimentProgress(plan, published);
+    const first = saveExperimentProgress(plan, published).packed;
     expect(first.map((m) => [m.run, m.shard, m.files, m.done])).toEqual([
       ['carry-ID3-s0', 'identities-00000', 3, true],
       ['carry-ID3-s0', 'identities-00001', 1, false],
     ]);
-    expect(saveExperimentProgress(plan, published)).toEqual([]); // nothing grew: no file is rewritten
+    expect(saveExperimentProgress(plan, published)).toEqual({ packed: [], cleared: [] }); // nothing grew: no file is rewritten
     write(join(s0, 'identities-00001/identities/id000011.json'), '{"key":"k","identity":11}');
-    expect(saveExperimentProgress(plan, published).map((m) => [m.shard, m.files])).toEqual([['identities-00001', 2]]);
+    expect(saveExperimentProgress(plan, published).packed.map((m) => [m.shard, m.files])).toEqual([['identities-00001', 2]]);
 
     const folders = readdirSync(join(published, 'progress', 'ID3'));
     expect(folders).toHaveLength(1);
@@ -122,5 +122,21 @@ describe('unfinished sampling carried in the publish folder', () => {
     rmSync(runs, { recursive: true, force: true });
     expect(restoreExperimentProgress(changed, {}, published)).toEqual([]);
     expect(existsSync(shards('carry-ID3-s0'))).toBe(false);
+  });
+
+  it('clears a row once every run of it is recorded, and packs nothing more for it', () => {
+    const plan = planExperiment({ name: 'carry' });
+    const published = publishedFolderOf(plan) ?? '';
+    write(join(shards('carry-ID3-s0'), 'identities-00000/identities/id000000.json'), 'x');
+    write(join(shards('carry-no-guidance-s0'), 'identities-00000/identities/id000000.json'), 'y');
+    expect(saveExperimentProgress(plan, published).packed.map((m) => m.row)).toEqual(['ID3', 'no-guidance']);
+    const results = (seeds: number[]): string =>
+      JSON.stringify({ format: 'id3-experiment-results/1', results: seeds.map((seed) => ({ row: 'ID3', seed })) });
+    write(join(published, 'results.json'), results([0])); // one of its two seeds: still needed
+    write(join(shards('carry-ID3-s0'), 'identities-00000/identities/id000001.json'), 'x');
+    expect(saveExperimentProgress(plan, published)).toMatchObject({ cleared: [], packed: [{ row: 'ID3', files: 2 }] });
+    write(join(published, 'results.json'), results([0, 1]));
+    expect(saveExperimentProgress(plan, published)).toEqual({ packed: [], cleared: ['ID3'] });
+    expect(readdirSync(join(published, 'progress'))).toEqual(['no-guidance']);
   });
 });
