@@ -97,9 +97,11 @@ export function createActivities(deps: ActivityDeps = {}) {
         const plan = planExperiment(input);
         const published = publishedFolderOf(plan);
         if (published) {
-          const restored = restoreExperimentProgress(plan, input, published);
-          if (restored.length)
-            Context.current().log.info(`restored ${restored.length} carried shard(s) from ${published}/progress`, { restored });
+          const { restored, failed } = restoreExperimentProgress(plan, input, published);
+          const log = Context.current().log;
+          if (restored.length) log.info(`restored ${restored.length} carried shard(s) from ${published}/progress`, { restored });
+          // A speed-up only: what cannot be unpacked is sampled again.
+          for (const why of failed) log.warn(`carried progress not restored: ${why}`);
         }
         return plan;
       });

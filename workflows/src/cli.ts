@@ -302,7 +302,7 @@ async function experimentCommand(positionals: string[], values: Record<string, u
     if (!published) throw new Error(`experiment '${name}': no 'publish' folder in its file, so nowhere to carry unfinished work`);
     const { packed, cleared } = saveExperimentProgress(plan, published);
     for (const row of cleared) log(`cleared ${join(published, 'progress', row)}: every run of row '${row}' is recorded`);
-    for (const p of packed) log(`packed ${p.run} ${p.stage} shard ${p.shard} (${p.files} files${p.done ? ', finished' : ''})`);
+    for (const p of packed) log(`packed ${p.run} ${p.stage} shard ${p.shard} (${p.items} finished item(s)${p.done ? ', shard done' : ''})`);
     log(
       `${packed.length} shard(s) packed into ${join(published, 'progress')}${packed.length ? ': commit it to carry them' : ' (nothing grew)'}`,
     );
@@ -343,6 +343,11 @@ async function experimentCommand(positionals: string[], values: Record<string, u
       );
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      // The running execution keeps the rows and seeds it was started with.
+      if (seeds || rows)
+        throw new Error(
+          `experiment workflow ${workflowId} is already running (with the rows and seeds it was started with): --row/--seed need a new execution; wait for it or cancel it in the Web UI (${uiLink(workflowId)})`,
+        );
       log(`Workflow ${workflowId} is already running: following it.`);
     }
     log(`Results (written as rows finish): ${paths.results} and ${paths.report}`);

@@ -1,6 +1,6 @@
 /**
  * The small JSON values that cross Temporal: workflow inputs, activity inputs and results.
- * Workflow code imports this file, so it holds types and plain constants only.
+ * Workflow code imports this file, so it holds types, plain constants and pure functions of them only.
  */
 
 export const TASK_QUEUE = 'id3';

@@ -4,14 +4,16 @@
  * session (a fresh checkout, a new machine), only committed files do. So the shards of the
  * stages listed in CARRIED_STAGES — finished and partial alike — are packed into
  * `<publish>/progress/<row>/<stage>-<config hash>/<shard>.tar.gz` (one small file per shard,
- * rewritten only when it has grown), and an experiment that starts unpacks them into the first
- * run of each row it will run. The stages keep their own resume rules: a restored shard whose
- * work key still matches is skipped, a partial one resumes from its finished items, and work
- * done under other inputs is redone, never trusted.
+ * rewritten only when it has grown or was redone under other inputs), and an experiment that
+ * starts unpacks them into the first run of each row it will run, where that run has no copy of
+ * the shard yet. The stages keep their own resume rules: a restored shard whose work key still
+ * matches is skipped, a partial one resumes from its finished items, and work done under other
+ * inputs is redone, never trusted. Carrying is a speed-up only: a shard that cannot be unpacked
+ * is reported and sampled again, it never stops the experiment.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { hashJson } from '@id3/core';
 import { runsToStart, type ExperimentInput, type ExperimentPlan, type ExperimentRun } from './contracts';
@@ -19,19 +21,36 @@ import { runsDir } from './paths';
 import { buildPipelineConfig, validateStageSection } from './pipeline-config';
 import { stageRegistry } from './stages';
 
-/** Sharded stages whose shards travel with the results: hours of work, about a megabyte per shard. */
-export const CARRIED_STAGES: readonly string[] = ['sample'];
+/**
+ * A sharded stage whose shards travel with the results, and how to read a shard's progress:
+ * its finished items are the JSON records in `items/`, each carrying the key of the config and
+ * inputs it was made under (`sample`: `identities/<name>.json` with `key`). Hours of work, about
+ * a megabyte per shard.
+ */
+export interface CarriedStage {
+  readonly stage: string;
+  readonly items: string;
+}
+
+export const CARRIED_STAGES: readonly CarriedStage[] = [{ stage: 'sample', items: 'identities' }];
 
 const INDEX_FORMAT = 'id3-experiment-progress/1';
+/** A shard id as the stages make them (core's rule): a plain name, never a path. */
+const SHARD_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** What a running stage leaves beside its files for an instant (atomic writes, write probes). */
+const TRANSIENT = ['*.tmp-*', '.write-probe-*'];
 
 /** One carried shard as the index records it. */
 export interface CarriedShard {
-  /** Files under the shard folder when it was packed (its progress: more files, more finished items). */
-  readonly files: number;
+  /** Finished items in it (their records). */
+  readonly items: number;
+  /** The key its newest record was made under (undefined: no record yet). */
+  readonly key?: string;
   /** The shard had finished (its completion record was packed with it). */
   readonly done: boolean;
-  /** The run it was packed from. */
+  /** The run it was packed from, and the sha256 of the upstream outputs that run's stage read. */
   readonly from: string;
+  readonly inputs: Readonly<Record<string, string>>;
   readonly savedAt: string;
 }
 
@@ -40,11 +59,6 @@ interface ProgressIndex {
   readonly row: string;
   readonly stage: string;
   readonly configHash: string;
-  /**
-   * The sha256 of each upstream output the stage read where the shards were made (`prepare/crops32`):
-   * when a later machine's upstream outputs differ, its stage redoes the carried work, and this says why.
-   */
-  inputs?: Record<string, string>;
   shards: Record<string, CarriedShard>;
 }
 
@@ -54,7 +68,7 @@ export interface ProgressMove {
   readonly stage: string;
   readonly shard: string;
   readonly run: string;
-  readonly files: number;
+  readonly items: number;
   readonly done: boolean;
 }
 
@@ -71,6 +85,31 @@ export function progressFolder(published: string, row: string, stage: string, co
 
 const shardsRoot = (runName: string, stage: string): string => join(runsDir(), runName, stage, 'shards');
 
+function readJson<T>(path: string): T {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch (err) {
+    throw new Error(`${path}: ${(err as Error).message}`);
+  }
+}
+
+/** A shard's finished items and the key of the newest one (what the stage would resume from). */
+function shardProgress(dir: string, items: string): { items: number; key?: string; done: boolean } {
+  const folder = join(dir, items);
+  const records = existsSync(folder) ? readdirSync(folder).filter((f) => f.endsWith('.json')) : [];
+  let key: string | undefined;
+  let newest = -Infinity;
+  for (const f of records) {
+    const mtime = statSync(join(folder, f)).mtimeMs;
+    if (mtime < newest) continue;
+    const k = readJson<{ key?: unknown }>(join(folder, f)).key;
+    if (typeof k === 'string') [key, newest] = [k, mtime];
+  }
+  // Records of another key are redone by the stage: they are not progress under the newest one.
+  const current = key === undefined ? 0 : records.filter((f) => readJson<{ key?: unknown }>(join(folder, f)).key === key).length;
+  return { items: current, ...(key === undefined ? {} : { key }), done: existsSync(join(dir, 'done.json')) };
+}
+
 /** The upstream outputs a run's stage reads, by `upstream/name`, with their sha256 from the run's manifests (those present). */
 function upstreamHashes(run: ExperimentRun, stage: string): Record<string, string> {
   const def = stageRegistry().get(stage);
@@ -79,28 +118,20 @@ function upstreamHashes(run: ExperimentRun, stage: string): Record<string, strin
   for (const [upstream, names] of Object.entries(def?.reads?.(validateStageSection(config, stage)) ?? {})) {
     const path = join(runsDir(), run.runName, upstream, 'manifest.json');
     if (!existsSync(path)) continue;
-    const outputs = (JSON.parse(readFileSync(path, 'utf8')) as { outputs?: Record<string, { sha256?: string }> }).outputs ?? {};
+    const outputs = readJson<{ outputs?: Record<string, { sha256?: string }> }>(path).outputs ?? {};
     for (const name of names) if (outputs[name]?.sha256) hashes[`${upstream}/${name}`] = outputs[name].sha256 ?? '';
   }
   return hashes;
 }
 
-/** Files under a folder, recursively (a shard's measure of progress). */
-function countFiles(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let n = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? countFiles(join(dir, e.name)) : 1;
-  return n;
-}
-
-const isDone = (shardDir: string): boolean => existsSync(join(shardDir, 'done.json'));
-
 function readIndex(folder: string, row: string, stage: string, configHash: string): ProgressIndex {
   const path = join(folder, 'index.json');
   if (!existsSync(path)) return { format: INDEX_FORMAT, row, stage, configHash, shards: {} };
-  const index = JSON.parse(readFileSync(path, 'utf8')) as ProgressIndex;
-  if (index.format !== INDEX_FORMAT || index.configHash !== configHash)
+  const index = readJson<ProgressIndex>(path);
+  if (index.format !== INDEX_FORMAT || index.configHash !== configHash || typeof index.shards !== 'object')
     throw new Error(`${path}: not a progress index of ${stage} config ${configHash.slice(0, 16)} (format ${String(index.format)})`);
+  const bad = Object.keys(index.shards).find((id) => !SHARD_ID.test(id));
+  if (bad !== undefined) throw new Error(`${path}: field 'shards': '${bad}' is not a shard id`);
   return index;
 }
 
@@ -110,22 +141,44 @@ function writeAtomic(path: string, data: string | Buffer): void {
   renameSync(tmp, path);
 }
 
-/** A shard folder as a gzipped tar that is the same bytes for the same files (sorted, no times or owners). */
+/** A shard folder as a gzipped tar, sorted and without times or owners (the same files give the same bytes here). */
 function packShard(root: string, shard: string): Buffer {
   const tar = spawnSync(
     'tar',
-    ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '--format=gnu', '-cf', '-', '-C', root, shard],
+    [
+      '--sort=name',
+      '--mtime=@0',
+      '--owner=0',
+      '--group=0',
+      '--numeric-owner',
+      '--format=gnu',
+      ...TRANSIENT.map((t) => `--exclude=${t}`),
+      '-cf',
+      '-',
+      '-C',
+      root,
+      '--',
+      shard,
+    ],
     { maxBuffer: 1 << 30 },
   );
-  // Status 1: a file changed while read (a shard still running); the archive holds a consistent older copy of it.
+  // Status 1: a file changed while read (a shard still running); every file the stage writes is
+  // renamed into place whole, so what was read is a consistent, older copy of it.
   if (tar.error || (tar.status !== 0 && tar.status !== 1))
     throw new Error(`packing ${join(root, shard)}: ${tar.error?.message ?? tar.stderr.toString().trim()}`);
   return gzipSync(tar.stdout, { level: 9 });
 }
 
-function unpackShard(archive: string, root: string): void {
+function unpackShard(archive: string, root: string, shard: string): void {
   mkdirSync(root, { recursive: true });
-  const tar = spawnSync('tar', ['-xf', '-', '-C', root], { input: gunzipSync(readFileSync(archive)), maxBuffer: 1 << 30 });
+  // Only the shard's own folder comes out of the archive, whatever else it holds.
+  let data: Buffer;
+  try {
+    data = gunzipSync(readFileSync(archive));
+  } catch (err) {
+    throw new Error(`unpacking ${archive}: ${(err as Error).message}`);
+  }
+  const tar = spawnSync('tar', ['-xf', '-', '-C', root, '--', shard], { input: data, maxBuffer: 1 << 30 });
   if (tar.error || tar.status !== 0) throw new Error(`unpacking ${archive}: ${tar.error?.message ?? tar.stderr.toString().trim()}`);
 }
 
@@ -133,25 +186,28 @@ function unpackShard(archive: string, root: string): void {
 function finishedRows(plan: ExperimentPlan, published: string): string[] {
   const path = join(published, 'results.json');
   if (!existsSync(path)) return [];
-  const results = (JSON.parse(readFileSync(path, 'utf8')) as { results?: { row?: string; seed?: number }[] }).results ?? [];
-  const recorded = new Set(results.map((r) => `${r.row}/${r.seed}`));
+  const recorded = new Set(
+    (readJson<{ results?: { row?: string; seed?: number }[] }>(path).results ?? []).map((r) => `${r.row}/${r.seed}`),
+  );
   const rows = [...new Set(plan.runs.map((r) => r.row))];
   return rows.filter((row) => plan.runs.filter((r) => r.row === row).every((r) => recorded.has(`${r.row}/${r.seed}`)));
 }
 
 /**
- * Pack every run's shards of the carried stages that grew since they were last packed into the
- * publish folder (`published`, absolute). Per row and stage config the furthest copy wins (runs
- * of one row at several seeds share a pinned sampling stage). A row whose every run is recorded
- * in results.json needs its shards no more: its carried folder is removed. Returns what it packed
- * and the rows it cleared.
+ * Pack every run's shards of the carried stages into the publish folder (`published`, absolute),
+ * each when it is new there, has more finished items than the carried copy, finished since, or
+ * was made under another key than the carried copy (this machine's inputs differ: its work is
+ * what will resume here). Runs of one row at several seeds share a pinned sampling stage: the
+ * furthest copy wins. A row whose every run is recorded in results.json needs its shards no
+ * more: its carried folder is removed and nothing is packed for it. All rows and seeds of the plan.
  */
 export function saveExperimentProgress(plan: ExperimentPlan, published: string): { packed: ProgressMove[]; cleared: string[] } {
-  const cleared = finishedRows(plan, published).filter((row) => existsSync(join(published, 'progress', row)));
+  const finished = finishedRows(plan, published);
+  const cleared = finished.filter((row) => existsSync(join(published, 'progress', row)));
   for (const row of cleared) rmSync(join(published, 'progress', row), { recursive: true, force: true });
   const packed: ProgressMove[] = [];
-  for (const run of plan.runs.filter((r) => !cleared.includes(r.row))) {
-    for (const stage of CARRIED_STAGES) {
+  for (const run of plan.runs.filter((r) => !finished.includes(r.row))) {
+    for (const { stage, items } of CARRIED_STAGES) {
       const root = shardsRoot(run.runName, stage);
       const configHash = existsSync(root) ? stageConfigHash(run, stage) : undefined;
       if (!configHash) continue;
@@ -160,21 +216,23 @@ export function saveExperimentProgress(plan: ExperimentPlan, published: string):
       let changed = false;
       for (const shard of readdirSync(root).sort()) {
         const dir = join(root, shard);
-        if (!statSync(dir).isDirectory()) continue;
-        const files = countFiles(dir);
-        const done = isDone(dir);
-        const before = index.shards[shard];
-        if (files === 0 || (before && (before.done || (!done && before.files >= files)))) continue;
+        if (!SHARD_ID.test(shard) || !statSync(dir).isDirectory()) continue;
+        const local = shardProgress(dir, items);
+        const carried = index.shards[shard];
+        const newer =
+          local.items > 0 &&
+          (carried === undefined ||
+            carried.key !== local.key ||
+            local.items > carried.items ||
+            (local.done && !carried.done && local.items >= carried.items));
+        if (!newer) continue;
         mkdirSync(folder, { recursive: true });
         writeAtomic(join(folder, `${shard}.tar.gz`), packShard(root, shard));
-        index.shards[shard] = { files, done, from: run.runName, savedAt: new Date().toISOString() };
-        packed.push({ row: run.row, stage, shard, run: run.runName, files, done });
+        index.shards[shard] = { ...local, from: run.runName, inputs: upstreamHashes(run, stage), savedAt: new Date().toISOString() };
+        packed.push({ row: run.row, stage, shard, run: run.runName, items: local.items, done: local.done });
         changed = true;
       }
-      if (changed) {
-        index.inputs = upstreamHashes(run, stage);
-        writeAtomic(join(folder, 'index.json'), `${JSON.stringify(index, null, 2)}\n`);
-      }
+      if (changed) writeAtomic(join(folder, 'index.json'), `${JSON.stringify(index, null, 2)}\n`);
     }
   }
   return { packed, cleared };
@@ -182,32 +240,43 @@ export function saveExperimentProgress(plan: ExperimentPlan, published: string):
 
 /**
  * Before an experiment runs: unpack the carried shards into the first run of each row it will
- * start, where that run's own copy of a shard is missing or behind (a finished local shard is
- * never replaced). Returns what it unpacked.
+ * start, each where that run has no folder for the shard (a fresh checkout; a local shard, even
+ * a partial one, is this machine's own and may be running). A shard that cannot be unpacked is
+ * listed in `failed` and left to be sampled again. Returns what it unpacked.
  */
 export function restoreExperimentProgress(
   plan: ExperimentPlan,
   input: Pick<ExperimentInput, 'seeds' | 'rows'>,
   published: string,
-): ProgressMove[] {
-  const moved: ProgressMove[] = [];
+): { restored: ProgressMove[]; failed: string[] } {
+  const restored: ProgressMove[] = [];
+  const failed: string[] = [];
   const firstOfRow = new Map<string, ExperimentRun>();
   for (const run of runsToStart(plan, input)) if (!firstOfRow.has(run.row)) firstOfRow.set(run.row, run);
   for (const run of firstOfRow.values()) {
-    for (const stage of CARRIED_STAGES) {
+    for (const { stage } of CARRIED_STAGES) {
       const configHash = stageConfigHash(run, stage);
       const folder = configHash && progressFolder(published, run.row, stage, configHash);
       if (!configHash || !folder || !existsSync(join(folder, 'index.json'))) continue;
-      const index = readIndex(folder, run.row, stage, configHash);
+      let index: ProgressIndex;
+      try {
+        index = readIndex(folder, run.row, stage, configHash);
+      } catch (err) {
+        failed.push((err as Error).message);
+        continue;
+      }
       const root = shardsRoot(run.runName, stage);
       for (const [shard, carried] of Object.entries(index.shards).sort(([a], [b]) => a.localeCompare(b))) {
-        const dir = join(root, shard);
-        if (isDone(dir) || countFiles(dir) >= carried.files) continue;
-        rmSync(dir, { recursive: true, force: true });
-        unpackShard(join(folder, `${shard}.tar.gz`), resolve(root));
-        moved.push({ row: run.row, stage, shard, run: run.runName, files: carried.files, done: carried.done });
+        if (existsSync(join(root, shard))) continue;
+        try {
+          unpackShard(join(folder, `${shard}.tar.gz`), root, shard);
+          restored.push({ row: run.row, stage, shard, run: run.runName, items: carried.items, done: carried.done });
+        } catch (err) {
+          rmSync(join(root, shard), { recursive: true, force: true }); // half unpacked: sampled again instead
+          failed.push((err as Error).message);
+        }
       }
     }
   }
-  return moved;
+  return { restored, failed };
 }

@@ -161,6 +161,9 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
         field: `seeds[${i}]`,
       });
   }
+  for (const field of ['seeds', 'rows'] as const)
+    if (input[field]?.length === 0)
+      throw new InvalidInputError(`field '${field}': empty; name at least one, or leave it out for all of ${path}'s ${field}`, { field });
   for (const [i, name] of (input.rows ?? []).entries()) {
     const row = e.rows.find((r) => r.name === name);
     if (!row || row.pending)

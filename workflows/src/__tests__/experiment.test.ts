@@ -142,6 +142,15 @@ describe('experiment files', () => {
       'demo-table1-no-guidance-s1',
     ]);
     expect(runsToStart(plan, {}).map((r) => r.runName)).toEqual(plan.runs.map((r) => r.runName));
+    expect(() => planExperiment({ name: 'demo-table1', rows: [] })).toThrow(/field 'rows': empty; name at least one, or leave it out/);
+    process.env.ID3_EXPERIMENTS_DIR = experiments;
+    writeExperiment(experiments, 'subset-pending', {
+      ...demoRows,
+      rows: [...demoRows.rows, { name: 'later', overrides: {}, pending: 'no knob yet' }],
+    });
+    expect(() => planExperiment({ name: 'subset-pending', rows: ['later'] })).toThrow(
+      /field 'rows\[0\]': row 'later' is pending in .*subset-pending\.json \(no knob yet\); its rows that run: ID3$/,
+    );
   });
 
   it('a pending row stays in the file but is not run, with its reason', () => {
