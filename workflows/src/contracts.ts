@@ -171,6 +171,17 @@ export function runsToStart(
   );
 }
 
+/**
+ * Why a child run failed, for a person: the innermost cause's message (a child's failure wraps the
+ * stage's own). A cancellation has no message of its own, so it is named.
+ */
+export function rootMessage(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown; name?: string } | undefined;
+  while (e?.cause) e = e.cause as typeof e;
+  if (e?.message) return e.message;
+  return e?.name === 'CancelledFailure' ? 'cancelled (in the Web UI or with temporal workflow cancel)' : String(err);
+}
+
 /** One child run of an experiment: a row at one seed. */
 export interface ExperimentRun {
   readonly row: string;

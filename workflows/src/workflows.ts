@@ -19,6 +19,7 @@ import {
   RUN_SEARCH_ATTRIBUTE,
   STAGE_SEARCH_ATTRIBUTE,
   experimentRunWorkflowId,
+  rootMessage,
   runsToStart,
   type ExperimentInput,
   type ExperimentResult,
@@ -291,13 +292,6 @@ export async function experiment(input: ExperimentInput): Promise<ExperimentResu
     runs: finished,
     pending: plan.pending,
   };
-}
-
-/** The innermost cause's message (a child's failure wraps the stage's own). */
-function rootMessage(err: unknown): string {
-  let e = err as { message?: string; cause?: unknown } | undefined;
-  while (e?.cause) e = e.cause as typeof e;
-  return e?.message ?? String(err);
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   rebuildExperimentReport,
   recordExperimentRun,
   resultsConfigHash,
+  rootMessage,
   runsToStart,
   reuseFinishedStages,
   stageRegistry,
@@ -21,6 +22,7 @@ import {
   type ExperimentRun,
 } from '../index';
 import { formatPValue } from '../experiment';
+import { ApplicationFailure, CancelledFailure, ChildWorkflowFailure, RetryState } from '@temporalio/common';
 
 function writeExperiment(dir: string, name: string, value: unknown): void {
   writeFileSync(join(dir, `${name}.json`), JSON.stringify(value));
@@ -151,6 +153,15 @@ describe('experiment files', () => {
     expect(() => planExperiment({ name: 'subset-pending', rows: ['later'] })).toThrow(
       /field 'rows\[0\]': row 'later' is pending in .*subset-pending\.json \(no knob yet\); its rows that run: ID3$/,
     );
+  });
+
+  it("a failed run is reported by its innermost cause's message, a cancelled one as cancelled", () => {
+    const stage = ApplicationFailure.create({ message: 'field x: bad', type: 'InvalidInput' });
+    const child = (cause: Error): ChildWorkflowFailure =>
+      new ChildWorkflowFailure('default', { workflowId: 'w', runId: 'r' }, 'pipeline', RetryState.NON_RETRYABLE_FAILURE, cause);
+    expect(rootMessage(child(child(stage)))).toBe('field x: bad');
+    expect(rootMessage(child(new CancelledFailure('')))).toMatch(/^cancelled/);
+    expect(rootMessage('plain')).toBe('plain');
   });
 
   it('a pending row stays in the file but is not run, with its reason', () => {
