@@ -38,6 +38,9 @@ Usage:
   id3 experiment NAME [options]    run experiments/NAME.json: every row × seed as its own pipeline run,
                                    results in <runs dir>/NAME/results.json + report.md as rows finish
       --max-parallel-rows N        rows at once (default 1), --force, --no-wait
+      --max-parallel-shards N      shards of one stage queued at once (default 16); with rows side by side on few
+                                   workers, the number of workers, so one row's shards do not queue ahead of
+                                   every activity of the other row
       --seed S                     run only this seed of the file now (repeatable; other seeds' results are kept)
       --row NAME                   run only this row of the file now (repeatable; other rows' results are kept)
       --report-only                rebuild report.md from the recorded results and the hand-written reading.md
@@ -310,6 +313,9 @@ async function experimentCommand(positionals: string[], values: Record<string, u
   }
   const parallel = values['max-parallel-rows'] === undefined ? undefined : Number(values['max-parallel-rows']);
   if (parallel !== undefined && !(Number.isInteger(parallel) && parallel >= 1)) throw new Error('--max-parallel-rows: a positive integer');
+  const shardsAtOnce = values['max-parallel-shards'] === undefined ? undefined : Number(values['max-parallel-shards']);
+  if (shardsAtOnce !== undefined && !(Number.isInteger(shardsAtOnce) && shardsAtOnce >= 1))
+    throw new Error('--max-parallel-shards: a positive integer');
   const seeds = (values.seed as string[] | undefined)?.map(Number);
   if (seeds?.some((x) => !Number.isInteger(x) || x < 0)) throw new Error('--seed: a non-negative integer');
   const rows = values.row as string[] | undefined;
@@ -318,6 +324,7 @@ async function experimentCommand(positionals: string[], values: Record<string, u
     ...(seeds ? { seeds } : {}),
     ...(rows ? { rows } : {}),
     ...(parallel ? { maxParallelRows: parallel } : {}),
+    ...(shardsAtOnce ? { timing: { maxParallelShards: shardsAtOnce } } : {}),
     ...(values.force ? { force: true } : {}),
   };
   // Validate every row here first: a bad row fails in seconds, naming the file and field.
@@ -454,6 +461,7 @@ export async function main(argv: string[]): Promise<number> {
       shard: { type: 'string' },
       'runs-dir': { type: 'string' },
       'max-parallel-rows': { type: 'string' },
+      'max-parallel-shards': { type: 'string' },
       seed: { type: 'string', multiple: true },
       row: { type: 'string', multiple: true },
       'report-only': { type: 'boolean' },
