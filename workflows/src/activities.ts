@@ -90,8 +90,10 @@ export function createActivities(deps: ActivityDeps = {}) {
       return runStageProcess<StageSummary>(input, []);
     },
 
-    /** Validate an experiment file and every run it makes (each row × seed), in run order. */
-    /** Plan the experiment, then unpack the unfinished work its publish folder carries into the runs that will start. */
+    /**
+     * Validate an experiment file and every run it makes (each row × seed), in run order; then
+     * unpack the unfinished work its publish folder carries into the runs that will start.
+     */
     async planExperiment(input: ExperimentInput): Promise<ExperimentPlan> {
       return asInvalidInput(() => {
         const plan = planExperiment(input);
