@@ -3,7 +3,8 @@
  * about two hours before its recognizer trains; where the runs directory does not outlive a
  * session (a fresh checkout, a new machine), only committed files do. So the shards of the
  * stages listed in CARRIED_STAGES — finished and partial alike — are packed into
- * `<publish>/progress/<row>/<stage>-<config hash>/<shard>.tar.gz` (one small file per shard,
+ * `<publish>/progress/<row>/<stage>-<config hash>/<shard>.tar.gz.NN` (one gzipped tar per shard, in parts
+ * under the repository's 512 KB limit for files outside models/,
  * rewritten only when it has grown or was redone under other inputs), and an experiment that
  * starts unpacks them into the first run of each row it will run, where that run has no copy of
  * the shard yet. The stages keep their own resume rules: a restored shard whose work key still
@@ -13,7 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { hashJson } from '@id3/core';
 import { runsToStart, type ExperimentInput, type ExperimentPlan, type ExperimentRun } from './contracts';
@@ -169,12 +170,34 @@ function packShard(root: string, shard: string): Buffer {
   return gzipSync(tar.stdout, { level: 9 });
 }
 
+/** Largest part of an archive: files outside models/ stay under the repository's 512 KB limit. */
+const PART_BYTES = 448 * 1024;
+const partsOf = (archive: string): string[] => {
+  const dir = dirname(archive);
+  const prefix = `${basename(archive)}.`;
+  return existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => f.startsWith(prefix) && /^\d{2}$/.test(f.slice(prefix.length)))
+        .sort()
+        .map((f) => join(dir, f))
+    : [];
+};
+
+/** An archive as `<archive>.00`, `.01`, … (the old parts removed first). */
+function writeParts(archive: string, data: Buffer): void {
+  for (const part of partsOf(archive)) rmSync(part);
+  for (let i = 0; i * PART_BYTES < data.length || i === 0; i++)
+    writeAtomic(`${archive}.${String(i).padStart(2, '0')}`, data.subarray(i * PART_BYTES, (i + 1) * PART_BYTES));
+}
+
 function unpackShard(archive: string, root: string, shard: string): void {
   mkdirSync(root, { recursive: true });
   // Only the shard's own folder comes out of the archive, whatever else it holds.
   let data: Buffer;
   try {
-    data = gunzipSync(readFileSync(archive));
+    const parts = partsOf(archive);
+    if (parts.length === 0) throw new Error('no parts');
+    data = gunzipSync(Buffer.concat(parts.map((p) => readFileSync(p))));
   } catch (err) {
     throw new Error(`unpacking ${archive}: ${(err as Error).message}`);
   }
@@ -227,7 +250,7 @@ export function saveExperimentProgress(plan: ExperimentPlan, published: string):
             (local.done && !carried.done && local.items >= carried.items));
         if (!newer) continue;
         mkdirSync(folder, { recursive: true });
-        writeAtomic(join(folder, `${shard}.tar.gz`), packShard(root, shard));
+        writeParts(join(folder, `${shard}.tar.gz`), packShard(root, shard));
         index.shards[shard] = { ...local, from: run.runName, inputs: upstreamHashes(run, stage), savedAt: new Date().toISOString() };
         packed.push({ row: run.row, stage, shard, run: run.runName, items: local.items, done: local.done });
         changed = true;

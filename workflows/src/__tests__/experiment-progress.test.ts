@@ -167,7 +167,7 @@ describe('unfinished sampling carried in the publish folder', () => {
     identity(join(shards('carry-ID3-s0'), 'identities-00001'), 10);
     saveExperimentProgress(plan, published);
     const folder = join(published, 'progress', 'ID3', readdirSync(join(published, 'progress', 'ID3'))[0]);
-    writeFileSync(join(folder, 'identities-00000.tar.gz'), 'not a gzip');
+    writeFileSync(join(folder, 'identities-00000.tar.gz.00'), 'not a gzip');
     rmSync(runs, { recursive: true, force: true });
     const { restored, failed } = restoreExperimentProgress(plan, {}, published);
     expect(restored.map((m) => m.shard)).toEqual(['identities-00001']);
