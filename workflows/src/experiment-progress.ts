@@ -13,10 +13,10 @@
  * is reported and sampled again, it never stops the experiment.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { hashJson } from '@id3/core';
+import { SHARD_ID, hashJson, readJsonFile, writeFileAtomic, writeJsonAtomic } from '@id3/core';
 import { runsToStart, type ExperimentInput, type ExperimentPlan, type ExperimentRun } from './contracts';
 import { runsDir } from './paths';
 import { buildPipelineConfig, validateStageSection } from './pipeline-config';
@@ -36,8 +36,6 @@ export interface CarriedStage {
 export const CARRIED_STAGES: readonly CarriedStage[] = [{ stage: 'sample', items: 'identities' }];
 
 const INDEX_FORMAT = 'id3-experiment-progress/1';
-/** A shard id as the stages make them (core's rule): a plain name, never a path. */
-const SHARD_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 /** What a running stage leaves beside its files for an instant (atomic writes, write probes). */
 const TRANSIENT = ['*.tmp-*', '.write-probe-*'];
 
@@ -86,28 +84,17 @@ export function progressFolder(published: string, row: string, stage: string, co
 
 const shardsRoot = (runName: string, stage: string): string => join(runsDir(), runName, stage, 'shards');
 
-function readJson<T>(path: string): T {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T;
-  } catch (err) {
-    throw new Error(`${path}: ${(err as Error).message}`);
-  }
-}
-
 /** A shard's finished items and the key of the newest one (what the stage would resume from). */
 function shardProgress(dir: string, items: string): { items: number; key?: string; done: boolean } {
   const folder = join(dir, items);
-  const records = existsSync(folder) ? readdirSync(folder).filter((f) => f.endsWith('.json')) : [];
-  let key: string | undefined;
-  let newest = -Infinity;
-  for (const f of records) {
-    const mtime = statSync(join(folder, f)).mtimeMs;
-    if (mtime < newest) continue;
-    const k = readJson<{ key?: unknown }>(join(folder, f)).key;
-    if (typeof k === 'string') [key, newest] = [k, mtime];
-  }
+  const records = (existsSync(folder) ? readdirSync(folder).filter((f) => f.endsWith('.json')) : []).map((f) => ({
+    key: (readJsonFile(join(folder, f)) as { key?: unknown }).key,
+    mtime: statSync(join(folder, f)).mtimeMs,
+  }));
+  const keyed = records.filter((r): r is { key: string; mtime: number } => typeof r.key === 'string');
+  const key = keyed.reduce<{ key: string; mtime: number } | undefined>((a, r) => (!a || r.mtime >= a.mtime ? r : a), undefined)?.key;
   // Records of another key are redone by the stage: they are not progress under the newest one.
-  const current = key === undefined ? 0 : records.filter((f) => readJson<{ key?: unknown }>(join(folder, f)).key === key).length;
+  const current = keyed.filter((r) => r.key === key).length;
   return { items: current, ...(key === undefined ? {} : { key }), done: existsSync(join(dir, 'done.json')) };
 }
 
@@ -119,7 +106,7 @@ function upstreamHashes(run: ExperimentRun, stage: string): Record<string, strin
   for (const [upstream, names] of Object.entries(def?.reads?.(validateStageSection(config, stage)) ?? {})) {
     const path = join(runsDir(), run.runName, upstream, 'manifest.json');
     if (!existsSync(path)) continue;
-    const outputs = readJson<{ outputs?: Record<string, { sha256?: string }> }>(path).outputs ?? {};
+    const outputs = (readJsonFile(path) as { outputs?: Record<string, { sha256?: string }> }).outputs ?? {};
     for (const name of names) if (outputs[name]?.sha256) hashes[`${upstream}/${name}`] = outputs[name].sha256 ?? '';
   }
   return hashes;
@@ -128,18 +115,12 @@ function upstreamHashes(run: ExperimentRun, stage: string): Record<string, strin
 function readIndex(folder: string, row: string, stage: string, configHash: string): ProgressIndex {
   const path = join(folder, 'index.json');
   if (!existsSync(path)) return { format: INDEX_FORMAT, row, stage, configHash, shards: {} };
-  const index = readJson<ProgressIndex>(path);
+  const index = readJsonFile(path) as ProgressIndex;
   if (index.format !== INDEX_FORMAT || index.configHash !== configHash || typeof index.shards !== 'object')
     throw new Error(`${path}: not a progress index of ${stage} config ${configHash.slice(0, 16)} (format ${String(index.format)})`);
   const bad = Object.keys(index.shards).find((id) => !SHARD_ID.test(id));
   if (bad !== undefined) throw new Error(`${path}: field 'shards': '${bad}' is not a shard id`);
   return index;
-}
-
-function writeAtomic(path: string, data: string | Buffer): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
 }
 
 /** A shard folder as a gzipped tar, sorted and without times or owners (the same files give the same bytes here). */
@@ -187,7 +168,7 @@ const partsOf = (archive: string): string[] => {
 function writeParts(archive: string, data: Buffer): void {
   for (const part of partsOf(archive)) rmSync(part);
   for (let i = 0; i * PART_BYTES < data.length || i === 0; i++)
-    writeAtomic(`${archive}.${String(i).padStart(2, '0')}`, data.subarray(i * PART_BYTES, (i + 1) * PART_BYTES));
+    writeFileAtomic(`${archive}.${String(i).padStart(2, '0')}`, data.subarray(i * PART_BYTES, (i + 1) * PART_BYTES));
 }
 
 function unpackShard(archive: string, root: string, shard: string): void {
@@ -210,7 +191,7 @@ function finishedRows(plan: ExperimentPlan, published: string): string[] {
   const path = join(published, 'results.json');
   if (!existsSync(path)) return [];
   const recorded = new Set(
-    (readJson<{ results?: { row?: string; seed?: number }[] }>(path).results ?? []).map((r) => `${r.row}/${r.seed}`),
+    ((readJsonFile(path) as { results?: { row?: string; seed?: number }[] }).results ?? []).map((r) => `${r.row}/${r.seed}`),
   );
   const rows = [...new Set(plan.runs.map((r) => r.row))];
   return rows.filter((row) => plan.runs.filter((r) => r.row === row).every((r) => recorded.has(`${r.row}/${r.seed}`)));
@@ -236,6 +217,7 @@ export function saveExperimentProgress(plan: ExperimentPlan, published: string):
       if (!configHash) continue;
       const folder = progressFolder(published, run.row, stage, configHash);
       const index = readIndex(folder, run.row, stage, configHash);
+      const inputs = upstreamHashes(run, stage);
       let changed = false;
       for (const shard of readdirSync(root).sort()) {
         const dir = join(root, shard);
@@ -251,11 +233,11 @@ export function saveExperimentProgress(plan: ExperimentPlan, published: string):
         if (!newer) continue;
         mkdirSync(folder, { recursive: true });
         writeParts(join(folder, `${shard}.tar.gz`), packShard(root, shard));
-        index.shards[shard] = { ...local, from: run.runName, inputs: upstreamHashes(run, stage), savedAt: new Date().toISOString() };
+        index.shards[shard] = { ...local, from: run.runName, inputs, savedAt: new Date().toISOString() };
         packed.push({ row: run.row, stage, shard, run: run.runName, items: local.items, done: local.done });
         changed = true;
       }
-      if (changed) writeAtomic(join(folder, 'index.json'), `${JSON.stringify(index, null, 2)}\n`);
+      if (changed) writeJsonAtomic(join(folder, 'index.json'), index);
     }
   }
   return { packed, cleared };

@@ -27,7 +27,7 @@ export { ConfigError, listProfiles, loadProfile, mergeConfig, parseConfig, profi
 export type { JsonObject } from './config';
 export { RunStore, readTensorFile, writeFileAtomic, writeJsonAtomic, writeTensorFile } from './run-store';
 export type { OutputRecord, StageEvent, StageManifest, TensorDtype, TensorHeader } from './run-store';
-export { checkResources, executeShard, executeStage, prepareStageRun, resolveUpstreamInputs } from './stage';
+export { SHARD_ID, checkResources, executeShard, executeStage, prepareStageRun, resolveUpstreamInputs } from './stage';
 export type {
   AnyStageDefinition,
   MachineLimits,

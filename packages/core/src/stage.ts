@@ -230,7 +230,8 @@ function baseContext<C>(def: AnyStageDefinition, r: Resolved<C>, options: StageR
 
 // ── shards ────────────────────────────────────────────────────────────────────────────────────
 
-const SHARD_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A shard id: a plain name, never a path. */
+export const SHARD_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const shardsRoot = (store: RunStore, stage: string): string => join(store.stageDir(stage), 'shards');
 const shardDirOf = (store: RunStore, stage: string, id: string): string => join(shardsRoot(store, stage), id);
 const shardDonePath = (store: RunStore, stage: string, id: string): string => join(shardDirOf(store, stage, id), 'done.json');
