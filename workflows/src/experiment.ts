@@ -124,7 +124,7 @@ function publishRoot(): string {
 
 /** A plan's publish folder, absolute (undefined when it publishes nowhere). */
 export function publishedFolderOf(plan: Pick<ExperimentPlan, 'name' | 'publish'>): string | undefined {
-  return plan.publish === undefined ? undefined : publishFolder(plan.publish, `experiments/${plan.name}.json`);
+  return plan.publish === undefined ? undefined : publishFolder(plan.publish, join(experimentsDir(), `${plan.name}.json`));
 }
 
 /** An experiment's `publish` folder as an absolute path; refused unless relative and inside the repository. */
@@ -923,7 +923,7 @@ export function recordExperimentRun(
 function writeExperimentFolder(plan: ExperimentPlan, out: ExperimentResults): void {
   const paths = experimentResultsPaths(plan.name);
   const dir = join(runsDir(), plan.name);
-  const target = plan.publish === undefined ? undefined : publishFolder(plan.publish, join(experimentsDir(), `${plan.name}.json`));
+  const target = publishedFolderOf(plan);
   const copies = copiedFiles(out.results);
   for (const c of copies) writeIfChanged(join(dir, c.to), readFileSync(c.from));
   if (plan.source !== undefined && out.experimentFile) writeIfChanged(join(dir, out.experimentFile), Buffer.from(plan.source, 'utf8'));
