@@ -47,7 +47,7 @@ describe('bounded workflow history', () => {
     expect(view.phase).toBe('done');
   });
 
-  it('a stage of more shards than one history holds continues as new and merges every shard', async () => {
+  it('a stage of more shards than one history holds continues as new, merges every shard, and shows its expected finish', async () => {
     const id = `it-chatty-shards-${Date.now()}`;
     const input: PipelineInput = {
       profile: 'demo',
@@ -56,7 +56,21 @@ describe('bounded workflow history', () => {
       overrides: { 'chatty-shards': { shards: 24, flips: 30 } },
       timing: { historyEventsPerRun: EVENTS_PER_RUN, maxParallelShards: 2 },
     };
-    const r = (await h.client.workflow.execute('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [input] })) as PipelineResult;
+    const started = Date.now();
+    const run = await h.client.workflow.start('pipeline', { taskQueue: TASK_QUEUE, workflowId: id, args: [input] });
+    // While shards run, the stage's view carries its expected finish (once two shards have run).
+    const stageHandle = h.client.workflow.getHandle(stageWorkflowId(id, 'chatty-shards'));
+    let finishesAt: string | undefined;
+    let finished = false;
+    const done = (): void => void (finished = true);
+    run.result().then(done, done);
+    while (!finished && finishesAt === undefined) {
+      finishesAt = (await stageHandle.query<ProgressView>('progress').catch(() => undefined))?.finishesAt;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(finishesAt).toBeDefined();
+    expect(Date.parse(finishesAt ?? '')).toBeGreaterThan(started);
+    const r = (await run.result()) as PipelineResult;
     expect(r.stages[0].metrics).toMatchObject({ shards: 24, flips: 24 * 30 });
     const lengths = await historyLengths(stageWorkflowId(id, 'chatty-shards'));
     expect(lengths.length).toBeGreaterThanOrEqual(2); // continued as new at least once

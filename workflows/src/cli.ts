@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
-import { describeProgress, isInvalidInput } from '@id3/core';
+import { describeProgress, formatTimeLeft, isInvalidInput } from '@id3/core';
 import {
   TASK_QUEUE,
   runsToStart,
@@ -405,6 +405,13 @@ async function workerCommand(): Promise<number> {
   return 0;
 }
 
+/** "; whole stage: about 40 min left" for a sharded stage that has timed its shards, else "". */
+export function stageTimeLeft(view: Pick<ProgressView, 'finishesAt'>, nowMs: number): string {
+  if (!view.finishesAt) return '';
+  const seconds = (Date.parse(view.finishesAt) - nowMs) / 1000;
+  return seconds > 0 ? `; whole stage: ${formatTimeLeft(seconds)}` : `; whole stage: was expected by ${view.finishesAt}`;
+}
+
 async function statusCommand(): Promise<number> {
   const healthy = await isServerHealthy(temporalAddress());
   log(`server: ${healthy ? `running at ${temporalAddress()} — Web UI ${uiLink()}` : 'not running (id3 server)'}`);
@@ -420,7 +427,7 @@ async function statusCommand(): Promise<number> {
       log(`  ${wf.status.name.padEnd(10)} ${wf.type.padEnd(9)} ${wf.workflowId}  ${wf.startTime.toISOString()}`);
       // What a running one is doing now (a query needs a worker to answer it).
       const view = polling && wf.status.name === 'RUNNING' ? await queryProgress(client, wf.workflowId) : undefined;
-      if (view) log(`             ${describeProgress({ ...view, stage: view.stage ?? wf.type })}`);
+      if (view) log(`             ${describeProgress({ ...view, stage: view.stage ?? wf.type })}${stageTimeLeft(view, Date.now())}`);
       if (++count >= 15) break;
     }
   } finally {

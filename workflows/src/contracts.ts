@@ -121,6 +121,19 @@ export interface ProgressView {
   readonly message?: string;
   readonly completedStages: readonly string[];
   readonly updatedAt?: string;
+  /** A sharded stage's expected finish (ISO), from the pace of the shards it has run so far. */
+  readonly finishesAt?: string;
+}
+
+/**
+ * When a sharded stage should finish, from its own pace: shards run side by side, so the pace is
+ * the shards this execution ran (not those found already done on disk, which say nothing about
+ * it) over the time since it queued the first. Undefined until `minRan` shards ran: the first
+ * finishes of parallel shards come together, and one alone would read as half the pace.
+ */
+export function shardedStageFinish(o: { startedAtMs: number; ran: number; left: number; nowMs: number }, minRan = 2): number | undefined {
+  if (o.ran < Math.max(1, minRan) || o.left <= 0 || o.nowMs <= o.startedAtMs) return undefined;
+  return o.nowMs + (o.left * (o.nowMs - o.startedAtMs)) / o.ran;
 }
 
 export interface ProgressSignal {

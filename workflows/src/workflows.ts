@@ -21,6 +21,7 @@ import {
   experimentRunWorkflowId,
   rootMessage,
   runsToStart,
+  shardedStageFinish,
   type ExperimentInput,
   type ExperimentResult,
   type PipelineInput,
@@ -70,6 +71,7 @@ function detailsMarkdown(view: ProgressView): string {
     );
   }
   if (view.message) lines.push(view.message);
+  if (view.finishesAt) lines.push(`expected to finish about ${view.finishesAt.slice(0, 16).replace('T', ' ')} UTC`);
   if (view.completedStages.length) lines.push(`completed: ${view.completedStages.join(', ')}`);
   return lines.join('\n\n');
 }
@@ -154,7 +156,8 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
       view = publish({ ...view, phase: 'skipped', metrics: left.current.metrics, completedStages: [input.stage] });
       return left.current;
     }
-    const counter = { done: left.totalShards - left.shards.length, total: left.totalShards };
+    // `ran` and `startedAtMs` time this execution's own shards (workflow time: replays alike).
+    const counter = { done: left.totalShards - left.shards.length, total: left.totalShards, ran: 0, startedAtMs: Date.now() };
     shards = counter;
     view = publish({
       ...view,
@@ -170,19 +173,29 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
     await forEachLimited(left.shards, input.timing?.maxParallelShards ?? 16, full, async (shard) => {
       const result: ShardSummary = await activities.runShard({ ...base, shard });
       counter.done += 1;
+      if (!result.skipped) counter.ran += 1;
+      const finish = shardedStageFinish({ ...counter, left: counter.total - counter.done, nowMs: Date.now() });
       view = publish({
         ...view,
         phase: 'shards',
         step: counter.done,
         total: counter.total,
         message: `shard ${result.shard} ${result.skipped ? 'was already done' : 'done'}`,
+        finishesAt: finish === undefined ? view.finishesAt : new Date(finish).toISOString(),
       });
     });
     if (counter.done < counter.total) {
       await continueAsNew<typeof stage>({ ...input, plan, continued: (input.continued ?? 0) + 1 });
     }
     shards = undefined;
-    view = publish({ ...view, phase: 'merge', step: undefined, total: undefined, message: `merging ${left.totalShards} shard(s)` });
+    view = publish({
+      ...view,
+      phase: 'merge',
+      step: undefined,
+      total: undefined,
+      finishesAt: undefined,
+      message: `merging ${left.totalShards} shard(s)`,
+    });
   }
   const summary = await activities.runStage(base);
   view = publish({ ...view, phase: summary.skipped ? 'skipped' : 'done', metrics: summary.metrics, completedStages: [input.stage] });

@@ -7,7 +7,8 @@ import { Worker } from '@temporalio/worker';
 // replays each open execution's history with the new workflow code, and any change in the
 // commands it issues (another activity, another order) stalls that execution for good. These are
 // histories of real executions, saved mid-run (scripts/export-workflow-history.ts): the experiment
-// workflow, one of its pipeline children and one stage, each replayed with today's code.
+// workflow, one of its pipeline children, one stage and one sharded stage (sampling: shards queued
+// side by side, a worker restart mid-stage), each replayed with today's code.
 jest.setTimeout(120_000);
 
 const dir = join(__dirname, 'histories');
@@ -23,7 +24,7 @@ const typeOf = (h: temporal.api.history.v1.IHistory): string | null | undefined 
 
 describe('workflow code replays the saved histories of real executions', () => {
   it('has histories of the three workflow types, each mid-run', () => {
-    expect(histories.map((h) => typeOf(h.history)).sort()).toEqual(['experiment', 'pipeline', 'stage']);
+    expect(histories.map((h) => typeOf(h.history)).sort()).toEqual(['experiment', 'pipeline', 'stage', 'stage']);
     for (const { history } of histories) expect(history.events?.length).toBeGreaterThan(10);
   });
 
