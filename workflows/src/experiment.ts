@@ -1220,7 +1220,10 @@ function readingLine(r: ExperimentResults, row: ExperimentPlannedRow): string {
   if (!r.results.some((x) => x.row === row.row)) return `- **${row.row}**: not yet run.`;
   const parts = [r.baseline, ...(row.compareTo ? [row.compareTo] : [])].map((reference) => {
     const cs = seedComparisons(r, row.row, reference);
-    return cs.length ? comparisonText(reference, cs) : `not yet comparable with ${reference} (no seed where both finished)`;
+    if (!cs.length) return `not yet comparable with ${reference} (no seed where both finished)`;
+    // A seed this row finished but the reference has not is no test yet: say so, or "every seed" overstates.
+    const untested = r.results.filter((x) => x.row === row.row && !cs.some((c) => c.seed === x.seed)).map((x) => x.seed);
+    return `${comparisonText(reference, cs)}${untested.length ? `; ${seedsText(untested)} not yet tested (${reference} not yet run there)` : ''}`;
   });
   const large = largePoseComparisons(r, row.row);
   const largeText = large.length ? ` On the large-pose quarter: ${comparisonText(r.baseline, large)}.` : '';
