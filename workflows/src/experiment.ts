@@ -508,6 +508,22 @@ interface Discordant {
   readonly pChi2: number;
 }
 
+/** A sampled set's dataset card, in numbers (the sample stage's metrics). */
+export interface TrainingSetCard {
+  readonly identities: number;
+  /** Images kept, of those generated; the rest rejected as off-identity (teacher) or as no face (landmark check). */
+  readonly images: number;
+  readonly generated: number;
+  readonly rejectedSimilarity: number;
+  readonly rejectedFace: number;
+  /** Verification of the set's own same- vs different-identity pairs: by the teacher, and by the card's independent embedder. */
+  readonly teacherVerificationAccuracy: number | null;
+  readonly checkVerificationAccuracy: number | null;
+  /** Requested attribute against the attribute read back from the images (Pearson r). */
+  readonly yawCorrelation: number | null;
+  readonly ageCorrelation: number | null;
+}
+
 /** One row at one seed in results.json. */
 export interface ExperimentRowResult {
   readonly row: string;
@@ -534,6 +550,11 @@ export interface ExperimentRowResult {
    */
   readonly frTrainBatchAccuracy?: number | null;
   readonly frTrainValidationAccuracy?: number | null;
+  /**
+   * The synthetic set the recognizer trained on, as its sample stage's dataset card measured it;
+   * null for a row without a sample stage, and for entries recorded before this was whose run is gone.
+   */
+  readonly trainingSetCard?: TrainingSetCard | null;
   /** Exact McNemar p against the baseline row of the same seed (null for the baseline itself or before it finished). */
   readonly mcnemarPVsID3: number | null;
   /** Discordant pairs: b = baseline right, this row wrong; c = the reverse. */
@@ -731,6 +752,28 @@ function recognizerAccuracies(
   return { frTrainBatchAccuracy: metrics?.finalBatchAccuracy ?? null, frTrainValidationAccuracy: metrics?.validationAccuracy ?? null };
 }
 
+/** An entry's training-set card: as recorded, else read from its run's sample stage when its eval is here. */
+function trainingSetCard(r: ExperimentRowResult, here: boolean): Pick<ExperimentRowResult, 'trainingSetCard'> {
+  if (r.trainingSetCard) return { trainingSetCard: r.trainingSetCard };
+  const m = here ? readManifestAt(resolve(runsDir(), r.runName), 'sample')?.metrics : undefined;
+  const counts = m && [m.identities, m.images, m.generated, m.rejectedSimilarity, m.rejectedFace];
+  if (!m || !counts?.every((v) => typeof v === 'number')) return { trainingSetCard: null };
+  const [identities, images, generated, rejectedSimilarity, rejectedFace] = counts as number[];
+  return {
+    trainingSetCard: {
+      identities,
+      images,
+      generated,
+      rejectedSimilarity,
+      rejectedFace,
+      teacherVerificationAccuracy: m.teacherVerificationAccuracy ?? null,
+      checkVerificationAccuracy: m.checkVerificationAccuracy ?? null,
+      yawCorrelation: m.yawCorrelation ?? null,
+      ageCorrelation: m.ageCorrelation ?? null,
+    },
+  };
+}
+
 /** Every file copied beside results.json from a run directory on this machine: its path there → the file it is copied from. */
 function copiedFiles(results: readonly ExperimentRowResult[]): { to: string; from: string }[] {
   return results
@@ -863,6 +906,7 @@ export function recordExperimentRun(
             }
           : {}),
         ...recognizerAccuracies(r, here),
+        ...trainingSetCard(r, here),
         // What is there now: a figure can appear later (a run's card rewritten), a config is rewritten by each plan.
         ...runCopies(plan.name, r, here),
       };
@@ -1005,6 +1049,7 @@ function entryDefaults(r: ExperimentRowResult): ExperimentRowResult {
     mcnemarLargePoseVsID3: r.mcnemarLargePoseVsID3 ?? null,
     frTrainBatchAccuracy: r.frTrainBatchAccuracy ?? null,
     frTrainValidationAccuracy: r.frTrainValidationAccuracy ?? null,
+    trainingSetCard: r.trainingSetCard ?? null,
     figures: r.figures ?? {},
     config: r.config ?? null,
   };
@@ -1354,6 +1399,49 @@ function sampleSource(r: ExperimentResults, x: ExperimentRowResult): string {
   return source;
 }
 
+/** Entries grouped by the synthetic set they trained on (one group per sample source), in the tables' order. */
+function bySampleSource(r: ExperimentResults, entries: readonly ExperimentRowResult[]): ExperimentRowResult[][] {
+  const groups = new Map<string, ExperimentRowResult[]>();
+  for (const x of entries) {
+    const source = sampleSource(r, x);
+    groups.set(source, [...(groups.get(source) ?? []), x]);
+  }
+  return [...groups.values()];
+}
+
+/** Each synthetic set's dataset card in numbers, once per set (seeds that trained on one set share a line). */
+function trainingSetsTable(r: ExperimentResults): string[] {
+  const sets = bySampleSource(
+    r,
+    r.results.filter((x) => x.stageVersions?.sample !== undefined),
+  );
+  const carded = sets.filter((xs) => xs.some((x) => x.trainingSetCard));
+  const missing = sets.filter((xs) => !xs.some((x) => x.trainingSetCard));
+  if (!sets.length) return [];
+  const ratio = (v: number, of: number): string => (of ? pct(v / of) : '—');
+  const r2 = (v: number | null): string => (v === null ? '—' : v.toFixed(2));
+  return [
+    '## The synthetic training sets (dataset cards)',
+    '',
+    "Each sampled set as its dataset card measured it, once per set: images kept of those generated (the rest rejected as off-identity by the teacher's",
+    "filter, or as no face by the landmark check); verification accuracy (%) of the set's own same- vs different-identity pairs by the teacher",
+    "and by the card's independent embedder; the requested yaw and age against those read back from the images (Pearson r).",
+    '',
+    '| row | seeds | identities | images / generated (kept %) | rejected: off-identity / no face | verification: teacher / independent | yaw r | age r |',
+    '|---|---|---|---|---|---|---|---|',
+    ...carded.map((xs) => {
+      const c = xs.find((x) => x.trainingSetCard)?.trainingSetCard as TrainingSetCard;
+      return `| ${xs[0].row} | ${xs.map((x) => x.seed).join(', ')} | ${c.identities} | ${c.images} / ${c.generated} (${ratio(c.images, c.generated)}) | ${c.rejectedSimilarity} / ${c.rejectedFace} | ${pctOrDash(c.teacherVerificationAccuracy)} / ${pctOrDash(c.checkVerificationAccuracy)} | ${r2(c.yawCorrelation)} | ${r2(c.ageCorrelation)} |`;
+    }),
+    ...(missing.length
+      ? [
+          '',
+          `Not listed: ${missing.map((xs) => `${xs[0].row} (${seedsText(xs.map((x) => x.seed))})`).join(', ')} — recorded before cards were, and the run is no longer on this machine (its figures below still show the set).`,
+        ]
+      : []),
+  ];
+}
+
 function figuresTable(r: ExperimentResults): string[] {
   const seeds = [...new Set(r.rows.flatMap((x) => x.seeds))].sort((a, b) => a - b);
   // In the tables' order (the summary's: the experiment's run order), rows with a finished run.
@@ -1365,14 +1453,10 @@ function figuresTable(r: ExperimentResults): string[] {
   };
   /** One figure per synthetic set the row's seeds trained on (one, when they share the sample). */
   const card = (row: string, name: RunFigure, what: string): string => {
-    const bySource = new Map<string, ExperimentRowResult[]>();
-    for (const x of r.results.filter((y) => y.row === row && y.figures[name])) {
-      const source = sampleSource(r, x);
-      bySource.set(source, [...(bySource.get(source) ?? []), x]);
-    }
-    const images = [...bySource.values()].map(
-      (xs) => `![${row} ${seedsText(xs.map((x) => x.seed))}: ${what}](${xs[0].figures[name] as string})`,
-    );
+    const images = bySampleSource(
+      r,
+      r.results.filter((y) => y.row === row && y.figures[name]),
+    ).map((xs) => `![${row} ${seedsText(xs.map((x) => x.seed))}: ${what}](${xs[0].figures[name] as string})`);
     return images.length ? images.join(' ') : '—';
   };
   return [
@@ -1389,6 +1473,8 @@ function figuresTable(r: ExperimentResults): string[] {
     ),
   ];
 }
+
+const withBlankLine = (lines: string[]): string[] => (lines.length ? [...lines, ''] : []);
 
 function reportMarkdown(r: ExperimentResults, handReading?: string): string {
   return [
@@ -1413,6 +1499,7 @@ function reportMarkdown(r: ExperimentResults, handReading?: string): string {
     '',
     ...runsTable(r),
     '',
+    ...withBlankLine(trainingSetsTable(r)),
     ...figuresTable(r),
     ...(r.notYetRun.length ? ['', `Not finished yet: ${r.notYetRun.map((n) => `\`${n}\``).join(', ')}.`] : []),
     ...(r.pending.length ? ['', '## Pending rows (not run)', '', ...r.pending.map((p) => `- **${p.row}**: ${p.why}`)] : []),

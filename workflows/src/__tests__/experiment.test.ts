@@ -733,6 +733,72 @@ describe('experiment results', () => {
     expect(read().results[0]).toMatchObject({ row: 'ID3', frTrainBatchAccuracy: 0.74, frTrainValidationAccuracy: 0.5862 });
   });
 
+  it("records each synthetic set's dataset card once per set, keeps it when the run goes, and names the sets it cannot show", () => {
+    const [id3s0, ngs0, id3s1] = plan.runs;
+    const ran = (...stages: string[]) => ({
+      stages: stages.map((stage) => ({ stage, skipped: false, runDir: '', manifestPath: '', outputs: {}, metrics: {}, durationMs: 0 })),
+    });
+    const sampled = ran('sample', 'fr-train', 'eval');
+    const cardMetrics = {
+      identities: 4,
+      images: 70,
+      generated: 100,
+      rejectedSimilarity: 12,
+      rejectedFace: 18,
+      teacherVerificationAccuracy: 0.631,
+      checkVerificationAccuracy: 0.6125,
+      yawCorrelation: 0.4912,
+      ageCorrelation: 0.2,
+      shards: 2,
+    };
+    const writeSampleManifest = (run: ExperimentRun, metrics: Record<string, number>) => {
+      mkdirSync(join(runsDir, run.runName, 'sample'), { recursive: true });
+      writeFileSync(
+        join(runsDir, run.runName, 'sample', 'manifest.json'),
+        JSON.stringify({ format: 'id3-stage-manifest/1', stage: 'sample', outputs: {}, metrics }),
+      );
+    };
+    finishRow(id3s0, allRight);
+    writeSampleManifest(id3s0, cardMetrics);
+    recordExperimentRun(plan, id3s0, sampled, none(id3s0));
+    expect(read().results[0].trainingSetCard).toEqual({
+      identities: 4,
+      images: 70,
+      generated: 100,
+      rejectedSimilarity: 12,
+      rejectedFace: 18,
+      teacherVerificationAccuracy: 0.631,
+      checkVerificationAccuracy: 0.6125,
+      yawCorrelation: 0.4912,
+      ageCorrelation: 0.2,
+    });
+    const line = '| ID3 | 0 | 4 | 70 / 100 (70.00) | 12 / 18 | 63.10 / 61.25 | 0.49 | 0.20 |';
+    expect(report()).toContain('## The synthetic training sets (dataset cards)');
+    expect(report()).toContain(line);
+
+    // A sample manifest without the counts (an older sampler): no card, and the report names the set it cannot show.
+    finishRow(ngs0, wrongOn(6));
+    writeSampleManifest(ngs0, { identities: 4 });
+    recordExperimentRun(plan, ngs0, sampled, none(ngs0));
+    expect(read().results.find((x) => x.row === 'no-guidance')?.trainingSetCard).toBeNull();
+    expect(report()).toContain('Not listed: no-guidance (seed 0) — recorded before cards were');
+
+    // Seed 1 trained on seed 0's set (its sample stage taken from there): one line for both seeds,
+    // and seed 0's card is kept after its run directory is gone.
+    finishRow(id3s1, allRight);
+    rmSync(join(runsDir, id3s0.runName, 'sample'), { recursive: true });
+    recordExperimentRun(plan, id3s1, sampled, { runName: id3s1.runName, reused: { sample: id3s0.runName } });
+    expect(read().results.find((x) => x.row === 'ID3' && x.seed === 0)?.trainingSetCard?.images).toBe(70);
+    expect(report()).toContain('| ID3 | 0, 1 | 4 | 70 / 100 (70.00) | 12 / 18 | 63.10 / 61.25 | 0.49 | 0.20 |');
+    expect(report()).not.toContain(line);
+  });
+
+  it('a run without a sample stage (real photos) adds no dataset-card section', () => {
+    finishRow(plan.runs[0], allRight);
+    recordExperimentRun(plan, plan.runs[0], done, none(plan.runs[0]));
+    expect(report()).not.toContain('## The synthetic training sets');
+  });
+
   it('embeds the hand-written reading.md of the publish folder in every rebuilt report; --report-only rebuilds without running', () => {
     inPublishSandbox((experiments, repo) => {
       writeExperiment(experiments, 'hand', {
