@@ -44,7 +44,8 @@ Usage:
       --seed S                     run only this seed of the file now (repeatable; other seeds' results are kept)
       --row NAME                   run only this row of the file now (repeatable; other rows' results are kept)
       --report-only                rebuild report.md from the recorded results and the hand-written reading.md
-                                   (in the publish folder, else beside results.json); runs nothing
+                                   (in the publish folder, else beside results.json); runs nothing, but fills in
+                                   fields added since an entry was recorded from its run where that is here
       --save-progress              pack the runs' unfinished sampling shards into <publish>/progress/ (to commit;
                                    the next experiment start unpacks them, e.g. on a fresh checkout); runs nothing
   id3 stage NAME [options]         run one stage in this process, without Temporal

@@ -1061,7 +1061,9 @@ const REPORTED_ARRAYS = ['rows', 'results', 'summary', 'pending', 'notYetRun'] a
 /**
  * Rebuild report.md from the recorded results.json (and reading.md) without running anything:
  * after editing the hand-written reading, or after a report-format change. Rebuilds the runs
- * directory's copy and the publish folder's, each from its own results.json; returns the reports written.
+ * directory's copy and the publish folder's, each from its own results.json (an entry's fields
+ * added since it was recorded are filled in there from its run, where that run is on this
+ * machine); returns the reports written.
  */
 export function rebuildExperimentReport(name: string): string[] {
   const { path, experiment } = loadExperiment(name);
@@ -1088,10 +1090,14 @@ export function rebuildExperimentReport(name: string): string[] {
         `${file}: field '${missing}' is missing (written by an older id3): record a run (id3 experiment ${name}) to rewrite it`,
         { file, field: missing },
       );
-    writeFileAtomic(
-      join(dir, 'report.md'),
-      reportMarkdown({ ...results, results: results.results.map(entryDefaults) }, readingIn(dir, reading, published)),
-    );
+    // Fields added since an entry was recorded are read from its run while that is here (nothing runs).
+    const filled = results.results.map(entryDefaults).map((r) => {
+      const here = entryIsHere(r);
+      return { ...r, ...recognizerAccuracies(r, here), ...trainingSetCard(r, here) };
+    });
+    const updated = { ...results, results: filled };
+    if (JSON.stringify(filled) !== JSON.stringify(results.results)) writeJsonAtomic(file, updated);
+    writeFileAtomic(join(dir, 'report.md'), reportMarkdown(updated, readingIn(dir, reading, published)));
     return join(dir, 'report.md');
   });
 }
@@ -1436,7 +1442,7 @@ function trainingSetsTable(r: ExperimentResults): string[] {
     ...(missing.length
       ? [
           '',
-          `Not listed: ${missing.map((xs) => `${xs[0].row} (${seedsText(xs.map((x) => x.seed))})`).join(', ')} — recorded before cards were, and the run is no longer on this machine (its figures below still show the set).`,
+          `Not listed: ${missing.map((xs) => `${xs[0].row} (${seedsText(xs.map((x) => x.seed))})`).join(', ')} — no card recorded with the entry (recorded before cards were), and none to read from a run on this machine (its figures below still show the set).`,
         ]
       : []),
   ];

@@ -781,7 +781,7 @@ describe('experiment results', () => {
     writeSampleManifest(ngs0, { identities: 4 });
     recordExperimentRun(plan, ngs0, sampled, none(ngs0));
     expect(read().results.find((x) => x.row === 'no-guidance')?.trainingSetCard).toBeNull();
-    expect(report()).toContain('Not listed: no-guidance (seed 0) — recorded before cards were');
+    expect(report()).toContain('Not listed: no-guidance (seed 0) — no card recorded');
 
     // Seed 1 trained on seed 0's set (its sample stage taken from there): one line for both seeds,
     // and seed 0's card is kept after its run directory is gone.
@@ -791,6 +791,22 @@ describe('experiment results', () => {
     expect(read().results.find((x) => x.row === 'ID3' && x.seed === 0)?.trainingSetCard?.images).toBe(70);
     expect(report()).toContain('| ID3 | 0, 1 | 4 | 70 / 100 (70.00) | 12 / 18 | 63.10 / 61.25 | 0.49 | 0.20 |');
     expect(report()).not.toContain(line);
+
+    // Entries recorded before cards were: --report-only fills them in from runs that are here, and says which it cannot.
+    const file = join(runsDir, 'demo-table1', 'results.json');
+    const recorded = read();
+    writeFileSync(file, JSON.stringify({ ...recorded, results: recorded.results.map(({ trainingSetCard: _c, ...rest }) => rest) }));
+    writeSampleManifest(id3s1, { ...cardMetrics, images: 71 });
+    rebuildExperimentReport('demo-table1');
+    expect(read().results.map((x) => [x.row, x.seed, x.trainingSetCard?.images ?? null])).toEqual([
+      ['ID3', 0, null],
+      ['no-guidance', 0, null],
+      ['ID3', 1, 71],
+    ]);
+    expect(report()).toContain('| ID3 | 0, 1 | 4 | 71 / 100 (71.00) |');
+    expect(report()).toContain(
+      'Not listed: no-guidance (seed 0) — no card recorded with the entry (recorded before cards were), and none to read',
+    );
   });
 
   it('a run without a sample stage (real photos) adds no dataset-card section', () => {
