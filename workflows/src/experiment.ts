@@ -1078,6 +1078,7 @@ export function rebuildExperimentReport(name: string): string[] {
   const reading = readHandReading(published ?? local);
   return folders.map((dir) => {
     const file = join(dir, 'results.json');
+    const original = readFileSync(file, 'utf8');
     const results = readJsonFile(file) as ExperimentResults;
     if (results.format !== 'id3-experiment-results/1')
       throw new InvalidInputError(`${file}: not an id3 experiment results file (format '${String(results.format)}')`, {
@@ -1096,7 +1097,10 @@ export function rebuildExperimentReport(name: string): string[] {
       return { ...r, ...recognizerAccuracies(r, here), ...trainingSetCard(r, here) };
     });
     const updated = { ...results, results: filled };
-    if (JSON.stringify(filled) !== JSON.stringify(results.results)) writeJsonAtomic(file, updated);
+    // Written only when something was filled in, and only over the file as read: a run recorded
+    // meanwhile (an experiment in flight) is not overwritten; its own record fills the same fields.
+    if (JSON.stringify(filled) !== JSON.stringify(results.results) && readFileSync(file, 'utf8') === original)
+      writeJsonAtomic(file, updated);
     writeFileAtomic(join(dir, 'report.md'), reportMarkdown(updated, readingIn(dir, reading, published)));
     return join(dir, 'report.md');
   });
@@ -1421,9 +1425,9 @@ function trainingSetsTable(r: ExperimentResults): string[] {
     r,
     r.results.filter((x) => x.stageVersions?.sample !== undefined),
   );
+  if (!sets.length) return [];
   const carded = sets.filter((xs) => xs.some((x) => x.trainingSetCard));
   const missing = sets.filter((xs) => !xs.some((x) => x.trainingSetCard));
-  if (!sets.length) return [];
   const ratio = (v: number, of: number): string => (of ? pct(v / of) : '—');
   const r2 = (v: number | null): string => (v === null ? '—' : v.toFixed(2));
   return [
