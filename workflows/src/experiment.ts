@@ -774,6 +774,12 @@ function trainingSetCard(r: ExperimentRowResult, here: boolean): Pick<Experiment
   };
 }
 
+/** Entry fields that can be filled in later from the run (recorded before they existed): one list for recording and --report-only. */
+const fieldsFromRun = (r: ExperimentRowResult, here: boolean): Partial<ExperimentRowResult> => ({
+  ...recognizerAccuracies(r, here),
+  ...trainingSetCard(r, here),
+});
+
 /** Every file copied beside results.json from a run directory on this machine: its path there → the file it is copied from. */
 function copiedFiles(results: readonly ExperimentRowResult[]): { to: string; from: string }[] {
   return results
@@ -905,8 +911,7 @@ export function recordExperimentRun(
               mcnemarVsCompareTo: mo ? { b: mo.b, c: mo.c, pChi2: mo.pChi2 } : null,
             }
           : {}),
-        ...recognizerAccuracies(r, here),
-        ...trainingSetCard(r, here),
+        ...fieldsFromRun(r, here),
         // What is there now: a figure can appear later (a run's card rewritten), a config is rewritten by each plan.
         ...runCopies(plan.name, r, here),
       };
@@ -1094,7 +1099,7 @@ export function rebuildExperimentReport(name: string): string[] {
     // Fields added since an entry was recorded are read from its run while that is here (nothing runs).
     const filled = results.results.map(entryDefaults).map((r) => {
       const here = entryIsHere(r);
-      return { ...r, ...recognizerAccuracies(r, here), ...trainingSetCard(r, here) };
+      return { ...r, ...fieldsFromRun(r, here) };
     });
     const updated = { ...results, results: filled };
     // Written only when something was filled in, and only over the file as read: a run recorded
