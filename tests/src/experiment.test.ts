@@ -61,7 +61,7 @@ describe('experiment workflow against a real Temporal server', () => {
     );
     const result = (await handle.result()) as ExperimentResult;
     const firstMs = Date.now() - started;
-    // Per seed the baseline runs first, so its siblings find its stages finished.
+    // The baseline row runs first, so its siblings find its stages finished.
     expect(result.runs.map((r) => r.runName)).toEqual(['demo-table1-ID3-s0', 'demo-table1-no-guidance-s0']);
     expect(result.pending).toEqual([]);
     const child = await h.client.workflow.getHandle(experimentRunWorkflowId(id, 'no-guidance', 0)).describe();

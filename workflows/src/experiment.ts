@@ -151,7 +151,11 @@ function benchmarkOf(config: PipelineConfig, wanted: string | undefined): { name
 
 /**
  * Validate an experiment and every run it makes (each row's config exactly as its pipeline will
- * plan it), in order: per seed, the baseline first, so its finished stages are there to reuse.
+ * plan it), in the order they run: the baseline row first, so its finished stages are there to
+ * reuse. One run at a time (the default), row by row: a row's seeds follow each other, so the
+ * second finds the first's pinned sample on this machine and the row's result is whole hours
+ * sooner. Rows side by side, seed by seed: two seeds of one row started together would each
+ * sample their shared set.
  */
 export function planExperiment(input: ExperimentInput): ExperimentPlan {
   const { path, experiment: e } = loadExperiment(input?.name);
@@ -178,64 +182,67 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
   const rows = [...e.rows.filter((r) => r.name === e.baseline), ...e.rows.filter((r) => r.name !== e.baseline)];
   const runs: ExperimentRun[] = [];
   let benchmark: { name: string; spec: unknown; row: string } | undefined;
-  for (const seed of e.seeds) {
-    for (const row of rows.filter((r) => !r.pending)) {
-      const i = e.rows.indexOf(row);
-      const runName = `${input.name}-${row.name}-s${seed}`;
-      const pipelineInput = {
-        profile: e.profile,
-        overrides: mergeConfig(mergeConfig(e.overrides, row.overrides), { seed }) as Record<string, unknown>,
-        runName,
-        ...(row.stages ? { stages: row.stages } : {}),
-        ...(input.force ? { force: true } : {}),
-        ...(input.timing ? { timing: input.timing } : {}),
-      };
-      const where = `${path}: field 'rows[${i}]' (row '${row.name}', seed ${seed})`;
-      let config: PipelineConfig;
-      let stages: readonly string[];
-      try {
-        config = buildPipelineConfig(pipelineInput);
-        stages = planRun(pipelineInput).stages;
-      } catch (err) {
-        if (isInvalidInput(err)) throw new InvalidInputError(`${where}: ${(err as Error).message}`, { file: path, field: `rows[${i}]` });
-        throw err;
-      }
-      if (!stages.includes('eval') || !stages.includes('fr-train'))
-        throw new InvalidInputError(
-          `${where}: a row must train a recognizer and score it (stages 'fr-train' and 'eval'); it runs ${stages.join(', ')}`,
-          {
-            file: path,
-            field: `rows[${i}].stages`,
-          },
-        );
-      const bench = benchmarkOf(config, e.benchmark);
-      if (!bench)
-        throw new InvalidInputError(
-          `${where}: eval has no benchmark ${e.benchmark ? `named '${e.benchmark}'` : 'whose name starts with "LFW"'}`,
-          {
-            file: path,
-            field: 'benchmark',
-          },
-        );
-      // McNemar pairs two models on the same pairs: every row must score the same benchmark.
-      if (benchmark && hashJson(benchmark.spec) !== hashJson(bench.spec))
-        throw new InvalidInputError(
-          `${where}: eval benchmark '${bench.name}' differs from row '${benchmark.row}' (${JSON.stringify(bench.spec)})`,
-          {
-            file: path,
-            field: `rows[${i}].overrides.eval`,
-          },
-        );
-      benchmark ??= { ...bench, row: row.name };
-      runs.push({
-        row: row.name,
-        seed,
-        runName,
-        input: pipelineInput,
-        configHash: resultsConfigHash(config),
-        ...(row.compareTo ? { compareTo: row.compareTo } : {}),
-      });
+  const running = rows.filter((r) => !r.pending);
+  const rowByRow = (input.maxParallelRows ?? 1) === 1;
+  const order = rowByRow
+    ? running.flatMap((row) => e.seeds.map((seed) => ({ row, seed })))
+    : e.seeds.flatMap((seed) => running.map((row) => ({ row, seed })));
+  for (const { row, seed } of order) {
+    const i = e.rows.indexOf(row);
+    const runName = `${input.name}-${row.name}-s${seed}`;
+    const pipelineInput = {
+      profile: e.profile,
+      overrides: mergeConfig(mergeConfig(e.overrides, row.overrides), { seed }) as Record<string, unknown>,
+      runName,
+      ...(row.stages ? { stages: row.stages } : {}),
+      ...(input.force ? { force: true } : {}),
+      ...(input.timing ? { timing: input.timing } : {}),
+    };
+    const where = `${path}: field 'rows[${i}]' (row '${row.name}', seed ${seed})`;
+    let config: PipelineConfig;
+    let stages: readonly string[];
+    try {
+      config = buildPipelineConfig(pipelineInput);
+      stages = planRun(pipelineInput).stages;
+    } catch (err) {
+      if (isInvalidInput(err)) throw new InvalidInputError(`${where}: ${(err as Error).message}`, { file: path, field: `rows[${i}]` });
+      throw err;
     }
+    if (!stages.includes('eval') || !stages.includes('fr-train'))
+      throw new InvalidInputError(
+        `${where}: a row must train a recognizer and score it (stages 'fr-train' and 'eval'); it runs ${stages.join(', ')}`,
+        {
+          file: path,
+          field: `rows[${i}].stages`,
+        },
+      );
+    const bench = benchmarkOf(config, e.benchmark);
+    if (!bench)
+      throw new InvalidInputError(
+        `${where}: eval has no benchmark ${e.benchmark ? `named '${e.benchmark}'` : 'whose name starts with "LFW"'}`,
+        {
+          file: path,
+          field: 'benchmark',
+        },
+      );
+    // McNemar pairs two models on the same pairs: every row must score the same benchmark.
+    if (benchmark && hashJson(benchmark.spec) !== hashJson(bench.spec))
+      throw new InvalidInputError(
+        `${where}: eval benchmark '${bench.name}' differs from row '${benchmark.row}' (${JSON.stringify(bench.spec)})`,
+        {
+          file: path,
+          field: `rows[${i}].overrides.eval`,
+        },
+      );
+    benchmark ??= { ...bench, row: row.name };
+    runs.push({
+      row: row.name,
+      seed,
+      runName,
+      input: pipelineInput,
+      configHash: resultsConfigHash(config),
+      ...(row.compareTo ? { compareTo: row.compareTo } : {}),
+    });
   }
   return {
     name: input.name,
@@ -250,6 +257,16 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
       input.force ? [] : adoptRecordedRuns(input.name, e.publish === undefined ? undefined : publishFolder(e.publish, path), runs),
     ),
   };
+}
+
+/**
+ * results.json lists runs seed by seed (the baseline first within each), whatever order they ran
+ * in, so that a plan made for one run at a time and one for rows side by side write the same file.
+ */
+export function resultsOrder<T extends Pick<ExperimentRun, 'seed'>>(runs: readonly T[]): T[] {
+  const seeds = [...new Set(runs.map((r) => r.seed))];
+  // Array.prototype.sort is stable: within a seed, the plan's row order stays.
+  return [...runs].sort((a, b) => seeds.indexOf(a.seed) - seeds.indexOf(b.seed));
 }
 
 /**
@@ -880,7 +897,7 @@ export function recordExperimentRun(
     pairsSha256: pairs.sha256,
     stageVersions: currentStageVersions(result.stages.map((s) => s.stage)),
   };
-  const order = plan.runs.map((r) => `${r.row}/${r.seed}`);
+  const order = resultsOrder(plan.runs).map((r) => `${r.row}/${r.seed}`);
   const byKey = new Map(previous.map((r) => [`${r.row}/${r.seed}`, r]));
   byKey.set(`${entry.row}/${entry.seed}`, entry);
   const compareTo = new Map(plan.runs.filter((r) => r.compareTo).map((r) => [r.row, r.compareTo as string]));

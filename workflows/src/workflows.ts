@@ -211,7 +211,7 @@ const experimentActivities = proxyActivities<Activities>({
 /**
  * An experiment (`experiments/<name>.json`): every row × seed as a child `pipeline` run
  * (`<experiment id>--<row>-s<seed>`, run directory `<experiment>-<row>-s<seed>`), at most
- * `maxParallelRows` at once, per seed the baseline first. Before each run, finished stages of
+ * `maxParallelRows` at once, in the plan's order (the baseline row first). Before each run, finished stages of
  * sibling runs with the same config and inputs are mirrored into its directory (its pipeline
  * then skips them); after each, results.json and report.md are rebuilt. Rerunning the experiment
  * reruns every pipeline, which finds its stages current and skips them.

@@ -21,7 +21,7 @@ import {
   type ExperimentResults,
   type ExperimentRun,
 } from '../index';
-import { formatPValue } from '../experiment';
+import { formatPValue, resultsOrder } from '../experiment';
 import { ApplicationFailure, CancelledFailure, ChildWorkflowFailure, RetryState } from '@temporalio/common';
 
 function writeExperiment(dir: string, name: string, value: unknown): void {
@@ -38,20 +38,30 @@ describe('experiment files', () => {
   });
   afterEach(() => delete process.env.ID3_EXPERIMENTS_DIR);
 
-  it('the repository experiments are valid: table1 has every row at 2 seeds, baseline first per seed', () => {
+  it('the repository experiments are valid: table1 has every row at 2 seeds, the baseline row first, row by row', () => {
     const table1 = planExperiment({ name: 'table1' });
     expect(table1.benchmark).toBe('LFW');
     expect(table1.runs).toHaveLength(18);
-    expect(table1.runs.slice(0, 3).map((r) => r.runName)).toEqual(['table1-ID3-s0', 'table1-real-s0', 'table1-no-guidance-s0']);
+    expect(table1.runs.slice(0, 3).map((r) => r.runName)).toEqual(['table1-ID3-s0', 'table1-ID3-s1', 'table1-real-s0']);
     expect(table1.runs.find((r) => r.row === 'real')?.input.stages).toEqual(['prepare', 'fr-train', 'eval']);
     expect(table1.runs.find((r) => r.row === 'crowded-random')?.compareTo).toBe('crowded-tammes');
     const demo = planExperiment({ name: 'demo-table1' });
     expect(demo.runs.map((r) => [r.row, r.seed, r.input.overrides?.seed])).toEqual([
       ['ID3', 0, 0],
-      ['no-guidance', 0, 0],
       ['ID3', 1, 1],
+      ['no-guidance', 0, 0],
       ['no-guidance', 1, 1],
     ]);
+    // Rows side by side: seed by seed, so two seeds of one row (sharing a pinned sample) never start together.
+    const sideBySide = planExperiment({ name: 'demo-table1', maxParallelRows: 2 });
+    expect(sideBySide.runs.map((r) => r.runName)).toEqual([
+      'demo-table1-ID3-s0',
+      'demo-table1-no-guidance-s0',
+      'demo-table1-ID3-s1',
+      'demo-table1-no-guidance-s1',
+    ]);
+    // results.json lists them seed by seed either way.
+    expect(resultsOrder(demo.runs).map((r) => r.runName)).toEqual(sideBySide.runs.map((r) => r.runName));
   });
 
   it.each([
@@ -204,7 +214,7 @@ describe('reusing finished stages of sibling runs', () => {
   });
 
   it('mirrors stages whose config and inputs equal, by hard links, and stops where they differ', () => {
-    const [id3, noGuidance] = plan.runs;
+    const [id3, noGuidance, , noGuidanceS1] = resultsOrder(plan.runs);
     const reads = (stage: string) => {
       const def = stageRegistry().get(stage);
       return def?.reads?.(validateStageSection(buildPipelineConfig(id3.input), stage)) ?? {};
@@ -224,7 +234,7 @@ describe('reusing finished stages of sibling runs', () => {
     expect(JSON.parse(readFileSync(join(runsDir, noGuidance.runName, 'reused.json'), 'utf8'))).toEqual(reuse.reused);
     // A stage the run has finished itself is never replaced.
     expect(reuseFinishedStages(noGuidance, [id3.runName]).reused).toEqual({});
-    expect(reuseFinishedStages({ ...plan.runs[3], input: { ...plan.runs[3].input, force: true } }, [id3.runName]).reused).toEqual({});
+    expect(reuseFinishedStages({ ...noGuidanceS1, input: { ...noGuidanceS1.input, force: true } }, [id3.runName]).reused).toEqual({});
 
     // A reused stage whose config then changes will rerun here: it gets its own copy of the
     // shared files first (a stage that writes in place must not reach the sibling's).
@@ -247,7 +257,7 @@ describe('reusing finished stages of sibling runs', () => {
   });
 
   it('takes a stage from a run outside the experiment by copy, after the siblings', () => {
-    const [id3, noGuidance] = plan.runs;
+    const [id3, noGuidance] = resultsOrder(plan.runs);
     // A profile run made before the experiment, same config and inputs for prepare only.
     const outside = { ...id3, runName: 'profile-run' };
     finishStage(runsDir, outside, 'prepare', {}, ['crops']);
@@ -259,7 +269,7 @@ describe('reusing finished stages of sibling runs', () => {
     expect(statSync(file(noGuidance.runName)).ino).not.toBe(statSync(file('profile-run')).ino);
     // A sibling with the same stage wins over the outsider (it links).
     finishStage(runsDir, id3, 'prepare', {}, ['crops']);
-    const next = plan.runs[2];
+    const next = resultsOrder(plan.runs)[2];
     expect(reuseFinishedStages(next, [id3.runName, noGuidance.runName]).reused).toEqual({ prepare: id3.runName });
   });
 });
@@ -342,7 +352,7 @@ describe('experiment results', () => {
   const read = () => JSON.parse(readFileSync(join(runsDir, 'demo-table1', 'results.json'), 'utf8')) as ExperimentResults;
 
   it('records rows as they finish, McNemar against the baseline of the same seed, mean ± std over seeds', () => {
-    const [id3s0, ngs0, id3s1, ngs1] = plan.runs;
+    const [id3s0, ngs0, id3s1, ngs1] = resultsOrder(plan.runs);
     const all = Array.from({ length: 10 }, () => true);
     // no-guidance first: no baseline yet, so no p; it appears once ID3 of that seed is recorded.
     finishRow(ngs0, [false, false, false, false, false, false, true, true, true, true]);
@@ -417,12 +427,13 @@ describe('experiment results', () => {
   });
 
   it('drops entries recorded under another config of the row', () => {
-    const [id3s0] = plan.runs;
+    const [id3s0, ngs0] = resultsOrder(plan.runs);
     finishRow(id3s0, [true, false]);
     recordExperimentRun(plan, id3s0, done, none(id3s0));
     const changed = { ...plan, runs: plan.runs.map((r) => ({ ...r, configHash: `${r.configHash}-changed` })) };
-    finishRow(plan.runs[1], [true, true]);
-    recordExperimentRun(changed, changed.runs[1], done, none(changed.runs[1]));
+    const changedNgs0 = { ...ngs0, configHash: `${ngs0.configHash}-changed` };
+    finishRow(ngs0, [true, true]);
+    recordExperimentRun(changed, changedNgs0, done, none(changedNgs0));
     expect(read().results.map((x) => x.row)).toEqual(['no-guidance']);
   });
 
@@ -432,7 +443,7 @@ describe('experiment results', () => {
   const wrongOn = (n: number) => allRight.map((_, i) => i >= n);
 
   it('the Reading section claims a direction only where McNemar p < 0.05 in every seed', () => {
-    const [id3s0, ngs0, id3s1, ngs1] = plan.runs;
+    const [id3s0, ngs0, id3s1, ngs1] = resultsOrder(plan.runs);
     finishRow(id3s0, allRight);
     recordExperimentRun(plan, id3s0, done, none(id3s0));
     expect(report()).toMatch(/## Expected before running\n\nNone written in the experiment file/);
@@ -603,7 +614,7 @@ describe('experiment results', () => {
   });
 
   it('records TAR and the paper columns (Table 1 layout), and still loads entries written before them', () => {
-    const [id3s0, ngs0] = plan.runs;
+    const [id3s0, ngs0] = resultsOrder(plan.runs);
     // Two of the paper's benchmarks scored besides the experiment's own (an insightface name in any case lands in its column).
     finishRow(id3s0, allRight, undefined, undefined, { metrics: { LFW_accuracy: 0.99, agedb30_accuracy: 0.9, LFW_accuracyStd: 0.01 } });
     recordExperimentRun(plan, id3s0, done, none(id3s0));
@@ -703,7 +714,7 @@ describe('experiment results', () => {
   });
 
   it("records the recognizer's batch and held-out accuracy, and fills them in for entries recorded before, while their run is here", () => {
-    const [id3s0, ngs0] = plan.runs;
+    const [id3s0, ngs0] = resultsOrder(plan.runs);
     finishRow(id3s0, allRight, undefined, undefined, { frMetrics: { finalBatchAccuracy: 0.74, validationAccuracy: 0.5862 } });
     recordExperimentRun(plan, id3s0, done, none(id3s0));
     expect(read().results[0]).toMatchObject({ frTrainBatchAccuracy: 0.74, frTrainValidationAccuracy: 0.5862 });
@@ -734,7 +745,7 @@ describe('experiment results', () => {
   });
 
   it("records each synthetic set's dataset card once per set, keeps it when the run goes, and names the sets it cannot show", () => {
-    const [id3s0, ngs0, id3s1] = plan.runs;
+    const [id3s0, ngs0, id3s1] = resultsOrder(plan.runs);
     const ran = (...stages: string[]) => ({
       stages: stages.map((stage) => ({ stage, skipped: false, runDir: '', manifestPath: '', outputs: {}, metrics: {}, durationMs: 0 })),
     });
