@@ -1282,7 +1282,7 @@ function comparisonText(reference: string, cs: readonly SeedComparison[]): strin
   const head = `${signedPoints(mean(cs.map((c) => c.difference)))} points vs ${reference} (${seedsText(cs.map((c) => c.seed))})`;
   const ps = `p ${cs.map((c) => formatPValue(c.p)).join(', ')}`;
   const v = verdict(cs);
-  if (v === 'noise') return `${head}: within noise (p ≥ 0.05 in at least one seed): ${ps}`;
+  if (v === 'noise') return `${head}: within noise (p ≥ 0.05${cs.length > 1 ? ' in at least one seed' : ''}): ${ps}`;
   if (v === 'opposite')
     return `${head}: significant in opposite directions (McNemar p < 0.05 in every seed run, ${cs.map((c) => `${c.c > c.b ? 'above' : 'below'} in seed ${c.seed}`).join(', ')}): ${ps}`;
   return `${head}: significantly ${v} ${reference} (McNemar p < 0.05 in every seed run): ${ps}`;
