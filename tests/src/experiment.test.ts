@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RunStore } from '@id3/core';
@@ -119,6 +119,41 @@ describe('experiment workflow against a real Temporal server', () => {
     expect(rerun.results.map((r) => [r.row, r.seed, r.lfwAccuracy, r.mcnemarPVsID3])).toEqual(
       results.results.map((r) => [r.row, r.seed, r.lfwAccuracy, r.mcnemarPVsID3]),
     );
+
+    // Rows side by side that make the same data (here a row repeated under another name, so its
+    // dataKey is the baseline's): the second waits for the first, then reuses all it made.
+    const experiments = join(h.dir, 'experiments');
+    mkdirSync(experiments);
+    const demo = JSON.parse(readFileSync(join(__dirname, '../../experiments/demo-table1.json'), 'utf8')) as {
+      rows: { name: string; overrides: unknown }[];
+    };
+    writeFileSync(
+      join(experiments, 'demo-pair.json'),
+      JSON.stringify({ ...demo, seeds: [0], rows: [...demo.rows.filter((r) => r.name === 'ID3'), { name: 'ID3-again', overrides: {} }] }),
+    );
+    process.env.ID3_EXPERIMENTS_DIR = experiments;
+    try {
+      const pairId = `${id}-pair`;
+      const pair = (await h.client.workflow.execute('experiment', {
+        taskQueue: TASK_QUEUE,
+        workflowId: pairId,
+        args: [{ name: 'demo-pair', maxParallelRows: 2 }],
+      })) as ExperimentResult;
+      expect(pair.runs.map((r) => [r.runName, r.skippedStages])).toEqual([
+        ['demo-pair-ID3-s0', ALL.length],
+        ['demo-pair-ID3-again-s0', ALL.length],
+      ]);
+      const first = await h.client.workflow.getHandle(experimentRunWorkflowId(pairId, 'ID3', 0)).describe();
+      const second = await h.client.workflow.getHandle(experimentRunWorkflowId(pairId, 'ID3-again', 0)).describe();
+      expect(second.startTime.getTime()).toBeGreaterThanOrEqual(first.closeTime?.getTime() ?? Infinity);
+      const paired = JSON.parse(readFileSync(join(h.runsDir, 'demo-pair', 'results.json'), 'utf8')) as ExperimentResults;
+      expect(paired.results[1]).toMatchObject({
+        row: 'ID3-again',
+        reusedStages: Object.fromEntries(ALL.map((s) => [s, 'demo-pair-ID3-s0'])),
+      });
+    } finally {
+      delete process.env.ID3_EXPERIMENTS_DIR;
+    }
 
     // The run directories lost (a fresh checkout keeps only the committed results folder): the
     // recorded runs are adopted from the results and their per-pair copies, and none reruns.

@@ -185,6 +185,47 @@ export function runsToStart(
 }
 
 /**
+ * Run `fn` over the items in their order with at most `limit` in flight, never two that
+ * `conflict` at once: each lane takes the first waiting item that conflicts with none in flight,
+ * and when every waiting item does, waits (`waitUntil`: the workflow's `condition`) until one of
+ * those finishes. Once `stop()` says so, no more start (those in flight finish). Without
+ * conflicts it is a plain limited loop that starts items synchronously, as before conflicts
+ * existed (so replayed executions issue the same commands). Deterministic: no clocks, no I/O.
+ */
+export async function forEachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+  options: {
+    readonly conflict?: (a: T, b: T) => boolean;
+    readonly waitUntil?: (ready: () => boolean) => Promise<void>;
+    readonly stop?: () => boolean;
+  } = {},
+): Promise<void> {
+  const waiting = [...items];
+  const inFlight: T[] = [];
+  const free = (item: T): boolean => !inFlight.some((other) => options.conflict?.(item, other) ?? false);
+  const lane = async (): Promise<void> => {
+    while (waiting.length && !options.stop?.()) {
+      const i = waiting.findIndex(free);
+      if (i < 0) {
+        if (!options.waitUntil) throw new Error('forEachLimited: items that conflict need a waitUntil');
+        await options.waitUntil(() => !waiting.length || waiting.some(free));
+        continue;
+      }
+      const [item] = waiting.splice(i, 1);
+      inFlight.push(item);
+      try {
+        await fn(item);
+      } finally {
+        inFlight.splice(inFlight.indexOf(item), 1);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
+}
+
+/**
  * Why a child run failed, for a person: the innermost cause's message (a child's failure wraps the
  * stage's own). A cancellation has no message of its own, so it is named.
  */
@@ -206,6 +247,13 @@ export interface ExperimentRun {
   readonly configHash: string;
   /** Another row of the same seed this row is also compared with. */
   readonly compareTo?: string;
+  /**
+   * Hash of what the run trains on: the stages it runs before `fr-train`, with their versions and
+   * config sections. Runs with the same one make the same data (a row's seeds, where the row pins
+   * its sampling to one seed), so they never run side by side: the second would remake what the
+   * first is making instead of reusing it. Absent in plans made before it existed.
+   */
+  readonly dataKey?: string;
 }
 
 /** What the experiment's plan activity validated: every run of the file in order (per seed, baseline first). */

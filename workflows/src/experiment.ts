@@ -152,10 +152,9 @@ function benchmarkOf(config: PipelineConfig, wanted: string | undefined): { name
 /**
  * Validate an experiment and every run it makes (each row's config exactly as its pipeline will
  * plan it), in the order they run: the baseline row first, so its finished stages are there to
- * reuse. One run at a time (the default), row by row: a row's seeds follow each other, so the
- * second finds the first's pinned sample on this machine and the row's result is whole hours
- * sooner. Rows side by side, seed by seed: two seeds of one row started together would each
- * sample their shared set.
+ * reuse, then row by row: a row's seeds follow each other, so the second finds the first's pinned
+ * sample on this machine and the row's result is whole hours sooner. Each run's `dataKey` names
+ * the data it trains on, so that rows run side by side never start two runs making the same set.
  */
 export function planExperiment(input: ExperimentInput): ExperimentPlan {
   const { path, experiment: e } = loadExperiment(input?.name);
@@ -182,11 +181,7 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
   const rows = [...e.rows.filter((r) => r.name === e.baseline), ...e.rows.filter((r) => r.name !== e.baseline)];
   const runs: ExperimentRun[] = [];
   let benchmark: { name: string; spec: unknown; row: string } | undefined;
-  const running = rows.filter((r) => !r.pending);
-  const rowByRow = (input.maxParallelRows ?? 1) === 1;
-  const order = rowByRow
-    ? running.flatMap((row) => e.seeds.map((seed) => ({ row, seed })))
-    : e.seeds.flatMap((seed) => running.map((row) => ({ row, seed })));
+  const order = rows.filter((r) => !r.pending).flatMap((row) => e.seeds.map((seed) => ({ row, seed })));
   for (const { row, seed } of order) {
     const i = e.rows.indexOf(row);
     const runName = `${input.name}-${row.name}-s${seed}`;
@@ -242,6 +237,7 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
       input: pipelineInput,
       configHash: resultsConfigHash(config),
       ...(row.compareTo ? { compareTo: row.compareTo } : {}),
+      dataKey: dataKeyOf(config, stages),
     });
   }
   return {
@@ -257,6 +253,17 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
       input.force ? [] : adoptRecordedRuns(input.name, e.publish === undefined ? undefined : publishFolder(e.publish, path), runs),
     ),
   };
+}
+
+/**
+ * What a run trains on, as a hash: the stages it runs before `fr-train`, each with its version and
+ * validated config section — the same stages with the same configs and versions make the same
+ * outputs (what reusing a sibling's stages rests on too).
+ */
+function dataKeyOf(config: PipelineConfig, stages: readonly string[]): string {
+  const registry = stageRegistry();
+  const upstream = registry.names.slice(0, registry.names.indexOf('fr-train')).filter((s) => stages.includes(s));
+  return hashJson(upstream.map((stage) => ({ stage, version: registry.get(stage)?.version, config: validateStageSection(config, stage) })));
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import {
   ApplicationFailure,
+  condition,
   continueAsNew,
   defineQuery,
   defineSignal,
@@ -19,6 +20,7 @@ import {
   RUN_SEARCH_ATTRIBUTE,
   STAGE_SEARCH_ATTRIBUTE,
   experimentRunWorkflowId,
+  forEachLimited,
   rootMessage,
   runsToStart,
   shardedStageFinish,
@@ -170,20 +172,25 @@ export async function stage(input: StageWorkflowInput): Promise<StageSummary> {
     // continue as a new run, which asks again what is left (finished shards are on disk).
     const budget = input.timing?.historyEventsPerRun ?? 10_000;
     const full = (): boolean => workflowInfo().historyLength > budget || workflowInfo().continueAsNewSuggested;
-    await forEachLimited(left.shards, input.timing?.maxParallelShards ?? 16, full, async (shard) => {
-      const result: ShardSummary = await activities.runShard({ ...base, shard });
-      counter.done += 1;
-      if (!result.skipped) counter.ran += 1;
-      const finish = shardedStageFinish({ ...counter, left: counter.total - counter.done, nowMs: Date.now() });
-      view = publish({
-        ...view,
-        phase: 'shards',
-        step: counter.done,
-        total: counter.total,
-        message: `shard ${result.shard} ${result.skipped ? 'was already done' : 'done'}`,
-        finishesAt: finish === undefined ? view.finishesAt : new Date(finish).toISOString(),
-      });
-    });
+    await forEachLimited(
+      left.shards,
+      input.timing?.maxParallelShards ?? 16,
+      async (shard) => {
+        const result: ShardSummary = await activities.runShard({ ...base, shard });
+        counter.done += 1;
+        if (!result.skipped) counter.ran += 1;
+        const finish = shardedStageFinish({ ...counter, left: counter.total - counter.done, nowMs: Date.now() });
+        view = publish({
+          ...view,
+          phase: 'shards',
+          step: counter.done,
+          total: counter.total,
+          message: `shard ${result.shard} ${result.skipped ? 'was already done' : 'done'}`,
+          finishesAt: finish === undefined ? view.finishesAt : new Date(finish).toISOString(),
+        });
+      },
+      { stop: full },
+    );
     if (counter.done < counter.total) {
       await continueAsNew<typeof stage>({ ...input, plan, continued: (input.continued ?? 0) + 1 });
     }
@@ -211,7 +218,8 @@ const experimentActivities = proxyActivities<Activities>({
 /**
  * An experiment (`experiments/<name>.json`): every row × seed as a child `pipeline` run
  * (`<experiment id>--<row>-s<seed>`, run directory `<experiment>-<row>-s<seed>`), at most
- * `maxParallelRows` at once, in the plan's order (the baseline row first). Before each run, finished stages of
+ * `maxParallelRows` at once, in the plan's order (the baseline row first; two runs that make the same
+ * data, never side by side: the later waits and reuses). Before each run, finished stages of
  * sibling runs with the same config and inputs are mirrored into its directory (its pipeline
  * then skips them); after each, results.json and report.md are rebuilt. Rerunning the experiment
  * reruns every pipeline, which finds its stages current and skips them.
@@ -255,7 +263,6 @@ export async function experiment(input: ExperimentInput): Promise<ExperimentResu
   await forEachLimited(
     toRun,
     input.maxParallelRows ?? 1,
-    () => false,
     async (run) => {
       running.add(run.runName);
       show();
@@ -289,6 +296,8 @@ export async function experiment(input: ExperimentInput): Promise<ExperimentResu
         show();
       }
     },
+    // Runs that make the same data wait for each other, so the second reuses the first's instead of remaking it.
+    { conflict: (a, b) => a.dataKey !== undefined && a.dataKey === b.dataKey, waitUntil: (ready) => condition(ready) },
   );
   if (failed.length) {
     throw ApplicationFailure.create({
@@ -305,16 +314,4 @@ export async function experiment(input: ExperimentInput): Promise<ExperimentResu
     runs: finished,
     pending: plan.pending,
   };
-}
-
-/**
- * Run `fn` over the items with at most `limit` in flight (deterministic: workflow promises);
- * once `stop()` says so, start no more (those in flight finish).
- */
-async function forEachLimited<T>(items: readonly T[], limit: number, stop: () => boolean, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lanes = Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, async () => {
-    while (next < items.length && !stop()) await fn(items[next++]);
-  });
-  await Promise.all(lanes);
 }

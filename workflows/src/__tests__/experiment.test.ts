@@ -52,16 +52,44 @@ describe('experiment files', () => {
       ['no-guidance', 0, 0],
       ['no-guidance', 1, 1],
     ]);
-    // Rows side by side: seed by seed, so two seeds of one row (sharing a pinned sample) never start together.
-    const sideBySide = planExperiment({ name: 'demo-table1', maxParallelRows: 2 });
-    expect(sideBySide.runs.map((r) => r.runName)).toEqual([
+    // Rows side by side plan the same order: the workflow keeps runs with one dataKey apart.
+    expect(planExperiment({ name: 'demo-table1', maxParallelRows: 2 }).runs).toEqual(demo.runs);
+    // results.json lists them seed by seed.
+    expect(resultsOrder(demo.runs).map((r) => r.runName)).toEqual([
       'demo-table1-ID3-s0',
       'demo-table1-no-guidance-s0',
       'demo-table1-ID3-s1',
       'demo-table1-no-guidance-s1',
     ]);
-    // results.json lists them seed by seed either way.
-    expect(resultsOrder(demo.runs).map((r) => r.runName)).toEqual(sideBySide.runs.map((r) => r.runName));
+  });
+
+  it("a run's dataKey names the data it trains on: shared by a row's seeds where the row pins its sampling, and only then", () => {
+    const key = (plan: ReturnType<typeof planExperiment>, runName: string): string | undefined =>
+      plan.runs.find((r) => r.runName === runName)?.dataKey;
+    const table1 = planExperiment({ name: 'table1' });
+    const rows = [...new Set(table1.runs.map((r) => r.row))];
+    // table1 pins prepare … sample to seed 0: both seeds of a row train on one set.
+    for (const row of rows) expect(key(table1, `table1-${row}-s1`)).toBe(key(table1, `table1-${row}-s0`));
+    // Every row changes something upstream of training (real runs no sampling stages at all).
+    expect(new Set(rows.map((row) => key(table1, `table1-${row}-s0`))).size).toBe(rows.length);
+    // demo-table1 samples with each run's own seed: its seeds make different sets.
+    const demo = planExperiment({ name: 'demo-table1' });
+    expect(key(demo, 'demo-table1-ID3-s1')).not.toBe(key(demo, 'demo-table1-ID3-s0'));
+    // Training settings are not part of it.
+    const source = JSON.parse(readFileSync(join(__dirname, '../../../experiments/table1.json'), 'utf8')) as {
+      publish?: string;
+      rows: { name: string; overrides: Record<string, unknown> }[];
+    };
+    delete source.publish;
+    source.rows = [
+      ...source.rows.filter((r) => r.name === 'ID3'),
+      { name: 'longer', overrides: { 'fr-train': { trainer: { steps: 3000 } } } },
+    ];
+    writeExperiment(experiments, 'keys', source);
+    process.env.ID3_EXPERIMENTS_DIR = experiments;
+    const plan = planExperiment({ name: 'keys' });
+    expect(key(plan, 'keys-longer-s0')).toBe(key(plan, 'keys-ID3-s0'));
+    expect(key(plan, 'keys-ID3-s0')).toBe(key(table1, 'table1-ID3-s0'));
   });
 
   it.each([
