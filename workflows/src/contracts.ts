@@ -256,7 +256,7 @@ export interface ExperimentRun {
   readonly dataKey?: string;
 }
 
-/** What the experiment's plan activity validated: every run of the file in order (per seed, baseline first). */
+/** What the experiment's plan activity validated: every run of the file in order (baseline row first, row by row). */
 export interface ExperimentPlan {
   readonly name: string;
   readonly baseline: string;

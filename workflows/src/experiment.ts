@@ -268,7 +268,7 @@ function dataKeyOf(config: PipelineConfig, stages: readonly string[]): string {
 
 /**
  * results.json lists runs seed by seed (the baseline first within each), whatever order they ran
- * in, so that a plan made for one run at a time and one for rows side by side write the same file.
+ * in (row by row now, seed by seed in plans made before), so the file reads the same either way.
  */
 export function resultsOrder<T extends Pick<ExperimentRun, 'seed'>>(runs: readonly T[]): T[] {
   const seeds = [...new Set(runs.map((r) => r.seed))];
