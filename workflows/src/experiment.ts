@@ -532,6 +532,18 @@ interface Discordant {
   readonly pChi2: number;
 }
 
+/**
+ * One row's recognizers at two of its seeds tested against each other on the same pairs: b = the
+ * earlier seed right and the later wrong, c = the reverse, p exact. How much the training seed
+ * alone moves the row: the yardstick its same-seed tests against the baseline are read against.
+ */
+export interface SeedToSeedTest {
+  readonly seeds: readonly [number, number];
+  readonly b: number;
+  readonly c: number;
+  readonly p: number;
+}
+
 /** A sampled set's dataset card, in numbers (the sample stage's metrics). */
 export interface TrainingSetCard {
   readonly identities: number;
@@ -660,6 +672,8 @@ export interface ExperimentResults {
     readonly imagesPerIdentity: number;
     readonly mcnemarPVsID3: readonly (number | null)[];
     readonly mcnemarPLargePoseVsID3: readonly (number | null)[];
+    /** Each consecutive pair of the seeds it finished (absent in summaries written before it was, until rebuilt). */
+    readonly seedToSeed?: readonly SeedToSeedTest[];
   }[];
   readonly pending: ExperimentPlan['pending'];
   readonly notYetRun: readonly string[];
@@ -670,16 +684,19 @@ export function experimentResultsPaths(name: string): { results: string; report:
   return { results: join(dir, 'results.json'), report: join(dir, 'report.md') };
 }
 
-/** Where a row's per-pair outcomes are: its run directory when its eval is here, else the copy beside the experiment's results. */
-function pairsPath(experiment: string, r: ExperimentRowResult): string | undefined {
+/**
+ * Where a row's per-pair outcomes are: its run directory when its eval is here, else the copy beside
+ * the experiment's results (in the runs directory, or in `folder` when given: a publish folder).
+ */
+function pairsPath(experiment: string, r: ExperimentRowResult, folder = join(runsDir(), experiment)): string | undefined {
   if (entryIsHere(r)) return join(runsDir(), r.pairsFile);
-  const copy = plainCopy(r.pairs, 'pairs') ? join(runsDir(), experiment, r.pairs) : undefined;
+  const copy = plainCopy(r.pairs, 'pairs') ? join(folder, r.pairs) : undefined;
   return copy !== undefined && existsSync(copy) ? copy : undefined;
 }
 
 /** A row's per-pair outcomes (see pairsPath). */
-function readPairs(experiment: string, r: ExperimentRowResult): PairResults {
-  const file = pairsPath(experiment, r);
+function readPairs(experiment: string, r: ExperimentRowResult, folder?: string): PairResults {
+  const file = pairsPath(experiment, r, folder);
   if (file === undefined)
     throw new Error(
       `run ${r.runName}: its pairs file is neither in its run directory (${r.pairsFile}) nor beside the results (${r.pairs ?? 'no copy recorded'})`,
@@ -697,9 +714,10 @@ function compare(
   experiment: string,
   a: ExperimentRowResult,
   b: ExperimentRowResult,
+  folder?: string,
 ): { all: McNemarResult; largePose: (McNemarResult & { pairs: number }) | null } {
-  const pa = readPairs(experiment, a);
-  const pb = readPairs(experiment, b);
+  const pa = readPairs(experiment, a, folder);
+  const pb = readPairs(experiment, b, folder);
   if (hashJson(pa.issame) !== hashJson(pb.issame) || hashJson(pa.folds) !== hashJson(pb.folds))
     throw new InvalidInputError(`${a.pairsFile} and ${b.pairsFile} are not the same pairs (issame or folds differ): no paired test`, {
       file: b.pairsFile,
@@ -718,6 +736,14 @@ function compare(
         }
       : null,
   };
+}
+
+/** The row's consecutive finished seeds tested against each other (entries in seed order; pairs as in pairsPath). */
+function seedToSeedTests(experiment: string, entries: readonly ExperimentRowResult[], folder?: string): SeedToSeedTest[] {
+  return entries.slice(1).map((later, i) => {
+    const { b, c, pExact } = compare(experiment, entries[i], later, folder).all;
+    return { seeds: [entries[i].seed, later.seed], b, c, p: pExact };
+  });
 }
 
 const mean = (v: readonly number[]): number => v.reduce((s, x) => s + x, 0) / v.length;
@@ -969,6 +995,7 @@ export function recordExperimentRun(
         imagesPerIdentity: mean(rs.map((r) => r.imagesPerIdentity)),
         mcnemarPVsID3: rs.map((r) => r.mcnemarPVsID3),
         mcnemarPLargePoseVsID3: rs.map((r) => r.mcnemarPLargePoseVsID3),
+        seedToSeed: seedToSeedTests(plan.name, rs),
       };
     });
   const out: ExperimentResults = {
@@ -1125,11 +1152,17 @@ export function rebuildExperimentReport(name: string): string[] {
       const here = entryIsHere(r);
       return { ...r, ...fieldsFromRun(r, here) };
     });
-    const updated = { ...results, results: filled };
+    // Seed-to-seed tests for summaries written before they were, where every pairs file is readable.
+    const summary = results.summary.map((s) => {
+      const entries = filled.filter((r) => r.row === s.row);
+      return s.seedToSeed === undefined && entries.every((r) => pairsPath(name, r, dir) !== undefined)
+        ? { ...s, seedToSeed: seedToSeedTests(name, entries, dir) }
+        : s;
+    });
+    const updated = { ...results, results: filled, summary };
     // Written only when something was filled in, and only over the file as read: a run recorded
     // meanwhile (an experiment in flight) is not overwritten; its own record fills the same fields.
-    if (JSON.stringify(filled) !== JSON.stringify(results.results) && readFileSync(file, 'utf8') === original)
-      writeJsonAtomic(file, updated);
+    if (JSON.stringify(updated) !== JSON.stringify(results) && readFileSync(file, 'utf8') === original) writeJsonAtomic(file, updated);
     writeFileAtomic(join(dir, 'report.md'), reportMarkdown(updated, readingIn(dir, reading, published)));
     return join(dir, 'report.md');
   });
@@ -1192,6 +1225,12 @@ function paperLayoutTable(r: ExperimentResults): string[] {
 }
 
 /** The experiment's benchmark in detail: mean ± std over seeds, fold std, training set, large pose, paired rows. */
+/** The summary's seed-to-seed tests as a table cell: "612 / 621, p 0.82" per pair of seeds; — for one seed or none recorded. */
+const seedToSeedText = (tests: readonly SeedToSeedTest[] | undefined): string =>
+  tests?.length
+    ? tests.map((t) => `${tests.length > 1 ? `${t.seeds[0]}→${t.seeds[1]}: ` : ''}${t.b} / ${t.c}, p ${formatPValue(t.p)}`).join('; ')
+    : '—';
+
 function detailTable(r: ExperimentResults): string[] {
   const pairedRows = r.rows.some((x) => x.compareTo);
   const entries = (row: string): ExperimentRowResult[] => r.results.filter((x) => x.row === row);
@@ -1210,12 +1249,14 @@ function detailTable(r: ExperimentResults): string[] {
     `Large pose: accuracy on the quarter of the pairs with the largest head-pose difference |yaw_a − yaw_b| (LFW is mostly`,
     `frontal); its McNemar p on the baseline's quarter.`,
     ...(pairedRows ? ["A row compared with another row as well (its `compareTo`): that test's p per seed, in its own column."] : []),
+    'Seed to seed: the row against itself at its next seed on the same pairs (b / c: pairs only the earlier / only the later',
+    'seed gets right; McNemar p): how many answers the training seed alone changes, and whether it moves the accuracy.',
     '',
-    `| row | seeds | accuracy | fold std | identities × images | McNemar p vs ${r.baseline} | large-pose accuracy | large-pose McNemar p |${pairedRows ? ' McNemar p vs its paired row |' : ''}`,
-    `|---|---|---|---|---|---|---|---|${pairedRows ? '---|' : ''}`,
+    `| row | seeds | accuracy | fold std | identities × images | McNemar p vs ${r.baseline} | large-pose accuracy | large-pose McNemar p |${pairedRows ? ' McNemar p vs its paired row |' : ''} seed to seed |`,
+    `|---|---|---|---|---|---|---|---|${pairedRows ? '---|' : ''}---|`,
     ...r.summary.map(
       (s) =>
-        `| ${s.row} | ${s.seeds.join(', ')} | ${overSeeds(s.lfwAccuracyMean, s.lfwAccuracyStdOverSeeds, s.seeds.length)} | ${pct(s.lfwFoldStdMean)} | ${Math.round(s.identities)} × ${s.imagesPerIdentity.toFixed(1)} | ${s.mcnemarPVsID3.map(formatPValue).join(', ')} | ${s.lfwLargePoseAccuracyMean === null ? '—' : overSeeds(s.lfwLargePoseAccuracyMean, s.lfwLargePoseAccuracyStdOverSeeds, present(entries(s.row).map((x) => x.lfwLargePoseAccuracy)).length)} | ${s.mcnemarPLargePoseVsID3.map(formatPValue).join(', ')} |${pairedRows ? ` ${versusPair(s.row)} |` : ''}`,
+        `| ${s.row} | ${s.seeds.join(', ')} | ${overSeeds(s.lfwAccuracyMean, s.lfwAccuracyStdOverSeeds, s.seeds.length)} | ${pct(s.lfwFoldStdMean)} | ${Math.round(s.identities)} × ${s.imagesPerIdentity.toFixed(1)} | ${s.mcnemarPVsID3.map(formatPValue).join(', ')} | ${s.lfwLargePoseAccuracyMean === null ? '—' : overSeeds(s.lfwLargePoseAccuracyMean, s.lfwLargePoseAccuracyStdOverSeeds, present(entries(s.row).map((x) => x.lfwLargePoseAccuracy)).length)} | ${s.mcnemarPLargePoseVsID3.map(formatPValue).join(', ')} |${pairedRows ? ` ${versusPair(s.row)} |` : ''} ${seedToSeedText(s.seedToSeed)} |`,
     ),
   ];
 }

@@ -422,6 +422,10 @@ describe('experiment results', () => {
     expect(report).toMatch(/\| ID3 \| 0, 1 \| 95\.00 ± 7\.07 \|/);
     expect(report).toMatch(/\| row \| seeds \| .* \| large-pose accuracy \| large-pose McNemar p \|/);
     expect(report).toMatch(/\| ID3 \| 0, 1 \| 95\.00 ± 7\.07 \| .* \| 83\.33 ± 23\.57 \| —, — \|/);
+    // Seed to seed: ID3's seeds disagree on pair 0 alone (seed 0 right: b = 1, c = 0); one seed has no such test.
+    expect(s?.seedToSeed).toEqual([{ seeds: [0, 1], b: 1, c: 0, p: expect.closeTo(1, 12) }]);
+    expect(report).toMatch(/^\| ID3 \| 0, 1 \| 95\.00 ± 7\.07 \| .* \| 1 \/ 0, p 1\.0 \|$/m);
+    expect(report).toMatch(/^\| no-guidance \| 0 \| 40\.00 \(1 seed\) \| .* \| — \|$/m);
     // One seed has no spread over seeds: it says so instead of a "± 0.00".
     expect(report).toMatch(/\| no-guidance \| 0 \| 40\.00 \(1 seed\) \| .* \| 0\.00 \(1 seed\) \| 0\.25 \|/);
     // Large pose at seed 0: no-guidance misses all 3 of ID3's quarter (b = 3, c = 0): −100 points, p 0.25 (no claim).
@@ -439,6 +443,19 @@ describe('experiment results', () => {
     });
     const ng = read().summary.find((x) => x.row === 'no-guidance');
     expect([ng?.lfwLargePoseAccuracyMean, ng?.lfwLargePoseAccuracyStdOverSeeds]).toEqual([0, 0]); // over seed 0 only
+    // no-guidance's seed 1 gets pairs 1-5 right that its seed 0 missed, and loses none: b = 0, c = 5, p = 2 · 0.5^5.
+    expect(ng?.seedToSeed).toEqual([{ seeds: [0, 1], b: 0, c: 5, p: expect.closeTo(0.0625, 12) }]);
+    expect(readFileSync(join(runsDir, 'demo-table1', 'report.md'), 'utf8')).toMatch(
+      /^\| no-guidance \| 0, 1 \| .* \| 0 \/ 5, p 0\.06[23] \|$/m,
+    );
+    // A summary written before seed-to-seed tests were gets them from the pairs files on a rebuild (--report-only).
+    const recorded = read();
+    writeFileSync(
+      join(runsDir, 'demo-table1', 'results.json'),
+      JSON.stringify({ ...recorded, summary: recorded.summary.map(({ seedToSeed: _, ...older }) => older) }),
+    );
+    rebuildExperimentReport('demo-table1');
+    expect(read().summary.map((x) => x.seedToSeed)).toEqual(recorded.summary.map((x) => x.seedToSeed));
 
     // Pairs that are not the same pairs are refused, naming both files.
     finishRow(ngs1, all, all);
@@ -929,6 +946,34 @@ describe('experiment results', () => {
       expect(() => rebuildExperimentReport('hand')).toThrow(
         /hand[/\\]results\.json: not an id3 experiment results file \(format 'something-else'\)/,
       );
+    });
+  });
+
+  it("a rebuild from the published folder alone tests a row's seeds against each other from the pairs copied there", () => {
+    inPublishSandbox((experiments, repo) => {
+      writeExperiment(experiments, 'seeds', { ...demoRows, seeds: [0, 1], publish: 'docs/seeds' });
+      const p = planExperiment({ name: 'seeds' });
+      const [s0, s1] = resultsOrder(p.runs);
+      finishRow(s0, wrongOn(1));
+      recordExperimentRun(p, s0, done, none(s0));
+      finishRow(s1, wrongOn(4));
+      recordExperimentRun(p, s1, done, none(s1));
+      const file = join(repo, 'docs', 'seeds', 'results.json');
+      const recorded = JSON.parse(readFileSync(file, 'utf8')) as ExperimentResults;
+      // Seed 0 right on pairs 1-3 where seed 1 is wrong, never the reverse.
+      expect(recorded.summary[0].seedToSeed).toEqual([{ seeds: [0, 1], b: 3, c: 0, p: expect.closeTo(0.25, 12) }]); // 2 · 0.5^3
+      // Written before the tests were, on a fresh checkout: no run directories, no local copy.
+      writeFileSync(file, JSON.stringify({ ...recorded, summary: recorded.summary.map(({ seedToSeed: _, ...older }) => older) }));
+      runsDir = mkdtempSync(join(tmpdir(), 'id3-exp-fresh-'));
+      process.env.ID3_RUNS_DIR = runsDir;
+      rebuildExperimentReport('seeds');
+      expect((JSON.parse(readFileSync(file, 'utf8')) as ExperimentResults).summary[0].seedToSeed).toEqual(recorded.summary[0].seedToSeed);
+      // Without the copies nothing can be tested: the summary stays as it was, the cell reads —.
+      writeFileSync(file, JSON.stringify({ ...recorded, summary: recorded.summary.map(({ seedToSeed: _, ...older }) => older) }));
+      rmSync(join(repo, 'docs', 'seeds', 'pairs'), { recursive: true });
+      rebuildExperimentReport('seeds');
+      expect((JSON.parse(readFileSync(file, 'utf8')) as ExperimentResults).summary[0].seedToSeed).toBeUndefined();
+      expect(readFileSync(join(repo, 'docs', 'seeds', 'report.md'), 'utf8')).toMatch(/^\| ID3 \| 0, 1 \| .* \| — \|$/m);
     });
   });
 
