@@ -1224,13 +1224,13 @@ function paperLayoutTable(r: ExperimentResults): string[] {
   ];
 }
 
-/** The experiment's benchmark in detail: mean ± std over seeds, fold std, training set, large pose, paired rows. */
 /** The summary's seed-to-seed tests as a table cell: "612 / 621, p 0.82" per pair of seeds; — for one seed or none recorded. */
 const seedToSeedText = (tests: readonly SeedToSeedTest[] | undefined): string =>
   tests?.length
     ? tests.map((t) => `${tests.length > 1 ? `${t.seeds[0]}→${t.seeds[1]}: ` : ''}${t.b} / ${t.c}, p ${formatPValue(t.p)}`).join('; ')
     : '—';
 
+/** The experiment's benchmark in detail: mean ± std over seeds, fold std, training set, large pose, paired rows, seed to seed. */
 function detailTable(r: ExperimentResults): string[] {
   const pairedRows = r.rows.some((x) => x.compareTo);
   const entries = (row: string): ExperimentRowResult[] => r.results.filter((x) => x.row === row);
