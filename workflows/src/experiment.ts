@@ -31,7 +31,16 @@ import {
   writeJsonAtomic,
   type StageManifest,
 } from '@id3/core';
-import { PAPER_BENCHMARKS, largestPoseDifference, mcnemar, type McNemarResult, type PairResults, type PaperBenchmark } from '@id3/eval';
+import {
+  PAPER_BENCHMARKS,
+  largestPoseDifference,
+  mcnemar,
+  mcnemarScaledP,
+  seedNoiseDispersion,
+  type McNemarResult,
+  type PairResults,
+  type PaperBenchmark,
+} from '@id3/eval';
 import type { ExperimentInput, ExperimentPlan, ExperimentRun, PipelineResult, ReuseSummary } from './contracts';
 import { REPO_ROOT, runsDir } from './paths';
 import { buildPipelineConfig, planRun, validateStageSection, type PipelineConfig } from './pipeline-config';
@@ -1403,6 +1412,62 @@ function targetLines(r: ExperimentResults): string[] {
   return [ratio(), ...ROWS_TO_BEAT.map(beats)];
 }
 
+const VERDICT_WORDS: Record<ReturnType<typeof verdict>, (reference: string) => string> = {
+  noise: () => 'within noise',
+  above: (reference) => `significantly above ${reference}`,
+  below: (reference) => `significantly below ${reference}`,
+  opposite: () => 'significant in opposite directions',
+};
+
+/**
+ * How much the recognizer's training seed alone moves a row (pooled over the summary's seed-to-seed
+ * tests), and the per-seed tests against the baseline and compareTo rows again with McNemar's width
+ * widened by it: a claim that does not survive that is one the training seed could have made.
+ */
+function seedNoiseSection(r: ExperimentResults): string[] {
+  const measured = r.summary.filter((s) => s.seedToSeed?.some((t) => t.b + t.c > 0));
+  const noise = seedNoiseDispersion(measured.flatMap((s) => s.seedToSeed ?? []));
+  const head = ['### Training-seed noise', ''];
+  if (!noise)
+    return [...head, 'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).'];
+  const width = Math.sqrt(noise.dispersion);
+  const lines = [
+    ...head,
+    `McNemar treats each recognizer's answers as fixed, so its only noise is which pairs were drawn; retraining with another seed changes the answers too.`,
+    `The ${noise.tests} seed-to-seed test${noise.tests > 1 ? 's' : ''} (${measured.map((s) => s.row).join(', ')}) measure${noise.tests > 1 ? '' : 's'} by how much: Σ (c − b)² / (b + c) = ${noise.chi2.toFixed(2)}`,
+    `on ${noise.tests} degree${noise.tests > 1 ? 's' : ''} of freedom (χ² p ${formatPValue(noise.p)}): the net change between a row's own seeds is ${width.toFixed(2)}× as wide as McNemar's`,
+    `null assumes (dispersion ${noise.dispersion.toFixed(2)}).`,
+  ];
+  if (noise.dispersion <= 1) return [...lines, 'That is no wider than McNemar assumes: the per-seed tests above stand as they are.'];
+  const scaled = (cs: readonly SeedComparison[]): SeedComparison[] =>
+    // Widening never makes a test more confident than the exact one (the chi-square form can read slightly below it).
+    cs.map((c) => ({ ...c, p: Math.max(c.p, mcnemarScaledP(c.b, c.c, noise.dispersion)) }));
+  const text = (reference: string, cs: readonly SeedComparison[]): string => {
+    const widened = scaled(cs);
+    const before = verdict(cs);
+    const after = verdict(widened);
+    return `p ${widened.map((c) => formatPValue(c.p)).join(', ')} (McNemar ${cs.map((c) => formatPValue(c.p)).join(', ')}): ${VERDICT_WORDS[after](reference)}${after === before ? '' : ` (was ${VERDICT_WORDS[before](reference)})`}`;
+  };
+  const rowLines = r.rows
+    .filter((x) => x.row !== r.baseline && x.seeds.length > 0)
+    .flatMap((x) => {
+      const parts = [r.baseline, ...(x.compareTo ? [x.compareTo] : [])].flatMap((reference) => {
+        const cs = seedComparisons(r, x.row, reference);
+        return cs.length ? [`vs ${reference} ${text(reference, cs)}`] : [];
+      });
+      const large = largePoseComparisons(r, x.row);
+      if (large.length) parts.push(`large-pose quarter vs ${r.baseline} ${text(r.baseline, large)}`);
+      return parts.length ? [`- **${x.row}**: ${parts.join('; ')}.`] : [];
+    });
+  return [
+    ...lines,
+    `With McNemar's variance scaled by ${noise.dispersion.toFixed(2)} (a quasi-binomial correction; it covers the recognizer's training seed, not the`,
+    "draw of a row's synthetic images), the tests per seed read as follows, by the same rule (a direction only where p < 0.05 at every seed):",
+    '',
+    ...(rowLines.length ? rowLines : ['No row has been tested against another yet.']),
+  ];
+}
+
 function readingSection(r: ExperimentResults, handReading: string | undefined): string[] {
   return [
     ...(handReading === undefined
@@ -1422,6 +1487,8 @@ function readingSection(r: ExperimentResults, handReading: string | undefined): 
     '(embedded above when written; `id3 experiment NAME --report-only` rebuilds the report after editing it).',
     '',
     ...r.rows.filter((x) => x.row !== r.baseline && x.seeds.length > 0).map((x) => readingLine(r, x)),
+    '',
+    ...seedNoiseSection(r),
     '',
     '### Targets',
     '',

@@ -11,7 +11,16 @@ export {
   rocCurve,
 } from './verification';
 export type { VerificationOptions, VerificationResult } from './verification';
-export { binomialTwoSidedP, chiSquare1Sf, erfc, mcnemar, mcnemarFromCounts } from './mcnemar';
+export {
+  binomialTwoSidedP,
+  chiSquare1Sf,
+  chiSquareSf,
+  erfc,
+  mcnemar,
+  mcnemarFromCounts,
+  mcnemarScaledP,
+  seedNoiseDispersion,
+} from './mcnemar';
 export type { McNemarResult } from './mcnemar';
 export { CropCache, EmbeddingCache, type CachedCrop } from './embedding-cache';
 export { DEFAULT_POSE_EDGES, largestPoseDifference, poseBinnedAccuracy, yawDifferences } from './pose-bins';

@@ -50,6 +50,90 @@ export function chiSquare1Sf(x: number): number {
   return x <= 0 ? 1 : erfc(Math.sqrt(x / 2));
 }
 
+/** log Γ(a) for a > 0 (Lanczos, g = 7, 9 terms: relative error ~1e-15 over the range used here). */
+function logGamma(a: number): number {
+  const g = [
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905,
+    -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
+  if (a < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * a)) - logGamma(1 - a);
+  const z = a - 1;
+  let x = g[0];
+  for (let i = 1; i < 9; i++) x += g[i] / (z + i);
+  const t = z + 7.5;
+  return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(x);
+}
+
+/**
+ * Regularized upper incomplete gamma Q(a, x) (Numerical Recipes' gammq): the series for P below
+ * x < a + 1, the continued fraction (modified Lentz) above, each to 1e-15 relative.
+ */
+function upperRegularizedGamma(a: number, x: number): number {
+  if (x <= 0) return 1;
+  const front = Math.exp(-x + a * Math.log(x) - logGamma(a));
+  if (x < a + 1) {
+    let term = 1 / a;
+    let sum = term;
+    for (let n = 1; n < 1000 && Math.abs(term) > Math.abs(sum) * 1e-15; n++) {
+      term *= x / (a + n);
+      sum += term;
+    }
+    return Math.max(0, 1 - sum * front);
+  }
+  const tiny = 1e-300;
+  let b = x + 1 - a;
+  let c = 1 / tiny;
+  let d = 1 / b;
+  let h = d;
+  for (let i = 1; i < 1000; i++) {
+    const an = -i * (i - a);
+    b += 2;
+    d = an * d + b;
+    if (Math.abs(d) < tiny) d = tiny;
+    c = b + an / c;
+    if (Math.abs(c) < tiny) c = tiny;
+    d = 1 / d;
+    const delta = d * c;
+    h *= delta;
+    if (Math.abs(delta - 1) < 1e-15) break;
+  }
+  return front * h;
+}
+
+/** Upper tail of chi-square with `df` degrees of freedom: P[χ²_df ≥ x] = Q(df / 2, x / 2). */
+export function chiSquareSf(x: number, df: number): number {
+  if (!(df > 0)) throw new RangeError(`chiSquareSf: need df > 0, got ${df}`);
+  return x <= 0 ? 1 : upperRegularizedGamma(df / 2, x / 2);
+}
+
+/**
+ * How wide the net change between a model's own training seeds is, against McNemar's null. McNemar
+ * treats each model's per-pair answers as fixed, so only which pairs were drawn is noise; a model
+ * retrained with another seed on the same data is the null "no difference" made real, and its
+ * (c − b)² / (b + c) is χ²₁ if McNemar's width is right. Summed over independent seed-to-seed tests
+ * it is χ²_k; `dispersion` = sum / k estimates the variance ratio (1 when McNemar's width is right).
+ * Without continuity correction, so the statistic's null mean is exactly 1 per test. Tests with no
+ * discordant pairs carry no information and are left out; none left: null.
+ */
+export function seedNoiseDispersion(
+  tests: readonly { readonly b: number; readonly c: number }[],
+): { readonly tests: number; readonly chi2: number; readonly p: number; readonly dispersion: number } | null {
+  const used = tests.filter((t) => t.b + t.c > 0);
+  if (!used.length) return null;
+  const chi2 = used.reduce((s, t) => s + (t.c - t.b) ** 2 / (t.b + t.c), 0);
+  return { tests: used.length, chi2, p: chiSquareSf(chi2, used.length), dispersion: chi2 / used.length };
+}
+
+/**
+ * McNemar's chi-square p (continuity corrected, as mcnemarFromCounts' pChi2) with the discordant
+ * variance scaled by max(1, dispersion): the quasi-binomial correction for noise McNemar does not
+ * model. A dispersion below 1 is not taken as evidence that McNemar is too wide: there it is pChi2.
+ */
+export function mcnemarScaledP(b: number, c: number, dispersion: number): number {
+  const { chi2, n } = mcnemarFromCounts(b, c);
+  return n === 0 ? 1 : chiSquare1Sf(chi2 / Math.max(1, dispersion));
+}
+
 /**
  * Exact two-sided sign-test p-value for k successes out of n at p = 1/2: min(1, 2·P[X ≤ min(k, n−k)]).
  * Summed in log space (log C(n, j) by a running sum, then log-sum-exp from the largest term), so

@@ -1,4 +1,13 @@
-import { binomialTwoSidedP, chiSquare1Sf, erfc, mcnemar, mcnemarFromCounts } from '../index';
+import {
+  binomialTwoSidedP,
+  chiSquare1Sf,
+  chiSquareSf,
+  erfc,
+  mcnemar,
+  mcnemarFromCounts,
+  mcnemarScaledP,
+  seedNoiseDispersion,
+} from '../index';
 
 // Expected values from /usr/bin/python3 (no scipy there): the exact p as
 // float(Fraction(2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)), 2 ** n)) capped at 1,
@@ -95,5 +104,58 @@ describe('erfc / chi-square(1) tail', () => {
   it('P[χ²₁ ≥ 3.841458820694124] = 0.05; x ≤ 0 → 1', () => {
     expect(chiSquare1Sf(3.841458820694124)).toBeCloseTo(0.05, 7);
     expect(chiSquare1Sf(0)).toBe(1);
+  });
+});
+
+// Closed forms from /usr/bin/python3: even df, e^{-x/2} Σ_{j<df/2} (x/2)^j / j!; odd df,
+// erfc(√(x/2)) + √(2x/π) e^{-x/2} (1 + x/3 + …); 11.0705 and 18.3070 are χ²'s 95% points at 5 and 10 df.
+describe('chiSquareSf', () => {
+  it('matches the closed forms at 1 to 10 degrees of freedom, on both sides of the series/fraction switch', () => {
+    for (const x of [0.01, 0.5, 1, 3.84, 10, 40]) expect(Math.abs(chiSquareSf(x, 1) / chiSquare1Sf(x) - 1)).toBeLessThan(2e-7);
+    for (const x of [0.2, 1, 3, 9, 30]) expect(chiSquareSf(x, 2)).toBeCloseTo(Math.exp(-x / 2), 13);
+    expect(chiSquareSf(4, 3)).toBeCloseTo(0.26146412994911067, 13);
+    expect(chiSquareSf(0.3, 5)).toBeCloseTo(0.9976430862605288, 13);
+    expect(chiSquareSf(6.82, 5)).toBeCloseTo(0.23437501682042247, 13);
+    expect(chiSquareSf(11.070497693516351, 5)).toBeCloseTo(0.05, 13);
+    expect(chiSquareSf(18.307038053275146, 10)).toBeCloseTo(0.05, 13);
+    expect(chiSquareSf(200, 10) / 1.6139305336977305e-37).toBeCloseTo(1, 10); // far tail keeps relative precision
+  });
+
+  it('is 1 at and below 0, and refuses a non-positive df', () => {
+    expect(chiSquareSf(0, 3)).toBe(1);
+    expect(chiSquareSf(-1, 3)).toBe(1);
+    expect(() => chiSquareSf(1, 0)).toThrow(/df > 0/);
+  });
+});
+
+describe('seedNoiseDispersion', () => {
+  it('sums (c − b)² / (b + c) over the tests with discordant pairs, df = their count', () => {
+    // 612/621 → 81/1233, 353/409 → 3136/762; the empty test carries nothing.
+    const r = seedNoiseDispersion([
+      { b: 612, c: 621 },
+      { b: 353, c: 409 },
+      { b: 0, c: 0 },
+    ]);
+    const chi2 = 81 / 1233 + 3136 / 762;
+    expect(r).toEqual({
+      tests: 2,
+      chi2: expect.closeTo(chi2, 12),
+      p: expect.closeTo(Math.exp(-chi2 / 2), 12),
+      dispersion: expect.closeTo(chi2 / 2, 12),
+    });
+  });
+
+  it('is null with no informative test', () => {
+    expect(seedNoiseDispersion([])).toBeNull();
+    expect(seedNoiseDispersion([{ b: 0, c: 0 }])).toBeNull();
+  });
+});
+
+describe('mcnemarScaledP', () => {
+  it('is McNemar’s chi-square p at dispersion ≤ 1, and divides the statistic by the dispersion above it', () => {
+    expect(mcnemarScaledP(10, 0, 1)).toBe(mcnemarFromCounts(10, 0).pChi2);
+    expect(mcnemarScaledP(10, 0, 0.4)).toBe(mcnemarFromCounts(10, 0).pChi2);
+    expect(mcnemarScaledP(596, 694, 1.5)).toBeCloseTo(chiSquare1Sf(97 ** 2 / 1290 / 1.5), 14);
+    expect(mcnemarScaledP(0, 0, 2)).toBe(1);
   });
 });
