@@ -1430,20 +1430,21 @@ function seedNoiseSection(r: ExperimentResults): string[] {
   const head = ['### Training-seed noise', ''];
   if (!noise)
     return [...head, 'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).'];
-  const width = Math.sqrt(noise.dispersion);
+  const k = noise.tests;
+  const share = (s: ExperimentResults['summary'][number]): string =>
+    `${s.row} ${(s.seedToSeed ?? []).reduce((sum, t) => sum + (t.b + t.c > 0 ? (t.c - t.b) ** 2 / (t.b + t.c) : 0), 0).toFixed(2)}`;
   const lines = [
     ...head,
-    `McNemar treats each recognizer's answers as fixed, so its only noise is which pairs were drawn; retraining with another seed changes the answers too.`,
-    `The ${noise.tests} seed-to-seed test${noise.tests > 1 ? 's' : ''} (${measured.map((s) => s.row).join(', ')}) measure${noise.tests > 1 ? '' : 's'} by how much: Σ (c − b)² / (b + c) = ${noise.chi2.toFixed(2)}`,
-    `on ${noise.tests} degree${noise.tests > 1 ? 's' : ''} of freedom (χ² p ${formatPValue(noise.p)}): the net change between a row's own seeds is ${width.toFixed(2)}× as wide as McNemar's`,
-    `null assumes (dispersion ${noise.dispersion.toFixed(2)}).`,
+    "McNemar treats each recognizer's answers as fixed, so its only noise is which pairs were drawn; retraining with another seed changes",
+    `the answers too. The seed-to-seed tests measure by how much: Σ (c − b)² / (b + c) over ${k} of them is ${noise.chi2.toFixed(2)} (${measured.map(share).join(', ')}),`,
+    `χ² p ${formatPValue(noise.p)} on ${k} degree${k > 1 ? 's' : ''} of freedom: the net change between a row's own seeds is ${Math.sqrt(noise.dispersion).toFixed(2)}× as wide as McNemar's null`,
+    `assumes (dispersion ${noise.chi2.toFixed(2)} / ${k} = ${noise.dispersion.toFixed(2)}, an estimate from ${k} test${k > 1 ? 's' : ''}).`,
   ];
   if (noise.dispersion <= 1) return [...lines, 'That is no wider than McNemar assumes: the per-seed tests above stand as they are.'];
-  const scaled = (cs: readonly SeedComparison[]): SeedComparison[] =>
-    // Widening never makes a test more confident than the exact one (the chi-square form can read slightly below it).
-    cs.map((c) => ({ ...c, p: Math.max(c.p, mcnemarScaledP(c.b, c.c, noise.dispersion)) }));
+  const widen = (cs: readonly SeedComparison[]): SeedComparison[] =>
+    cs.map((c) => ({ ...c, p: mcnemarScaledP(c.b, c.c, noise.dispersion, k) }));
   const text = (reference: string, cs: readonly SeedComparison[]): string => {
-    const widened = scaled(cs);
+    const widened = widen(cs);
     const before = verdict(cs);
     const after = verdict(widened);
     return `p ${widened.map((c) => formatPValue(c.p)).join(', ')} (McNemar ${cs.map((c) => formatPValue(c.p)).join(', ')}): ${VERDICT_WORDS[after](reference)}${after === before ? '' : ` (was ${VERDICT_WORDS[before](reference)})`}`;
@@ -1461,8 +1462,12 @@ function seedNoiseSection(r: ExperimentResults): string[] {
     });
   return [
     ...lines,
-    `With McNemar's variance scaled by ${noise.dispersion.toFixed(2)} (a quasi-binomial correction; it covers the recognizer's training seed, not the`,
-    "draw of a row's synthetic images), the tests per seed read as follows, by the same rule (a direction only where p < 0.05 at every seed):",
+    noise.p < ALPHA
+      ? 'That is significantly wider than McNemar assumes: read the widened tests below.'
+      : 'That is not significantly wider than McNemar assumes, so the widened tests below are a conservative check, not a correction the data demand.',
+    `Widened (the continuity-corrected statistic over the dispersion, against F(1, ${k}) because the dispersion is itself estimated: the`,
+    "quasi-binomial test; never below the exact p). It covers the recognizer's training seed, not the draw of a row's synthetic images,",
+    "and it assumes the seed noise grows with the discordant pairs as McNemar's does. By the same rule (a direction only where p < 0.05 at every seed):",
     '',
     ...(rowLines.length ? rowLines : ['No row has been tested against another yet.']),
   ];

@@ -16,6 +16,7 @@ export {
   chiSquare1Sf,
   chiSquareSf,
   erfc,
+  fSf,
   mcnemar,
   mcnemarFromCounts,
   mcnemarScaledP,

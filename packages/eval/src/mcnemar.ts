@@ -124,14 +124,54 @@ export function seedNoiseDispersion(
   return { tests: used.length, chi2, p: chiSquareSf(chi2, used.length), dispersion: chi2 / used.length };
 }
 
+/** Continued fraction of the incomplete beta (Numerical Recipes' betacf, modified Lentz, 1e-15 relative). */
+function betaContinuedFraction(a: number, b: number, x: number): number {
+  const tiny = 1e-300;
+  const guard = (v: number): number => (Math.abs(v) < tiny ? tiny : v);
+  let c = 1;
+  let d = 1 / guard(1 - ((a + b) * x) / (a + 1));
+  let h = d;
+  for (let m = 1; m < 1000; m++) {
+    const even = (m * (b - m) * x) / ((a + 2 * m - 1) * (a + 2 * m));
+    d = 1 / guard(1 + even * d);
+    c = guard(1 + even / c);
+    h *= d * c;
+    const odd = (-(a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1));
+    d = 1 / guard(1 + odd * d);
+    c = guard(1 + odd / c);
+    const delta = d * c;
+    h *= delta;
+    if (Math.abs(delta - 1) < 1e-15) break;
+  }
+  return h;
+}
+
+/** Regularized incomplete beta I_x(a, b), from the side where the fraction converges (keeps small values precise). */
+function regularizedBeta(x: number, a: number, b: number): number {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  const front = Math.exp(logGamma(a + b) - logGamma(a) - logGamma(b) + a * Math.log(x) + b * Math.log(1 - x));
+  return x < (a + 1) / (a + b + 2) ? (front * betaContinuedFraction(a, b, x)) / a : 1 - (front * betaContinuedFraction(b, a, 1 - x)) / b;
+}
+
+/** Upper tail of Fisher's F with (d1, d2) degrees of freedom: P[F ≥ x] = I_{d2 / (d2 + d1·x)}(d2 / 2, d1 / 2). */
+export function fSf(x: number, d1: number, d2: number): number {
+  if (!(d1 > 0) || !(d2 > 0)) throw new RangeError(`fSf: need d1, d2 > 0, got ${d1}, ${d2}`);
+  return x <= 0 ? 1 : regularizedBeta(d2 / (d2 + d1 * x), d2 / 2, d1 / 2);
+}
+
 /**
- * McNemar's chi-square p (continuity corrected, as mcnemarFromCounts' pChi2) with the discordant
- * variance scaled by max(1, dispersion): the quasi-binomial correction for noise McNemar does not
- * model. A dispersion below 1 is not taken as evidence that McNemar is too wide: there it is pChi2.
+ * McNemar's test widened for noise it does not model, by a dispersion estimated from `tests`
+ * seed-to-seed tests (seedNoiseDispersion): the continuity-corrected statistic divided by the
+ * dispersion is referred to F(1, tests), not χ²₁, since the dispersion is itself an estimate from
+ * that many degrees of freedom (the quasi-binomial F test). A dispersion ≤ 1 is not taken as
+ * evidence that McNemar is too wide: there it is pChi2. Never below the exact p: widening a test
+ * cannot make it more confident than the exact one.
  */
-export function mcnemarScaledP(b: number, c: number, dispersion: number): number {
-  const { chi2, n } = mcnemarFromCounts(b, c);
-  return n === 0 ? 1 : chiSquare1Sf(chi2 / Math.max(1, dispersion));
+export function mcnemarScaledP(b: number, c: number, dispersion: number, tests: number): number {
+  const { chi2, n, pExact, pChi2 } = mcnemarFromCounts(b, c);
+  if (n === 0) return 1;
+  return Math.max(pExact, dispersion <= 1 ? pChi2 : fSf(chi2 / dispersion, 1, tests));
 }
 
 /**

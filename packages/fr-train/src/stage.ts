@@ -113,6 +113,25 @@ export function frTrainingCurveSvg(history: readonly FrHistoryPoint[]): string {
   return gridSvg([loss, accuracy], 1, CURVE_WIDTH, CURVE_PANEL_HEIGHT);
 }
 
+/** Default minutes between timed checkpoints: a ~30 MB write every 5 min costs well under 1% of training. */
+export const DEFAULT_TIMED_CHECKPOINT_MINUTES = 5;
+
+/**
+ * Minutes between timed checkpoints, from the worker's `ID3_CHECKPOINT_MINUTES` (0 turns them off).
+ * Beside the step schedule: a worker killed between step checkpoints loses at most this much
+ * training. Resuming is exact, so where a run was saved changes none of its outputs; that is why it
+ * is the worker's setting and not the stage's config (whose hash would make finished runs stale).
+ */
+export function timedCheckpointMinutes(value = process.env.ID3_CHECKPOINT_MINUTES): number {
+  if (value === undefined || value.trim() === '') return DEFAULT_TIMED_CHECKPOINT_MINUTES;
+  const minutes = Number(value);
+  if (!Number.isFinite(minutes) || minutes < 0)
+    throw new InvalidInputError(`ID3_CHECKPOINT_MINUTES: '${value}' is not a number of minutes ≥ 0 (0 turns timed checkpoints off)`, {
+      field: 'ID3_CHECKPOINT_MINUTES',
+    });
+  return minutes;
+}
+
 /**
  * `fr-train`: an IResNet with a margin head on an identity-labelled face set (arcface_torch on
  * tfjs). A fixed schedule, resumed from its newest checkpoint; the last weights are the model.
@@ -179,6 +198,8 @@ async function trainRecognizer({ config, dir, inputs, progress, backend }: Stage
   const checkpoints = join(dir, 'checkpoints');
   const total = trainerConfig.steps;
   const started = Date.now();
+  const timedMinutes = timedCheckpointMinutes();
+  let savedAt = started;
   try {
     await trainer.startWorkers(resolveThreads(trainerConfig.threads, backend), backend);
     const resumed = trainer.resumeFrom(checkpoints);
@@ -215,6 +236,12 @@ async function trainRecognizer({ config, dir, inputs, progress, backend }: Stage
         const path = await trainer.saveCheckpoint(checkpoints);
         progress({ phase: 'checkpoint', step: log.step, total, message: path });
         await writeCurve();
+        savedAt = Date.now();
+      } else if (timedMinutes > 0 && Date.now() - savedAt >= timedMinutes * 60_000) {
+        // Weights, optimizer, RNG and history only: no validation, so the history matches an unbroken run's.
+        const path = await trainer.saveCheckpoint(checkpoints);
+        progress({ phase: 'checkpoint', step: log.step, total, message: `${path} (timed, every ${timedMinutes} min)` });
+        savedAt = Date.now();
       }
     }
     if (listCheckpoints(checkpoints).at(-1)?.step !== trainer.step) await trainer.saveCheckpoint(checkpoints);

@@ -541,8 +541,8 @@ describe('experiment results', () => {
     expect(section()).toContain('Not yet measurable: no row has two finished seeds');
 
     // Both rows' seeds disagree only one way: ID3 10 / 0, no-guidance 10 / 0, so Σ = 10 + 10 on 2 df,
-    // p = e^-10, dispersion 10. Against ID3, no-guidance is b = 10, c = 0 at both seeds (exact p
-    // 2 · 0.5^10 = 0.0020): significant. Widened: (10 − 1)² / 10 / 10 = 0.81, p = erfc(√0.405) = 0.37.
+    // p = e^-10, dispersion 10 (significantly wider). Against ID3, no-guidance is b = 10, c = 0 at both seeds (exact p
+    // 2 · 0.5^10 = 0.0020): significant.
     finishRow(id3s1, wrongAt(...range(30, 40)));
     recordExperimentRun(plan, id3s1, done, none(id3s1));
     finishRow(ngs1, wrongAt(...range(0, 10), ...range(30, 40)));
@@ -551,11 +551,14 @@ describe('experiment results', () => {
       '- **no-guidance**: −25.00 points vs ID3 (seeds 0, 1): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.0020, 0.0020.',
     );
     expect(section()).toContain(
-      'The 2 seed-to-seed tests (ID3, no-guidance) measure by how much: Σ (c − b)² / (b + c) = 20.00\non 2 degrees of freedom (χ² p 4.5e-5)',
+      'The seed-to-seed tests measure by how much: Σ (c − b)² / (b + c) over 2 of them is 20.00 (ID3 10.00, no-guidance 10.00),\nχ² p 4.5e-5 on 2 degrees of freedom',
     );
-    expect(section()).toContain("3.16× as wide as McNemar's\nnull assumes (dispersion 10.00).");
     expect(section()).toContain(
-      '- **no-guidance**: vs ID3 p 0.37, 0.37 (McNemar 0.0020, 0.0020): within noise (was significantly below ID3); large-pose quarter vs ID3 p 1.0, 1.0 (McNemar 1.0, 1.0): within noise.',
+      "3.16× as wide as McNemar's null\nassumes (dispersion 20.00 / 2 = 10.00, an estimate from 2 tests).\nThat is significantly wider",
+    );
+    // Widened: (10 − 1)² / 10 / 10 = 0.81 against F(1, 2): 1 − √(0.81 / 2.81) = 0.46.
+    expect(section()).toContain(
+      '- **no-guidance**: vs ID3 p 0.46, 0.46 (McNemar 0.0020, 0.0020): within noise (was significantly below ID3); large-pose quarter vs ID3 p 1.0, 1.0 (McNemar 1.0, 1.0): within noise.',
     );
 
     // ID3's seeds now disagree as often each way (5 / 5), no-guidance's not at all (carries nothing): no wider than McNemar.
@@ -565,8 +568,10 @@ describe('experiment results', () => {
     recordExperimentRun(plan, id3s0, done, none(id3s0));
     finishRow(ngs1, wrongAt(...range(0, 10)));
     recordExperimentRun(plan, ngs1, done, none(ngs1));
-    expect(section()).toContain('The 1 seed-to-seed test (ID3) measures by how much');
-    expect(section()).toContain('(dispersion 0.00).\nThat is no wider than McNemar assumes: the per-seed tests above stand as they are.');
+    expect(section()).toContain('over 1 of them is 0.00 (ID3 0.00)');
+    expect(section()).toContain(
+      '(dispersion 0.00 / 1 = 0.00, an estimate from 1 test).\nThat is no wider than McNemar assumes: the per-seed tests above stand as they are.',
+    );
   });
 
   it('the 90%-of-real target computes the ratio from the accuracies of the seeds both rows finished', () => {

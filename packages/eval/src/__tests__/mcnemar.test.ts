@@ -3,6 +3,7 @@ import {
   chiSquare1Sf,
   chiSquareSf,
   erfc,
+  fSf,
   mcnemar,
   mcnemarFromCounts,
   mcnemarScaledP,
@@ -151,11 +152,35 @@ describe('seedNoiseDispersion', () => {
   });
 });
 
+// Closed forms: F(1, 1) tail 1 − (2/π)·atan(√x); F(1, 2) 1 − √(x / (x + 2)); F(2, d) (d / (d + 2x))^(d/2);
+// 6.607890973703368 is F(1, 5)'s 95% point. F(1, d) tends to χ²₁ as d grows.
+describe('fSf', () => {
+  it('matches the closed forms, a tabled 95% point, and χ²₁ for large d2', () => {
+    expect(fSf(3, 1, 1)).toBeCloseTo(1 / 3, 13);
+    expect(fSf(0.81, 1, 2)).toBeCloseTo(0.4631050123552958, 13);
+    expect(fSf(4, 2, 7)).toBeCloseTo(0.06942625407850157, 13);
+    expect(fSf(400, 2, 7) / 6.078350906480557e-8).toBeCloseTo(1, 10); // far tail keeps relative precision
+    expect(fSf(6.607890973703368, 1, 5)).toBeCloseTo(0.05, 12);
+    expect(fSf(3.84, 1, 1e7)).toBeCloseTo(chiSquare1Sf(3.84), 5);
+    expect(fSf(0, 1, 5)).toBe(1);
+    expect(() => fSf(1, 0, 5)).toThrow(/d1, d2 > 0/);
+  });
+});
+
 describe('mcnemarScaledP', () => {
-  it('is McNemar’s chi-square p at dispersion ≤ 1, and divides the statistic by the dispersion above it', () => {
-    expect(mcnemarScaledP(10, 0, 1)).toBe(mcnemarFromCounts(10, 0).pChi2);
-    expect(mcnemarScaledP(10, 0, 0.4)).toBe(mcnemarFromCounts(10, 0).pChi2);
-    expect(mcnemarScaledP(596, 694, 1.5)).toBeCloseTo(chiSquare1Sf(97 ** 2 / 1290 / 1.5), 14);
-    expect(mcnemarScaledP(0, 0, 2)).toBe(1);
+  it('is McNemar’s chi-square p at dispersion ≤ 1, and above it the statistic over the dispersion against F(1, tests)', () => {
+    expect(mcnemarScaledP(10, 0, 1, 5)).toBe(mcnemarFromCounts(10, 0).pChi2);
+    expect(mcnemarScaledP(10, 0, 0.4, 5)).toBe(mcnemarFromCounts(10, 0).pChi2);
+    // (|10 − 0| − 1)² / 10 = 8.1; over 10: 0.81 against F(1, 2).
+    expect(mcnemarScaledP(10, 0, 10, 2)).toBeCloseTo(0.4631050123552958, 13);
+    expect(mcnemarScaledP(596, 694, 1.5, 5)).toBeCloseTo(fSf(97 ** 2 / 1290 / 1.5, 1, 5), 14);
+    expect(mcnemarScaledP(0, 0, 2, 5)).toBe(1);
+  });
+
+  it('is never below the exact p (the chi-square form can read under it for few discordant pairs)', () => {
+    // b = 3, c = 0: exact 0.25; χ² (4/3) against F(1, 10⁶) ≈ χ²₁ would give 0.248.
+    expect(fSf(4 / 3 / 1.0001, 1, 1e6)).toBeLessThan(0.25);
+    expect(mcnemarScaledP(3, 0, 1.0001, 1e6)).toBe(mcnemarFromCounts(3, 0).pExact);
+    expect(mcnemarFromCounts(3, 0).pExact).toBeCloseTo(0.25, 14);
   });
 });

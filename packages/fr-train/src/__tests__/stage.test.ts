@@ -1,11 +1,11 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { RunStore, executeStage, initBackend, readTensorFile, type ProgressEvent } from '@id3/core';
 import { evalStage } from '@id3/eval';
 import { prepareStage, requireDataPath, writeInsightfaceRecordIo } from '@id3/faces';
-import { frTrainStage } from '../stage';
+import { DEFAULT_TIMED_CHECKPOINT_MINUTES, frTrainStage, timedCheckpointMinutes } from '../stage';
 
 // Real faces end to end: ORL's first 20 people (10 greyscale photos each, ../shared/data/orl)
 // through prepare (detection, ArcFace alignment, 32×32 crops), then a small IResNet trained on
@@ -59,7 +59,7 @@ describe('fr-train stage', () => {
     expect(card).toMatchObject({ steps: 150, dataset: { identities: 20 } });
     // Two panels, loss above and accuracy below (800 × 360 each).
     expect(await sharp(store.abs(r.manifest.outputs.curve.path)).metadata()).toMatchObject({ format: 'png', width: 800, height: 720 });
-    expect(events.filter((e) => e.phase === 'checkpoint')).toHaveLength(2);
+    expect(events.filter((e) => e.phase === 'checkpoint' && !e.message?.includes('(timed'))).toHaveLength(2);
     // Same config again: current, skipped.
     expect((await executeStage(frTrainStage, trainConfig, opts)).skipped).toBe(true);
   });
@@ -111,6 +111,47 @@ describe('fr-train stage', () => {
     );
     expect(r.manifest.metrics).toMatchObject({ identities: 5, steps: 4, trainImages: images.length - 5 });
     expect(Object.keys(r.manifest.inputs).sort()).toEqual(['idx', 'rec']);
+  });
+
+  it('timed checkpoints (the worker’s ID3_CHECKPOINT_MINUTES) change no output: model and history equal an unbroken run’s', async () => {
+    const small = { ...trainConfig, trainer: { ...trainConfig.trainer, steps: 12, batchSize: 16, checkpointEvery: 12 } };
+    const train = async (minutes: string, keepCheckpoints: number) => {
+      const events: ProgressEvent[] = [];
+      process.env.ID3_CHECKPOINT_MINUTES = minutes;
+      // Checkpoints of an earlier run with the same resume key would be resumed (and nothing trained).
+      rmSync(join(store.stageDir('fr-train'), 'checkpoints'), { recursive: true, force: true });
+      try {
+        // keepCheckpoints changes the config hash (so the stage runs again) and nothing the training computes.
+        const config = { ...small, trainer: { ...small.trainer, keepCheckpoints } };
+        const r = await executeStage(frTrainStage, config, { ...opts, progress: (e) => events.push(e), fieldPrefix: 'fr-train' });
+        const timed = events.filter((e) => e.phase === 'checkpoint' && e.message?.includes('(timed')).map((e) => e.step);
+        expect(r.manifest.metrics).toMatchObject({ steps: 12, resumedFromStep: 0 });
+        const outputs = r.manifest.outputs;
+        // The history without its one wall-clock field (speed), which no two runs share.
+        const history = (
+          JSON.parse(readFileSync(store.abs(outputs.history.path), 'utf8')) as { history: Record<string, unknown>[] }
+        ).history.map(({ imagesPerSecond: _, ...point }) => point);
+        return { timed, weights: [outputs.model.sha256, outputs.modelData.sha256], history };
+      } finally {
+        delete process.env.ID3_CHECKPOINT_MINUTES;
+      }
+    };
+    const unbroken = await train('0', 2);
+    expect(unbroken.timed).toEqual([]);
+    const everyStep = await train('1e-9', 3);
+    expect(everyStep.timed).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]); // step 12 is the schedule's own
+    expect(everyStep.weights).toEqual(unbroken.weights);
+    expect(everyStep.history).toEqual(unbroken.history);
+    expect(unbroken.history.map((h) => h.step)).toEqual([5, 10]); // logEvery 5: the points compared are there
+  });
+
+  it('ID3_CHECKPOINT_MINUTES: unset or empty is the default, 0 is off, anything else not ≥ 0 is refused naming it', () => {
+    expect(timedCheckpointMinutes(undefined)).toBe(DEFAULT_TIMED_CHECKPOINT_MINUTES);
+    expect(timedCheckpointMinutes(' ')).toBe(DEFAULT_TIMED_CHECKPOINT_MINUTES);
+    expect(timedCheckpointMinutes('0')).toBe(0);
+    expect(timedCheckpointMinutes('2.5')).toBe(2.5);
+    for (const bad of ['-1', 'ten', 'Infinity'])
+      expect(() => timedCheckpointMinutes(bad)).toThrow(/ID3_CHECKPOINT_MINUTES: '.*' is not a number of minutes ≥ 0/);
   });
 
   it('refuses a dataset with fewer than two identities, naming the field', async () => {
