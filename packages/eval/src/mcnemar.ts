@@ -112,6 +112,8 @@ export function chiSquareSf(x: number, df: number): number {
  * retrained with another seed on the same data is the null "no difference" made real, and its
  * (c − b)² / (b + c) is χ²₁ if McNemar's width is right. Summed over independent seed-to-seed tests
  * it is χ²_k; `dispersion` = sum / k estimates the variance ratio (1 when McNemar's width is right).
+ * The tests must not share a model: seeds 0→1 and 1→2 of one row are correlated (the mean stays
+ * unbiased, but k then overstates the degrees of freedom); with two seeds per row they are disjoint.
  * Without continuity correction, so the statistic's null mean is exactly 1 per test. Tests with no
  * discordant pairs carry no information and are left out; none left: null.
  */
@@ -162,16 +164,17 @@ export function fSf(x: number, d1: number, d2: number): number {
 
 /**
  * McNemar's test widened for noise it does not model, by a dispersion estimated from `tests`
- * seed-to-seed tests (seedNoiseDispersion): the continuity-corrected statistic divided by the
- * dispersion is referred to F(1, tests), not χ²₁, since the dispersion is itself an estimate from
- * that many degrees of freedom (the quasi-binomial F test). A dispersion ≤ 1 is not taken as
- * evidence that McNemar is too wide: there it is pChi2. Never below the exact p: widening a test
- * cannot make it more confident than the exact one.
+ * seed-to-seed tests (seedNoiseDispersion): the continuity-corrected statistic divided by
+ * max(1, dispersion) is referred to F(1, tests), not χ²₁, since the dispersion is itself an
+ * estimate from that many degrees of freedom (the quasi-binomial F test). A dispersion below 1 is
+ * not taken as evidence that McNemar is too wide (the floor), but the F reference stays, so p does
+ * not jump where the estimate crosses 1. Never below the exact p: widening a test cannot make it
+ * more confident than the exact one.
  */
 export function mcnemarScaledP(b: number, c: number, dispersion: number, tests: number): number {
-  const { chi2, n, pExact, pChi2 } = mcnemarFromCounts(b, c);
+  const { chi2, n, pExact } = mcnemarFromCounts(b, c);
   if (n === 0) return 1;
-  return Math.max(pExact, dispersion <= 1 ? pChi2 : fSf(chi2 / dispersion, 1, tests));
+  return Math.max(pExact, fSf(chi2 / Math.max(1, dispersion), 1, tests));
 }
 
 /**

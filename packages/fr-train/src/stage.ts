@@ -119,8 +119,9 @@ export const DEFAULT_TIMED_CHECKPOINT_MINUTES = 5;
 /**
  * Minutes between timed checkpoints, from the worker's `ID3_CHECKPOINT_MINUTES` (0 turns them off).
  * Beside the step schedule: a worker killed between step checkpoints loses at most this much
- * training. Resuming is exact, so where a run was saved changes none of its outputs; that is why it
- * is the worker's setting and not the stage's config (whose hash would make finished runs stale).
+ * training. Resuming is exact (on the same thread count: a step splits its batch by threads), so
+ * where a run was saved changes none of its outputs; that is why it is the worker's setting and not
+ * the stage's config (whose hash would make finished runs stale).
  */
 export function timedCheckpointMinutes(value = process.env.ID3_CHECKPOINT_MINUTES): number {
   if (value === undefined || value.trim() === '') return DEFAULT_TIMED_CHECKPOINT_MINUTES;

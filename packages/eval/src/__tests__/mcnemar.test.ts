@@ -168,10 +168,13 @@ describe('fSf', () => {
 });
 
 describe('mcnemarScaledP', () => {
-  it('is McNemar’s chi-square p at dispersion ≤ 1, and above it the statistic over the dispersion against F(1, tests)', () => {
-    expect(mcnemarScaledP(10, 0, 1, 5)).toBe(mcnemarFromCounts(10, 0).pChi2);
-    expect(mcnemarScaledP(10, 0, 0.4, 5)).toBe(mcnemarFromCounts(10, 0).pChi2);
-    // (|10 − 0| − 1)² / 10 = 8.1; over 10: 0.81 against F(1, 2).
+  it('refers the statistic over max(1, dispersion) to F(1, tests): no jump where the estimate crosses 1', () => {
+    // (|10 − 0| − 1)² / 10 = 8.1 against F(1, 5), at and below dispersion 1 alike.
+    expect(mcnemarScaledP(10, 0, 1, 5)).toBeCloseTo(fSf(8.1, 1, 5), 14);
+    expect(mcnemarScaledP(10, 0, 0.4, 5)).toBe(mcnemarScaledP(10, 0, 1, 5));
+    expect(mcnemarScaledP(10, 0, 1.0001, 5)).toBeCloseTo(mcnemarScaledP(10, 0, 1, 5), 4);
+    expect(mcnemarScaledP(10, 0, 1, 5)).toBeGreaterThan(mcnemarFromCounts(10, 0).pChi2); // the estimate's own uncertainty
+    // Over dispersion 10: 0.81 against F(1, 2).
     expect(mcnemarScaledP(10, 0, 10, 2)).toBeCloseTo(0.4631050123552958, 13);
     expect(mcnemarScaledP(596, 694, 1.5, 5)).toBeCloseTo(fSf(97 ** 2 / 1290 / 1.5, 1, 5), 14);
     expect(mcnemarScaledP(0, 0, 2, 5)).toBe(1);
