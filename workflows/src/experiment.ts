@@ -1432,7 +1432,7 @@ function seedNoiseSection(r: ExperimentResults): string[] {
     return [...head, 'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).'];
   const k = noise.tests;
   const share = (s: ExperimentResults['summary'][number]): string =>
-    `${s.row} ${(s.seedToSeed ?? []).reduce((sum, t) => sum + (t.b + t.c > 0 ? (t.c - t.b) ** 2 / (t.b + t.c) : 0), 0).toFixed(2)}`;
+    `${s.row} ${(seedNoiseDispersion(s.seedToSeed ?? [])?.chi2 ?? 0).toFixed(2)}`;
   const lines = [
     ...head,
     "McNemar treats each recognizer's answers as fixed, so its only noise is which pairs were drawn; retraining with another seed changes",
@@ -1441,10 +1441,8 @@ function seedNoiseSection(r: ExperimentResults): string[] {
     `assumes (dispersion ${noise.chi2.toFixed(2)} / ${k} = ${noise.dispersion.toFixed(2)}, an estimate from ${k} test${k > 1 ? 's' : ''}).`,
   ];
   if (noise.dispersion <= 1) return [...lines, 'That is no wider than McNemar assumes: the per-seed tests above stand as they are.'];
-  const widen = (cs: readonly SeedComparison[]): SeedComparison[] =>
-    cs.map((c) => ({ ...c, p: mcnemarScaledP(c.b, c.c, noise.dispersion, k) }));
   const text = (reference: string, cs: readonly SeedComparison[]): string => {
-    const widened = widen(cs);
+    const widened = cs.map((c) => ({ ...c, p: mcnemarScaledP(c.b, c.c, noise.dispersion, k) }));
     const before = verdict(cs);
     const after = verdict(widened);
     return `p ${widened.map((c) => formatPValue(c.p)).join(', ')} (McNemar ${cs.map((c) => formatPValue(c.p)).join(', ')}): ${VERDICT_WORDS[after](reference)}${after === before ? '' : ` (was ${VERDICT_WORDS[before](reference)})`}`;
