@@ -1,11 +1,19 @@
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { INVALID_INPUT_EXIT_CODE, isInvalidInput, parseProgressLine, timeLeftEstimator, type ProgressEvent } from '@id3/core';
+import {
+  INVALID_INPUT_EXIT_CODE,
+  InvalidInputError,
+  isInvalidInput,
+  parseProgressLine,
+  timeLeftEstimator,
+  type ProgressEvent,
+} from '@id3/core';
 import type {
   ExperimentInput,
   ExperimentPlan,
@@ -41,6 +49,52 @@ export interface ActivityDeps {
   readonly heartbeatEveryMs?: number;
   /** Override the stage launcher (default bin/id3). */
   readonly id3Bin?: string;
+  /**
+   * Stages whose processes take only the CPU that others leave (`ID3_BACKGROUND_STAGES`): on a
+   * machine running a recognizer beside another row's sampling, the sampling waits, not the training.
+   */
+  readonly backgroundStages?: readonly string[];
+}
+
+/** The environment variable naming the stages a worker runs in the background. */
+export const BACKGROUND_STAGES_ENV = 'ID3_BACKGROUND_STAGES';
+
+/**
+ * `ID3_BACKGROUND_STAGES` ("sample" or "sample,eval"; empty: none) checked against the stage
+ * names this worker knows, so a typo fails at start instead of silently running at full priority.
+ */
+export function parseBackgroundStages(value: string | undefined, known: readonly string[]): string[] {
+  const names = (value ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter((n) => n.length > 0);
+  const unknown = names.find((n) => !known.includes(n));
+  if (unknown !== undefined)
+    throw new InvalidInputError(`${BACKGROUND_STAGES_ENV}: '${unknown}' is not a stage (known: ${known.join(', ')})`, {
+      field: BACKGROUND_STAGES_ENV,
+    });
+  return [...new Set(names)];
+}
+
+/**
+ * How a background stage is started: under `nice -n 19` (every thread it creates inherits it) in
+ * a session of its own. Linux shares the CPU fairly between sessions (autogroups) whatever the
+ * nice of the processes inside, so the new session's autogroup is lowered to 19 as well
+ * (`lowerAutogroup`); otherwise it would still take half of a two-core machine from the worker
+ * running the recognizer. The child still exits with the worker: its stdin closes.
+ */
+export function backgroundLaunch(bin: string, args: readonly string[]): { command: string; args: string[]; detached: true } {
+  return { command: 'nice', args: ['-n', '19', bin, ...args], detached: true };
+}
+
+/** Lower a process's autogroup to the weakest share; false where the kernel has no autogroups. */
+export function lowerAutogroup(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/autogroup`, '19');
+    return true;
+  } catch {
+    return false; // not Linux, or a kernel built without autogroups: nice alone applies
+  }
 }
 
 /** Bad input is a non-retryable failure whose message names the field, file or line. */
@@ -154,7 +208,10 @@ export function createActivities(deps: ActivityDeps = {}) {
       // One evaluation cache per machine: every run's eval reuses the benchmark crops the detector cut once.
       ID3_CACHE_DIR: process.env.ID3_CACHE_DIR ?? join(stateDir(), 'cache', 'eval'),
     };
-    const child = spawn(deps.id3Bin ?? ID3_BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env, detached: false });
+    const bin = deps.id3Bin ?? ID3_BIN;
+    const launch = deps.backgroundStages?.includes(stage) ? backgroundLaunch(bin, args) : { command: bin, args, detached: false };
+    const child = spawn(launch.command, launch.args, { stdio: ['pipe', 'pipe', 'pipe'], env, detached: launch.detached });
+    if (launch.detached && child.pid !== undefined) lowerAutogroup(child.pid);
     let latest: ProgressEvent = { stage, phase: 'starting', message: `${label}: attempt ${ctx.info.attempt}` };
     let result: T | undefined;
     const stderrTail: string[] = [];

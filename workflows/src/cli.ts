@@ -59,7 +59,9 @@ Usage:
   id3 stop                         stop the background server and worker started by id3
 
 Environment: ID3_BACKEND=auto|tensorflow|webgpu|wasm|cpu, ID3_STATE_DIR, ID3_RUNS_DIR, ID3_EXTRA_STAGES, TEMPORAL_ADDRESS,
-TEMPORAL_CLI_PATH, ID3_CACHE_DIR (eval's embedding and crop cache; a worker's stages default to .id3/cache/eval).`;
+TEMPORAL_CLI_PATH, ID3_CACHE_DIR (eval's embedding and crop cache; a worker's stages default to .id3/cache/eval),
+ID3_BACKGROUND_STAGES (a worker's stages that take only the CPU others leave, e.g. sample),
+ID3_CHECKPOINT_MINUTES (fr-train's timed checkpoints, default 5, 0 = off).`;
 
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
@@ -399,8 +401,9 @@ async function stageCommand(positionals: string[], values: Record<string, unknow
 }
 
 async function workerCommand(): Promise<number> {
-  const { worker, close } = await createId3Worker({ address: temporalAddress(), namespace: temporalNamespace() });
+  const { worker, backgroundStages, close } = await createId3Worker({ address: temporalAddress(), namespace: temporalNamespace() });
   log(`id3 worker polling task queue '${TASK_QUEUE}' at ${temporalAddress()}`);
+  if (backgroundStages.length) log(`in the background (nice 19, lowest CPU share): ${backgroundStages.join(', ')}`);
   await worker.run(); // returns after SIGINT/SIGTERM (the SDK installs those handlers)
   await close();
   return 0;

@@ -1,7 +1,8 @@
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
-import { createActivities, type ActivityDeps } from './activities';
+import { BACKGROUND_STAGES_ENV, createActivities, parseBackgroundStages, type ActivityDeps } from './activities';
 import { TASK_QUEUE } from './contracts';
+import { stageRegistry } from './stages';
 
 export interface Id3WorkerOptions {
   readonly address: string;
@@ -13,8 +14,12 @@ export interface Id3WorkerOptions {
 }
 
 /** A worker for the id3 task queue, plus the connections it owns (closed by `shutdown`). */
-export async function createId3Worker(o: Id3WorkerOptions): Promise<{ worker: Worker; close(): Promise<void> }> {
+export async function createId3Worker(
+  o: Id3WorkerOptions,
+): Promise<{ worker: Worker; backgroundStages: readonly string[]; close(): Promise<void> }> {
   const namespace = o.namespace ?? 'default';
+  const backgroundStages =
+    o.activityDeps?.backgroundStages ?? parseBackgroundStages(process.env[BACKGROUND_STAGES_ENV], stageRegistry().names);
   const nativeConnection = await NativeConnection.connect({ address: o.address });
   const clientConnection = await Connection.connect({ address: o.address });
   const client = new Client({ connection: clientConnection, namespace });
@@ -23,13 +28,14 @@ export async function createId3Worker(o: Id3WorkerOptions): Promise<{ worker: Wo
     namespace,
     taskQueue: o.taskQueue ?? TASK_QUEUE,
     ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
-    activities: createActivities({ ...o.activityDeps, client }),
+    activities: createActivities({ ...o.activityDeps, backgroundStages, client }),
     // One stage process at a time: each is CPU-bound and this machine has two cores.
     maxConcurrentActivityTaskExecutions: Number(process.env.ID3_MAX_CONCURRENT_STAGES ?? 1),
     shutdownGraceTime: '10 seconds',
   });
   return {
     worker,
+    backgroundStages,
     async close() {
       await clientConnection.close();
       await nativeConnection.close();

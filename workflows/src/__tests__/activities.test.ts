@@ -1,9 +1,10 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { PROGRESS_LINE_PREFIX, type ProgressEvent } from '@id3/core';
 import { createActivities, planRun, type StageSummary } from '../index';
+import { parseBackgroundStages } from '../activities';
 import { RESULT_LINE_PREFIX } from '../stage-command';
 
 // The stage activity against the real stage CLI (bin/id3 stage …), without a server.
@@ -87,5 +88,68 @@ describe('runStage activity', () => {
     env.cancel();
     await expect(running).rejects.toBeTruthy();
     expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+
+  describe('background stages (ID3_BACKGROUND_STAGES)', () => {
+    // A stand-in stage that reports its own session, nice and autogroup. It waits (up to 3 s) for
+    // the autogroup to be lowered, which the activity does just after the spawn.
+    const probe = (): string => {
+      const dir = mkdtempSync(join(tmpdir(), 'id3-act-bg-'));
+      const fake = join(dir, 'id3');
+      writeFileSync(
+        fake,
+        [
+          '#!/bin/sh',
+          'ag=none',
+          'for i in $(seq 30); do',
+          '  [ -r /proc/$$/autogroup ] || break',
+          '  ag=$(cat /proc/$$/autogroup | sed "s/.* nice /nice_/")',
+          '  [ "$ag" = "nice_19" ] && break',
+          '  sleep 0.1',
+          'done',
+          'read -r stat < /proc/$$/stat',
+          'set -- $stat',
+          `echo '${PROGRESS_LINE_PREFIX}{"stage":"anchors","phase":"probe","message":"'"pid=$$ sid=$6 nice=\${19} autogroup=$ag"'"}'`,
+          `echo '${RESULT_LINE_PREFIX}{"skipped":false,"metrics":{}}'`,
+        ].join('\n'),
+        { mode: 0o755 },
+      );
+      return fake;
+    };
+    const run = async (backgroundStages: string[]): Promise<Record<string, string>> => {
+      const plan = planRun({ runName: `act-bg-${backgroundStages.length}`, stages: ['anchors'] });
+      const env = new MockActivityEnvironment();
+      let message = '';
+      env.on('heartbeat', (d: ProgressEvent) => {
+        if (d.phase === 'probe') message = d.message ?? '';
+      });
+      await env.run(createActivities({ id3Bin: probe(), heartbeatEveryMs: 50, backgroundStages }).runStage, { stage: 'anchors', plan });
+      return Object.fromEntries(message.split(' ').map((kv) => kv.split('=') as [string, string]));
+    };
+    const ownSession = (): string => readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[3];
+
+    it('runs a listed stage at nice 19 in a session of its own, with its autogroup lowered where the kernel has autogroups', async () => {
+      const seen = await run(['sample', 'anchors']);
+      expect(seen.nice).toBe('19');
+      expect(seen.sid).toBe(seen.pid); // its own session, so its own autogroup
+      expect(seen.sid).not.toBe(ownSession());
+      expect(seen.autogroup).toBe(existsSync('/proc/self/autogroup') ? 'nice_19' : 'none');
+    });
+
+    it("runs any other stage as before: the worker's nice, in the worker's session", async () => {
+      const seen = await run(['sample']);
+      expect(seen.nice).toBe(String(getPriority()));
+      expect(seen.sid).toBe(ownSession());
+    });
+
+    it('checks the names against the stages the worker knows', () => {
+      const known = ['prepare', 'sample', 'fr-train'];
+      expect(parseBackgroundStages(undefined, known)).toEqual([]);
+      expect(parseBackgroundStages(' sample, sample ,', known)).toEqual(['sample']);
+      expect(parseBackgroundStages('sample,fr-train', known)).toEqual(['sample', 'fr-train']);
+      expect(() => parseBackgroundStages('sampel', known)).toThrow(
+        "ID3_BACKGROUND_STAGES: 'sampel' is not a stage (known: prepare, sample, fr-train)",
+      );
+    });
   });
 });
