@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -87,13 +87,26 @@ export function backgroundLaunch(bin: string, args: readonly string[]): { comman
   return { command: 'nice', args: ['-n', '19', bin, ...args], detached: true };
 }
 
-/** Lower a process's autogroup to the weakest share; false where the kernel has no autogroups. */
-export function lowerAutogroup(pid: number): boolean {
-  try {
-    writeFileSync(`/proc/${pid}/autogroup`, '19');
-    return true;
-  } catch {
-    return false; // not Linux, or a kernel built without autogroups: nice alone applies
+/** Where autogroups exist (Linux with CONFIG_SCHED_AUTOGROUP): what a background stage's lowered autogroup needs. */
+export const hasAutogroups = (): boolean => existsSync('/proc/self/autogroup');
+
+/**
+ * Lower a process's autogroup to the weakest share. Resolves true when it took, false where the
+ * kernel has no autogroups (nice alone applies there). Outside root the kernel allows one such
+ * change per 100 ms machine-wide (EAGAIN), which two workers starting shards together can hit:
+ * retried a few times, and a failure is reported rather than hidden.
+ */
+export async function lowerAutogroup(pid: number, tries = 5): Promise<boolean> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      writeFileSync(`/proc/${pid}/autogroup`, '19');
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' && !hasAutogroups()) return false;
+      if (code !== 'EAGAIN' || attempt >= tries) throw new Error(`lowering the autogroup of pid ${pid}: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 120));
+    }
   }
 }
 
@@ -209,9 +222,12 @@ export function createActivities(deps: ActivityDeps = {}) {
       ID3_CACHE_DIR: process.env.ID3_CACHE_DIR ?? join(stateDir(), 'cache', 'eval'),
     };
     const bin = deps.id3Bin ?? ID3_BIN;
-    const launch = deps.backgroundStages?.includes(stage) ? backgroundLaunch(bin, args) : { command: bin, args, detached: false };
+    // Planning (--plan-only) is quick and on the workflow's critical path: never in the background.
+    const background = deps.backgroundStages?.includes(stage) === true && !extraArgs.includes('--plan-only');
+    const launch = background ? backgroundLaunch(bin, args) : { command: bin, args, detached: false };
     const child = spawn(launch.command, launch.args, { stdio: ['pipe', 'pipe', 'pipe'], env, detached: launch.detached });
-    if (launch.detached && child.pid !== undefined) lowerAutogroup(child.pid);
+    if (launch.detached && child.pid !== undefined)
+      lowerAutogroup(child.pid).catch((err: unknown) => ctx.log.warn(`${label}: runs at nice 19 only: ${(err as Error).message}`));
     let latest: ProgressEvent = { stage, phase: 'starting', message: `${label}: attempt ${ctx.info.attempt}` };
     let result: T | undefined;
     const stderrTail: string[] = [];
@@ -264,8 +280,20 @@ export function createActivities(deps: ActivityDeps = {}) {
     const timer = setInterval(() => ctx.heartbeat(latest), heartbeatEvery);
     const kill = (): void => {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+      // A background stage leads its own process group: signal the group, helpers included.
+      const signal = (sig: NodeJS.Signals): void => {
+        if (launch.detached && child.pid !== undefined) {
+          try {
+            process.kill(-child.pid, sig);
+            return;
+          } catch {
+            // the group is gone already: fall through to the child itself
+          }
+        }
+        child.kill(sig);
+      };
+      signal('SIGTERM');
+      setTimeout(() => signal('SIGKILL'), 5000).unref();
     };
     const onCancel = (): void => kill();
     ctx.cancellationSignal.addEventListener('abort', onCancel);

@@ -16,12 +16,14 @@ import {
   type ProgressView,
   type StageSummary,
 } from './contracts';
+import { BACKGROUND_STAGES_ENV, hasAutogroups, parseBackgroundStages } from './activities';
 import { experimentResultsPaths, planExperiment, publishedFolderOf, rebuildExperimentReport } from './experiment';
 import { saveExperimentProgress } from './experiment-progress';
 import { DEFAULT_UI_PORT, ID3_BIN, runsDir, stateDir, temporalAddress, temporalNamespace } from './paths';
 import { planRun } from './pipeline-config';
 import { isServerHealthy, startDevServer } from './server';
 import { stageCommandMain } from './stage-command';
+import { stageRegistry } from './stages';
 import { createId3Worker } from './worker';
 
 const USAGE = `id3 — ID³ synthetic face-recognition data, end to end
@@ -60,7 +62,8 @@ Usage:
 
 Environment: ID3_BACKEND=auto|tensorflow|webgpu|wasm|cpu, ID3_STATE_DIR, ID3_RUNS_DIR, ID3_EXTRA_STAGES, TEMPORAL_ADDRESS,
 TEMPORAL_CLI_PATH, ID3_CACHE_DIR (eval's embedding and crop cache; a worker's stages default to .id3/cache/eval),
-ID3_BACKGROUND_STAGES (a worker's stages that take only the CPU others leave, e.g. sample),
+ID3_BACKGROUND_STAGES (read by id3 worker: comma-separated stages that take only the CPU others leave, e.g. sample),
+ID3_MAX_CONCURRENT_STAGES (stage processes per worker, default 1),
 ID3_CHECKPOINT_MINUTES (fr-train's timed checkpoints, default 5, 0 = off).`;
 
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -159,6 +162,8 @@ async function hasPollers(client: Client): Promise<boolean> {
 
 async function ensureWorker(client: Client): Promise<void> {
   if (alivePid('worker')) return;
+  // A bad name would only stop the background worker, its error in worker.log, while the run waits.
+  parseBackgroundStages(process.env[BACKGROUND_STAGES_ENV], stageRegistry().names);
   if (await hasPollers(client)) {
     log('A worker is already polling the id3 task queue.');
     return;
@@ -403,7 +408,10 @@ async function stageCommand(positionals: string[], values: Record<string, unknow
 async function workerCommand(): Promise<number> {
   const { worker, backgroundStages, close } = await createId3Worker({ address: temporalAddress(), namespace: temporalNamespace() });
   log(`id3 worker polling task queue '${TASK_QUEUE}' at ${temporalAddress()}`);
-  if (backgroundStages.length) log(`in the background (nice 19, lowest CPU share): ${backgroundStages.join(', ')}`);
+  if (backgroundStages.length)
+    log(
+      `${BACKGROUND_STAGES_ENV}: ${backgroundStages.join(', ')} at nice 19${hasAutogroups() ? ', each in an autogroup lowered to 19' : ' (no autogroups on this kernel: nice only)'}`,
+    );
   await worker.run(); // returns after SIGINT/SIGTERM (the SDK installs those handlers)
   await close();
   return 0;
@@ -444,7 +452,7 @@ function stopCommand(): number {
   for (const name of ['worker', 'server']) {
     const pid = alivePid(name);
     if (pid) {
-      process.kill(-pid, 'SIGTERM'); // the process group: the detached process and its children
+      process.kill(-pid, 'SIGTERM'); // the process group: the detached process and its children (a background stage has its own group and ends with the worker's shutdown)
       log(`stopped ${name} (pid ${pid})`);
     }
     rmSync(pidFile(name), { force: true });

@@ -1,10 +1,10 @@
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { PROGRESS_LINE_PREFIX, type ProgressEvent } from '@id3/core';
 import { createActivities, planRun, type StageSummary } from '../index';
-import { parseBackgroundStages } from '../activities';
+import { backgroundLaunch, hasAutogroups, parseBackgroundStages } from '../activities';
 import { RESULT_LINE_PREFIX } from '../stage-command';
 
 // The stage activity against the real stage CLI (bin/id3 stage …), without a server.
@@ -91,8 +91,8 @@ describe('runStage activity', () => {
   });
 
   describe('background stages (ID3_BACKGROUND_STAGES)', () => {
-    // A stand-in stage that reports its own session, nice and autogroup. It waits (up to 3 s) for
-    // the autogroup to be lowered, which the activity does just after the spawn.
+    // A stand-in stage that reports its pid, session, nice and autogroup (name and nice). It waits
+    // (up to 3 s) for the autogroup to be lowered, which the activity does just after the spawn.
     const probe = (): string => {
       const dir = mkdtempSync(join(tmpdir(), 'id3-act-bg-'));
       const fake = join(dir, 'id3');
@@ -103,8 +103,8 @@ describe('runStage activity', () => {
           'ag=none',
           'for i in $(seq 30); do',
           '  [ -r /proc/$$/autogroup ] || break',
-          '  ag=$(cat /proc/$$/autogroup | sed "s/.* nice /nice_/")',
-          '  [ "$ag" = "nice_19" ] && break',
+          '  ag=$(sed "s/ nice /:/" /proc/$$/autogroup)',
+          '  case "$ag" in *:19) break ;; esac',
           '  sleep 0.1',
           'done',
           'read -r stat < /proc/$$/stat',
@@ -126,20 +126,36 @@ describe('runStage activity', () => {
       await env.run(createActivities({ id3Bin: probe(), heartbeatEveryMs: 50, backgroundStages }).runStage, { stage: 'anchors', plan });
       return Object.fromEntries(message.split(' ').map((kv) => kv.split('=') as [string, string]));
     };
-    const ownSession = (): string => readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[3];
-
-    it('runs a listed stage at nice 19 in a session of its own, with its autogroup lowered where the kernel has autogroups', async () => {
-      const seen = await run(['sample', 'anchors']);
-      expect(seen.nice).toBe('19');
-      expect(seen.sid).toBe(seen.pid); // its own session, so its own autogroup
-      expect(seen.sid).not.toBe(ownSession());
-      expect(seen.autogroup).toBe(existsSync('/proc/self/autogroup') ? 'nice_19' : 'none');
+    const self = (): { sid: string; autogroup: string } => ({
+      sid: readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[3],
+      autogroup: hasAutogroups() ? readFileSync('/proc/self/autogroup', 'utf8').trim().replace(' nice ', ':') : 'none',
     });
 
-    it("runs any other stage as before: the worker's nice, in the worker's session", async () => {
+    it('starts a listed stage under nice -n 19 in a process group and session of its own', () => {
+      expect(backgroundLaunch('bin/id3', ['stage', 'sample'])).toEqual({
+        command: 'nice',
+        args: ['-n', '19', 'bin/id3', 'stage', 'sample'],
+        detached: true,
+      });
+    });
+
+    it('runs a listed stage at nice 19 in a session of its own, with its own autogroup lowered to 19 where the kernel has autogroups', async () => {
+      const seen = await run(['sample', 'anchors']);
+      expect(seen.nice).toBe('19');
+      expect(seen.sid).toBe(seen.pid); // the session's leader: nice execs the stage, the pid stays
+      expect(seen.sid).not.toBe(self().sid);
+      if (hasAutogroups()) {
+        const [name, nice] = seen.autogroup.split(':');
+        expect(nice).toBe('19');
+        expect(name).not.toBe(self().autogroup.split(':')[0]); // its own, not this process's lowered
+      } else expect(seen.autogroup).toBe('none');
+    });
+
+    it("runs any other stage as before: the worker's nice, session and autogroup", async () => {
       const seen = await run(['sample']);
       expect(seen.nice).toBe(String(getPriority()));
-      expect(seen.sid).toBe(ownSession());
+      expect(seen.sid).toBe(self().sid);
+      expect(seen.autogroup).toBe(self().autogroup); // the same group, its nice untouched
     });
 
     it('checks the names against the stages the worker knows', () => {
