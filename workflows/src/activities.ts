@@ -282,6 +282,7 @@ export function createActivities(deps: ActivityDeps = {}) {
       if (child.exitCode !== null || child.signalCode !== null) return;
       // A background stage leads its own process group: signal the group, helpers included.
       const signal = (sig: NodeJS.Signals): void => {
+        if (child.exitCode !== null || child.signalCode !== null) return; // gone: its pid may be another's now
         if (launch.detached && child.pid !== undefined) {
           try {
             process.kill(-child.pid, sig);
