@@ -16,15 +16,14 @@ import {
   type ProgressView,
   type StageSummary,
 } from './contracts';
-import { BACKGROUND_STAGES_ENV, hasAutogroups, parseBackgroundStages } from './activities';
+import { BACKGROUND_STAGES_ENV, hasAutogroups } from './activities';
 import { experimentResultsPaths, planExperiment, publishedFolderOf, rebuildExperimentReport } from './experiment';
 import { saveExperimentProgress } from './experiment-progress';
 import { DEFAULT_UI_PORT, ID3_BIN, runsDir, stateDir, temporalAddress, temporalNamespace } from './paths';
 import { planRun } from './pipeline-config';
 import { isServerHealthy, startDevServer } from './server';
 import { stageCommandMain } from './stage-command';
-import { stageRegistry } from './stages';
-import { createId3Worker } from './worker';
+import { backgroundStagesFromEnv, createId3Worker } from './worker';
 
 const USAGE = `id3 — ID³ synthetic face-recognition data, end to end
 
@@ -163,7 +162,7 @@ async function hasPollers(client: Client): Promise<boolean> {
 async function ensureWorker(client: Client): Promise<void> {
   if (alivePid('worker')) return;
   // A bad name would only stop the background worker, its error in worker.log, while the run waits.
-  parseBackgroundStages(process.env[BACKGROUND_STAGES_ENV], stageRegistry().names);
+  backgroundStagesFromEnv();
   if (await hasPollers(client)) {
     log('A worker is already polling the id3 task queue.');
     return;

@@ -13,13 +13,15 @@ export interface Id3WorkerOptions {
   readonly activityDeps?: Omit<ActivityDeps, 'client'>;
 }
 
+/** The stages `ID3_BACKGROUND_STAGES` names, checked against the registered ones (the worker's and `ensureWorker`'s check). */
+export const backgroundStagesFromEnv = (): string[] => parseBackgroundStages(process.env[BACKGROUND_STAGES_ENV], stageRegistry().names);
+
 /** A worker for the id3 task queue, plus the connections it owns (closed by `shutdown`). */
 export async function createId3Worker(
   o: Id3WorkerOptions,
 ): Promise<{ worker: Worker; backgroundStages: readonly string[]; close(): Promise<void> }> {
   const namespace = o.namespace ?? 'default';
-  const backgroundStages =
-    o.activityDeps?.backgroundStages ?? parseBackgroundStages(process.env[BACKGROUND_STAGES_ENV], stageRegistry().names);
+  const backgroundStages = o.activityDeps?.backgroundStages ?? backgroundStagesFromEnv();
   const nativeConnection = await NativeConnection.connect({ address: o.address });
   const clientConnection = await Connection.connect({ address: o.address });
   const client = new Client({ connection: clientConnection, namespace });
