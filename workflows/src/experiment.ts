@@ -911,6 +911,19 @@ export function recordExperimentRun(
     dataset: { identities: number; trainImages: number; validationImages: number };
   };
   const images = card.dataset.trainImages + card.dataset.validationImages;
+  // A rerun that computed nothing (every stage current, e.g. a row restarted for its other seed)
+  // keeps the record of the run that made the result: its skipped and reused stages and its time
+  // say how the result was made, and the result is the same one (same pairs file).
+  const earlier = previous.find((r) => r.row === run.row && r.seed === run.seed);
+  const nothingRan = result.stages.length > 0 && result.stages.every((s) => s.skipped);
+  const made =
+    earlier && nothingRan && earlier.pairsSha256 === pairs.sha256
+      ? { reusedStages: earlier.reusedStages, skippedStages: earlier.skippedStages, finishedAt: earlier.finishedAt }
+      : {
+          reusedStages: { ...readReused(runDir), ...reuse.reused },
+          skippedStages: result.stages.filter((s) => s.skipped).map((s) => s.stage),
+          finishedAt: new Date().toISOString(),
+        };
   const entry: ExperimentRowResult = {
     row: run.row,
     seed: run.seed,
@@ -930,9 +943,7 @@ export function recordExperimentRun(
     lfwLargePosePairs: evalManifest.metrics[`${key}_poseTopQuartilePairs`] ?? null,
     mcnemarPLargePoseVsID3: null,
     pairsFile: join(run.runName, pairs.path),
-    reusedStages: { ...readReused(runDir), ...reuse.reused },
-    skippedStages: result.stages.filter((s) => s.skipped).map((s) => s.stage),
-    finishedAt: new Date().toISOString(),
+    ...made,
     config: null,
     figures: {},
     pairs: null,

@@ -22,6 +22,7 @@ import {
   type ExperimentRun,
 } from '../index';
 import { formatPValue, resultsOrder } from '../experiment';
+import type { StageSummary } from '../contracts';
 import { ApplicationFailure, CancelledFailure, ChildWorkflowFailure, RetryState } from '@temporalio/common';
 
 function writeExperiment(dir: string, name: string, value: unknown): void {
@@ -460,6 +461,30 @@ describe('experiment results', () => {
     // Pairs that are not the same pairs are refused, naming both files.
     finishRow(ngs1, all, all);
     expect(() => recordExperimentRun(plan, ngs1, done, none(ngs1))).toThrow(/are not the same pairs/);
+  });
+
+  it('a rerun that computed nothing keeps the record of the run that made the result', () => {
+    const [id3s0] = resultsOrder(plan.runs);
+    const stages = (skipped: readonly string[]) => ({
+      stages: ['fr-train', 'eval'].map((stage) => ({ stage, skipped: skipped.includes(stage) }) as StageSummary),
+    });
+    finishRow(
+      id3s0,
+      Array.from({ length: 10 }, () => true),
+    );
+    recordExperimentRun(plan, id3s0, stages([]), none(id3s0));
+    const made = read().results[0];
+    expect(made.skippedStages).toEqual([]);
+    // Restarted (e.g. for its other seed): every stage current, the same pairs file.
+    recordExperimentRun(plan, id3s0, stages(['fr-train', 'eval']), none(id3s0));
+    expect(read().results[0]).toMatchObject({ skippedStages: [], finishedAt: made.finishedAt });
+    // A rerun that made the result again (eval ran) is the record now.
+    recordExperimentRun(plan, id3s0, stages(['fr-train']), none(id3s0));
+    expect(read().results[0].skippedStages).toEqual(['fr-train']);
+    // Every stage skipped but the pairs differ (the run directory is another result): recorded as it is.
+    finishRow(id3s0, [false, ...Array.from({ length: 9 }, () => true)]);
+    recordExperimentRun(plan, id3s0, stages(['fr-train', 'eval']), none(id3s0));
+    expect(read().results[0]).toMatchObject({ skippedStages: ['fr-train', 'eval'], lfwAccuracy: 0.9 });
   });
 
   it('an entry stands through an edit of the profile prose, not of a setting', () => {
