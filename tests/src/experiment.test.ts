@@ -119,6 +119,8 @@ describe('experiment workflow against a real Temporal server', () => {
     expect(rerun.results.map((r) => [r.row, r.seed, r.lfwAccuracy, r.mcnemarPVsID3])).toEqual(
       results.results.map((r) => [r.row, r.seed, r.lfwAccuracy, r.mcnemarPVsID3]),
     );
+    // It computed nothing, so each entry still records the run that made it (what it skipped, when).
+    expect(rerun.results.map((r) => [r.skippedStages, r.finishedAt])).toEqual(results.results.map((r) => [r.skippedStages, r.finishedAt]));
 
     // Rows side by side that make the same data (here a row repeated under another name, so its
     // dataKey is the baseline's): the second waits for the first, then reuses all it made.
