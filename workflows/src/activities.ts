@@ -279,7 +279,6 @@ export function createActivities(deps: ActivityDeps = {}) {
     // one computation, and cancellation is only delivered to a heartbeating activity.
     const timer = setInterval(() => ctx.heartbeat(latest), heartbeatEvery);
     const kill = (): void => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
       // A background stage leads its own process group: signal the group, helpers included.
       const signal = (sig: NodeJS.Signals): void => {
         if (child.exitCode !== null || child.signalCode !== null) return; // gone: its pid may be another's now
