@@ -34,6 +34,7 @@ import {
 import {
   PAPER_BENCHMARKS,
   largestPoseDifference,
+  cochranQ,
   mcnemar,
   mcnemarScaledP,
   seedNoiseDispersion,
@@ -56,6 +57,11 @@ const rowSchema = z
     overrides: z.record(z.unknown()).default({}),
     /** Stages this row runs (default: the config's `stages`). */
     stages: z.array(z.string()).nonempty().optional(),
+    /**
+     * This row's training seeds, when not the experiment's: more seeds where a difference is close
+     * to call (the baseline's seeds must cover every other row's, so each seed has its comparison).
+     */
+    seeds: z.array(z.number().int().nonnegative()).nonempty().optional(),
     /** Kept in the file but not run (a knob that does not exist yet): why. */
     pending: z.string().min(1).optional(),
     /** Also compare this row with another row of the same seed (e.g. the crowded pair). */
@@ -86,12 +92,27 @@ export const experimentSchema = z
     names.forEach((n, i) => {
       if (names.indexOf(n) !== i) ctx.addIssue({ code: 'custom', path: ['rows', i, 'name'], message: `row '${n}' is named twice` });
     });
-    e.seeds.forEach((s, i) => {
-      if (e.seeds.indexOf(s) !== i) ctx.addIssue({ code: 'custom', path: ['seeds', i], message: `seed ${s} is listed twice` });
-    });
+    const listedOnce = (seeds: readonly number[], path: (string | number)[]): void =>
+      seeds.forEach((s, i) => {
+        if (seeds.indexOf(s) !== i) ctx.addIssue({ code: 'custom', path: [...path, i], message: `seed ${s} is listed twice` });
+      });
+    listedOnce(e.seeds, ['seeds']);
+    e.rows.forEach((r, i) => r.seeds && listedOnce(r.seeds, ['rows', i, 'seeds']));
     const base = e.rows.find((r) => r.name === e.baseline);
     if (!base) ctx.addIssue({ code: 'custom', path: ['baseline'], message: `no row is named '${e.baseline}' (rows: ${names.join(', ')})` });
     else if (base.pending) ctx.addIssue({ code: 'custom', path: ['baseline'], message: `the baseline row '${e.baseline}' is pending` });
+    else
+      e.rows.forEach((r, i) => {
+        const baseSeeds = base.seeds ?? e.seeds;
+        (r.seeds ?? []).forEach((s, j) => {
+          if (!baseSeeds.includes(s))
+            ctx.addIssue({
+              code: 'custom',
+              path: ['rows', i, 'seeds', j],
+              message: `the baseline '${e.baseline}' does not run seed ${s} (its seeds: ${baseSeeds.join(', ')}), so that seed would have nothing to be compared with`,
+            });
+        });
+      });
     e.rows.forEach((r, i) => {
       const other = e.rows.find((o) => o.name === r.compareTo);
       if (r.compareTo !== undefined && (!other || other.pending))
@@ -99,6 +120,9 @@ export const experimentSchema = z
     });
   });
 export type Experiment = z.output<typeof experimentSchema>;
+
+/** The seeds a row runs at: its own, else the experiment's. */
+const seedsOfRow = (e: Experiment, row: Experiment['rows'][number]): readonly number[] => row.seeds ?? e.seeds;
 
 /** The folder of experiment files (`<repo>/experiments`; ID3_EXPERIMENTS_DIR overrides). */
 export function experimentsDir(): string {
@@ -167,9 +191,10 @@ function benchmarkOf(config: PipelineConfig, wanted: string | undefined): { name
  */
 export function planExperiment(input: ExperimentInput): ExperimentPlan {
   const { path, experiment: e } = loadExperiment(input?.name);
+  const anySeed = [...new Set(e.rows.filter((r) => !r.pending).flatMap((r) => seedsOfRow(e, r)))].sort((a, b) => a - b);
   for (const [i, seed] of (input.seeds ?? []).entries()) {
-    if (!e.seeds.includes(seed))
-      throw new InvalidInputError(`field 'seeds[${i}]': seed ${seed} is not one of ${path}'s seeds (${e.seeds.join(', ')})`, {
+    if (!anySeed.includes(seed))
+      throw new InvalidInputError(`field 'seeds[${i}]': seed ${seed} is not one of ${path}'s seeds (${anySeed.join(', ')})`, {
         field: `seeds[${i}]`,
       });
   }
@@ -190,7 +215,7 @@ export function planExperiment(input: ExperimentInput): ExperimentPlan {
   const rows = [...e.rows.filter((r) => r.name === e.baseline), ...e.rows.filter((r) => r.name !== e.baseline)];
   const runs: ExperimentRun[] = [];
   let benchmark: { name: string; spec: unknown; row: string } | undefined;
-  const order = rows.filter((r) => !r.pending).flatMap((row) => e.seeds.map((seed) => ({ row, seed })));
+  const order = rows.filter((r) => !r.pending).flatMap((row) => seedsOfRow(e, row).map((seed) => ({ row, seed })));
   for (const { row, seed } of order) {
     const i = e.rows.indexOf(row);
     const runName = `${input.name}-${row.name}-s${seed}`;
@@ -553,6 +578,18 @@ export interface SeedToSeedTest {
   readonly p: number;
 }
 
+/**
+ * One row's recognizers at all its finished seeds tested together on the same pairs: Cochran's Q
+ * (for two seeds, the seed-to-seed test's (c − b)² / (b + c)) on seeds − 1 degrees of freedom. One
+ * statistic per row, since tests 0→1 and 1→2 share a model: what the pooled seed noise sums.
+ */
+export interface SeedNoiseTest {
+  readonly seeds: readonly number[];
+  readonly q: number;
+  readonly df: number;
+  readonly p: number;
+}
+
 /** A sampled set's dataset card, in numbers (the sample stage's metrics). */
 export interface TrainingSetCard {
   readonly identities: number;
@@ -683,6 +720,8 @@ export interface ExperimentResults {
     readonly mcnemarPLargePoseVsID3: readonly (number | null)[];
     /** Each consecutive pair of the seeds it finished (absent in summaries written before it was, until rebuilt). */
     readonly seedToSeed?: readonly SeedToSeedTest[];
+    /** All its finished seeds together (null: fewer than two, or they agree on every pair; absent as seedToSeed). */
+    readonly seedNoise?: SeedNoiseTest | null;
   }[];
   readonly pending: ExperimentPlan['pending'];
   readonly notYetRun: readonly string[];
@@ -713,6 +752,14 @@ function readPairs(experiment: string, r: ExperimentRowResult, folder?: string):
   return JSON.parse(readFileSync(file, 'utf8')) as PairResults;
 }
 
+/** Paired tests need the same pairs in the same folds: refused otherwise, naming both files. */
+function requireSamePairs(a: ExperimentRowResult, pa: PairResults, b: ExperimentRowResult, pb: PairResults): void {
+  if (hashJson(pa.issame) !== hashJson(pb.issame) || hashJson(pa.folds) !== hashJson(pb.folds))
+    throw new InvalidInputError(`${a.pairsFile} and ${b.pairsFile} are not the same pairs (issame or folds differ): no paired test`, {
+      file: b.pairsFile,
+    });
+}
+
 /**
  * McNemar between two rows' per-pair correctness, refusing pairs that are not the same pairs;
  * `largePose` on `a`'s top quartile of yaw difference alone (null when its file has no yaw). The
@@ -727,10 +774,7 @@ function compare(
 ): { all: McNemarResult; largePose: (McNemarResult & { pairs: number }) | null } {
   const pa = readPairs(experiment, a, folder);
   const pb = readPairs(experiment, b, folder);
-  if (hashJson(pa.issame) !== hashJson(pb.issame) || hashJson(pa.folds) !== hashJson(pb.folds))
-    throw new InvalidInputError(`${a.pairsFile} and ${b.pairsFile} are not the same pairs (issame or folds differ): no paired test`, {
-      file: b.pairsFile,
-    });
+  requireSamePairs(a, pa, b, pb);
   const yaw = Array.isArray(pa.yawDifference) && pa.yawDifference.length === pa.correct.length ? pa.yawDifference : undefined;
   const top = yaw ? largestPoseDifference(yaw).indices : [];
   return {
@@ -753,6 +797,15 @@ function seedToSeedTests(experiment: string, entries: readonly ExperimentRowResu
     const { b, c, pExact } = compare(experiment, entries[i], later, folder).all;
     return { seeds: [entries[i].seed, later.seed], b, c, p: pExact };
   });
+}
+
+/** The row's finished seeds together (entries in seed order): Cochran's Q; null below two seeds or without a pair they disagree on. */
+function seedNoiseTest(experiment: string, entries: readonly ExperimentRowResult[], folder?: string): SeedNoiseTest | null {
+  if (entries.length < 2) return null;
+  const pairs = entries.map((r) => readPairs(experiment, r, folder));
+  entries.slice(1).forEach((r, i) => requireSamePairs(entries[0], pairs[0], r, pairs[i + 1]));
+  const q = cochranQ(pairs.map((x) => x.correct));
+  return q && { seeds: entries.map((r) => r.seed), ...q };
 }
 
 const mean = (v: readonly number[]): number => v.reduce((s, x) => s + x, 0) / v.length;
@@ -1016,6 +1069,7 @@ export function recordExperimentRun(
         mcnemarPVsID3: rs.map((r) => r.mcnemarPVsID3),
         mcnemarPLargePoseVsID3: rs.map((r) => r.mcnemarPLargePoseVsID3),
         seedToSeed: seedToSeedTests(plan.name, rs),
+        seedNoise: seedNoiseTest(plan.name, rs),
       };
     });
   const out: ExperimentResults = {
@@ -1175,9 +1229,12 @@ export function rebuildExperimentReport(name: string): string[] {
     // Seed-to-seed tests for summaries written before they were, where every pairs file is readable.
     const summary = results.summary.map((s) => {
       const entries = filled.filter((r) => r.row === s.row);
-      return s.seedToSeed === undefined && entries.every((r) => pairsPath(name, r, dir) !== undefined)
-        ? { ...s, seedToSeed: seedToSeedTests(name, entries, dir) }
-        : s;
+      if (!entries.every((r) => pairsPath(name, r, dir) !== undefined)) return s;
+      return {
+        ...s,
+        ...(s.seedToSeed === undefined ? { seedToSeed: seedToSeedTests(name, entries, dir) } : {}),
+        ...(s.seedNoise === undefined ? { seedNoise: seedNoiseTest(name, entries, dir) } : {}),
+      };
     });
     const updated = { ...results, results: filled, summary };
     // Written only when something was filled in, and only over the file as read: a run recorded
@@ -1431,25 +1488,38 @@ const VERDICT_WORDS: Record<ReturnType<typeof verdict>, (reference: string) => s
 };
 
 /**
+ * A summary's seed-noise test: its Cochran's Q over every finished seed; a summary written before
+ * that was kept falls back on its single seed-to-seed test (the same statistic for two seeds).
+ */
+function rowSeedNoise(s: ExperimentResults['summary'][number]): { q: number; df: number } | null {
+  if (s.seedNoise !== undefined) return s.seedNoise;
+  const only = s.seedToSeed?.length === 1 ? s.seedToSeed[0] : undefined;
+  return only && only.b + only.c > 0 ? { q: (only.c - only.b) ** 2 / (only.b + only.c), df: 1 } : null;
+}
+
+/**
  * How much the recognizer's training seed alone moves a row (pooled over the summary's seed-to-seed
  * tests), and the per-seed tests against the baseline and compareTo rows again with McNemar's width
  * widened by it: a claim that does not survive that is one the training seed could have made.
  */
 function seedNoiseSection(r: ExperimentResults): string[] {
-  const measured = r.summary.filter((s) => s.seedToSeed?.some((t) => t.b + t.c > 0));
-  const noise = seedNoiseDispersion(measured.flatMap((s) => s.seedToSeed ?? []));
+  const measured = r.summary.flatMap((s) => {
+    const t = rowSeedNoise(s);
+    return t ? [{ row: s.row, ...t }] : [];
+  });
+  const noise = seedNoiseDispersion(measured);
   const head = ['### Training-seed noise', ''];
   if (!noise)
     return [...head, 'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).'];
-  const k = noise.tests;
-  const share = (s: ExperimentResults['summary'][number]): string =>
-    `${s.row} ${(seedNoiseDispersion(s.seedToSeed ?? [])?.chi2 ?? 0).toFixed(2)}`;
+  const k = noise.df;
+  const degrees = `${k} degree${k > 1 ? 's' : ''} of freedom`;
+  const share = (t: (typeof measured)[number]): string => `${t.row} ${t.q.toFixed(2)}${t.df > 1 ? ` on ${t.df}` : ''}`;
   const lines = [
     ...head,
     "McNemar treats each recognizer's answers as fixed, so its only noise is which pairs were drawn; retraining with another seed changes",
-    `the answers too. The seed-to-seed tests measure by how much: Σ (c − b)² / (b + c) over ${k} of them is ${noise.chi2.toFixed(2)} (${measured.map(share).join(', ')}),`,
-    `χ² p ${formatPValue(noise.p)} on ${k} degree${k > 1 ? 's' : ''} of freedom: the net change between a row's own seeds is ${Math.sqrt(noise.dispersion).toFixed(2)}× as wide as McNemar's null`,
-    `assumes (dispersion ${noise.chi2.toFixed(2)} / ${k} = ${noise.dispersion.toFixed(2)}, an estimate from ${k} test${k > 1 ? 's' : ''}).`,
+    `the answers too. Each row's own seeds measure by how much: Cochran's Q over its seeds (for two, its seed-to-seed (c − b)² / (b + c)), summed over ${measured.length} row${measured.length > 1 ? 's' : ''}, is ${noise.chi2.toFixed(2)} (${measured.map(share).join(', ')}),`,
+    `χ² p ${formatPValue(noise.p)} on ${degrees} (a row's seeds less one, summed): the net change between a row's own seeds is ${Math.sqrt(noise.dispersion).toFixed(2)}× as wide as McNemar's null`,
+    `assumes (dispersion ${noise.chi2.toFixed(2)} / ${k} = ${noise.dispersion.toFixed(2)}, an estimate on ${degrees}).`,
   ];
   if (noise.dispersion <= 1) return [...lines, 'That is no wider than McNemar assumes: the per-seed tests above stand as they are.'];
   const text = (reference: string, cs: readonly SeedComparison[]): string => {

@@ -15,6 +15,7 @@ export {
   binomialTwoSidedP,
   chiSquare1Sf,
   chiSquareSf,
+  cochranQ,
   erfc,
   fSf,
   mcnemar,

@@ -107,23 +107,50 @@ export function chiSquareSf(x: number, df: number): number {
 }
 
 /**
+ * Cochran's Q: k ≥ 2 models scored on the same pairs, is each pair's chance of being right the
+ * same for all of them? Q = (k − 1)·(k·Σ_j C_j² − N²) / (k·N − Σ_i R_i²), C_j the pairs model j got
+ * right, R_i the models that got pair i right, N = Σ R_i; under the null χ²_{k−1}. For k = 2 it is
+ * McNemar's uncorrected (c − b)² / (b + c). Pairs every model agrees on add nothing; with none left
+ * the test carries no information: null.
+ */
+export function cochranQ(correct: readonly (readonly boolean[])[]): { readonly q: number; readonly df: number; readonly p: number } | null {
+  const k = correct.length;
+  if (k < 2) throw new RangeError(`cochranQ: need at least 2 models, got ${k}`);
+  const n = correct[0].length;
+  if (correct.some((c) => c.length !== n)) throw new RangeError(`cochranQ: every model needs the same ${n} pairs`);
+  const columns = correct.map((c) => c.reduce((s, x) => s + (x ? 1 : 0), 0));
+  let total = 0;
+  let rowSquares = 0;
+  for (let i = 0; i < n; i++) {
+    let r = 0;
+    for (const c of correct) r += c[i] ? 1 : 0;
+    total += r;
+    rowSquares += r * r;
+  }
+  const denominator = k * total - rowSquares; // Σ R_i (k − R_i): 0 exactly when no pair is discordant
+  if (denominator === 0) return null;
+  const q = ((k - 1) * (k * columns.reduce((s, x) => s + x * x, 0) - total * total)) / denominator;
+  return { q, df: k - 1, p: chiSquareSf(q, k - 1) };
+}
+
+/**
  * How wide the net change between a model's own training seeds is, against McNemar's null. McNemar
  * treats each model's per-pair answers as fixed, so only which pairs were drawn is noise; a model
  * retrained with another seed on the same data is the null "no difference" made real, and its
- * (c − b)² / (b + c) is χ²₁ if McNemar's width is right. Summed over independent seed-to-seed tests
- * it is χ²_k; `dispersion` = sum / k estimates the variance ratio (1 when McNemar's width is right).
- * The tests must not share a model: seeds 0→1 and 1→2 of one row are correlated (the mean stays
- * unbiased, but k then overstates the degrees of freedom); with two seeds per row they are disjoint.
- * Without continuity correction, so the statistic's null mean is exactly 1 per test. Tests with no
- * discordant pairs carry no information and are left out; none left: null.
+ * Cochran's Q over its seeds (for two seeds (c − b)² / (b + c)) is χ² on (seeds − 1) degrees of
+ * freedom if McNemar's width is right. Summed over independent models (each row's seeds once: tests
+ * 0→1 and 1→2 of one row would share a model) it is χ² on the summed df, and `dispersion` = sum / df
+ * estimates the variance ratio (1 when McNemar's width is right). Uncorrected, so the statistic's
+ * null mean is exactly its df. Tests with no discordant pair (df 0) are left out; none left: null.
  */
 export function seedNoiseDispersion(
-  tests: readonly { readonly b: number; readonly c: number }[],
-): { readonly tests: number; readonly chi2: number; readonly p: number; readonly dispersion: number } | null {
-  const used = tests.filter((t) => t.b + t.c > 0);
+  tests: readonly { readonly q: number; readonly df: number }[],
+): { readonly df: number; readonly chi2: number; readonly p: number; readonly dispersion: number } | null {
+  const used = tests.filter((t) => t.df > 0);
   if (!used.length) return null;
-  const chi2 = used.reduce((s, t) => s + (t.c - t.b) ** 2 / (t.b + t.c), 0);
-  return { tests: used.length, chi2, p: chiSquareSf(chi2, used.length), dispersion: chi2 / used.length };
+  const df = used.reduce((s, t) => s + t.df, 0);
+  const chi2 = used.reduce((s, t) => s + t.q, 0);
+  return { df, chi2, p: chiSquareSf(chi2, df), dispersion: chi2 / df };
 }
 
 /** Continued fraction of the incomplete beta (Numerical Recipes' betacf, modified Lentz, 1e-15 relative). */
@@ -163,18 +190,18 @@ export function fSf(x: number, d1: number, d2: number): number {
 }
 
 /**
- * McNemar's test widened for noise it does not model, by a dispersion estimated from `tests`
- * seed-to-seed tests (seedNoiseDispersion): the continuity-corrected statistic divided by
- * max(1, dispersion) is referred to F(1, tests), not χ²₁, since the dispersion is itself an
- * estimate from that many degrees of freedom (the quasi-binomial F test). A dispersion below 1 is
+ * McNemar's test widened for noise it does not model, by a dispersion estimated on `df` degrees of
+ * freedom (seedNoiseDispersion): the continuity-corrected statistic divided by max(1, dispersion)
+ * is referred to F(1, df), not χ²₁, since the dispersion is itself an estimate from that many
+ * degrees of freedom (the quasi-binomial F test). A dispersion below 1 is
  * not taken as evidence that McNemar is too wide (the floor), but the F reference stays, so p does
  * not jump where the estimate crosses 1. Never below the exact p: widening a test cannot make it
  * more confident than the exact one.
  */
-export function mcnemarScaledP(b: number, c: number, dispersion: number, tests: number): number {
+export function mcnemarScaledP(b: number, c: number, dispersion: number, df: number): number {
   const { chi2, n, pExact } = mcnemarFromCounts(b, c);
   if (n === 0) return 1;
-  return Math.max(pExact, fSf(chi2 / Math.max(1, dispersion), 1, tests));
+  return Math.max(pExact, fSf(chi2 / Math.max(1, dispersion), 1, df));
 }
 
 /**

@@ -39,11 +39,12 @@ describe('experiment files', () => {
   });
   afterEach(() => delete process.env.ID3_EXPERIMENTS_DIR);
 
-  it('the repository experiments are valid: table1 has every row at 2 seeds, the baseline row first, row by row', () => {
+  it('the repository experiments are valid: table1 has every row at 2 seeds (ID3 and no-identity-loss at 3), the baseline row first, row by row', () => {
     const table1 = planExperiment({ name: 'table1' });
     expect(table1.benchmark).toBe('LFW');
-    expect(table1.runs).toHaveLength(18);
-    expect(table1.runs.slice(0, 3).map((r) => r.runName)).toEqual(['table1-ID3-s0', 'table1-ID3-s1', 'table1-real-s0']);
+    expect(table1.runs).toHaveLength(20);
+    expect(table1.runs.slice(0, 4).map((r) => r.runName)).toEqual(['table1-ID3-s0', 'table1-ID3-s1', 'table1-ID3-s2', 'table1-real-s0']);
+    expect(table1.runs.filter((r) => r.row === 'no-identity-loss').map((r) => r.seed)).toEqual([0, 1, 2]);
     expect(table1.runs.find((r) => r.row === 'real')?.input.stages).toEqual(['prepare', 'fr-train', 'eval']);
     expect(table1.runs.find((r) => r.row === 'crowded-random')?.compareTo).toBe('crowded-tammes');
     const demo = planExperiment({ name: 'demo-table1' });
@@ -576,10 +577,10 @@ describe('experiment results', () => {
       '- **no-guidance**: −25.00 points vs ID3 (seeds 0, 1): significantly below ID3 (McNemar p < 0.05 in every seed run): p 0.0020, 0.0020.',
     );
     expect(section()).toContain(
-      'The seed-to-seed tests measure by how much: Σ (c − b)² / (b + c) over 2 of them is 20.00 (ID3 10.00, no-guidance 10.00),\nχ² p 4.5e-5 on 2 degrees of freedom',
+      "Each row's own seeds measure by how much: Cochran's Q over its seeds (for two, its seed-to-seed (c − b)² / (b + c)), summed over 2 rows, is 20.00 (ID3 10.00, no-guidance 10.00),\nχ² p 4.5e-5 on 2 degrees of freedom (a row's seeds less one, summed)",
     );
     expect(section()).toContain(
-      "3.16× as wide as McNemar's null\nassumes (dispersion 20.00 / 2 = 10.00, an estimate from 2 tests).\nThat is significantly wider",
+      "3.16× as wide as McNemar's null\nassumes (dispersion 20.00 / 2 = 10.00, an estimate on 2 degrees of freedom).\nThat is significantly wider",
     );
     // Widened: (10 − 1)² / 10 / 10 = 0.81 against F(1, 2): 1 − √(0.81 / 2.81) = 0.46.
     expect(section()).toContain(
@@ -593,10 +594,97 @@ describe('experiment results', () => {
     recordExperimentRun(plan, id3s0, done, none(id3s0));
     finishRow(ngs1, wrongAt(...range(0, 10)));
     recordExperimentRun(plan, ngs1, done, none(ngs1));
-    expect(section()).toContain('over 1 of them is 0.00 (ID3 0.00)');
+    expect(section()).toContain('summed over 1 row, is 0.00 (ID3 0.00)');
     expect(section()).toContain(
-      '(dispersion 0.00 / 1 = 0.00, an estimate from 1 test).\nThat is no wider than McNemar assumes: the per-seed tests above stand as they are.',
+      '(dispersion 0.00 / 1 = 0.00, an estimate on 1 degree of freedom).\nThat is no wider than McNemar assumes: the per-seed tests above stand as they are.',
     );
+  });
+
+  it("rows with a seed of their own: compared with the baseline where both ran it; the seed noise is one Cochran's Q per row", () => {
+    inPublishSandbox((experiments) => {
+      writeExperiment(experiments, 'third', {
+        ...demoRows,
+        seeds: [0, 1],
+        rows: [
+          { name: 'ID3', overrides: {}, seeds: [0, 1, 2] },
+          { name: 'close', overrides: {}, seeds: [0, 1, 2] },
+          { name: 'other', overrides: {} },
+        ],
+      });
+      const p = planExperiment({ name: 'third' });
+      expect(p.runs.map((r) => r.runName)).toEqual([
+        'third-ID3-s0',
+        'third-ID3-s1',
+        'third-ID3-s2',
+        'third-close-s0',
+        'third-close-s1',
+        'third-close-s2',
+        'third-other-s0',
+        'third-other-s1',
+      ]);
+      // The third seed alone starts the two rows that run it.
+      expect(runsToStart(p, { seeds: [2] }).map((r) => r.runName)).toEqual(['third-ID3-s2', 'third-close-s2']);
+      expect(() => planExperiment({ name: 'third', seeds: [3] })).toThrow(
+        /field 'seeds\[0\]': seed 3 is not one of .*third\.json's seeds \(0, 1, 2\)/,
+      );
+      const wrongAt = (...wrong: number[]) => Array.from({ length: 40 }, (_, i) => !wrong.includes(i));
+      const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+      const record = (runName: string, correct: boolean[]): void => {
+        const run = p.runs.find((x) => x.runName === runName) as ExperimentRun;
+        finishRow(run, correct);
+        recordExperimentRun(p, run, done, none(run));
+      };
+      // ID3: seeds 1 and 2 both miss pairs 30-39. C = 40, 30, 30 right; pairs 30-39 right once, the rest three
+      // times (N = 100, Σ R² = 280): Q = 2 · (3 · 3400 − 100²) / (3 · 100 − 280) = 20 on 2 df, p = e^−10. The
+      // consecutive tests alone (10 / 0, then 0 / 0) would have read 10 on 1 df.
+      record('third-ID3-s0', wrongAt());
+      record('third-ID3-s1', wrongAt(...range(30, 40)));
+      record('third-ID3-s2', wrongAt(...range(30, 40)));
+      // close: its three seeds agree on every pair (no information); other: 5 / 5 between its two (Q = 0 on 1 df).
+      for (const seed of [0, 1, 2]) record(`third-close-s${seed}`, wrongAt(...range(0, 10)));
+      record('third-other-s0', wrongAt(...range(0, 5)));
+      record('third-other-s1', wrongAt(...range(5, 10)));
+      const r = JSON.parse(readFileSync(join(runsDir, 'third', 'results.json'), 'utf8')) as ExperimentResults;
+      const summary = (row: string) => r.summary.find((x) => x.row === row);
+      expect(summary('ID3')?.seedNoise).toEqual({
+        seeds: [0, 1, 2],
+        q: expect.closeTo(20, 12),
+        df: 2,
+        p: expect.closeTo(Math.exp(-10), 12),
+      });
+      expect(summary('ID3')?.seedToSeed?.map((t) => [t.seeds, t.b, t.c])).toEqual([
+        [[0, 1], 10, 0],
+        [[1, 2], 0, 0],
+      ]);
+      expect(summary('close')?.seedNoise).toBeNull();
+      expect(summary('other')?.seedNoise).toEqual({ seeds: [0, 1], q: 0, df: 1, p: 1 });
+      // Each of close's seeds against ID3's same seed (b / c): 10 / 0, 10 / 10, 10 / 10: p 2 · 0.5^10, 1, 1.
+      expect(summary('close')?.mcnemarPVsID3).toEqual([expect.closeTo(0.001953125, 12), 1, 1]);
+      const text = report('third');
+      expect(text).toMatch(/^\| close \| 0, 1, 2 \| /m);
+      // Pooled: 20 + 0 on 2 + 1 df (close carries nothing); χ²₃ tail at 20 = 1.7e-4.
+      expect(text).toContain('summed over 2 rows, is 20.00 (ID3 20.00 on 2, other 0.00),\nχ² p 1.7e-4 on 3 degrees of freedom');
+      expect(text).toContain('(dispersion 20.00 / 3 = 6.67, an estimate on 3 degrees of freedom)');
+    });
+  });
+
+  it('a row may not run a seed the baseline does not, nor list a seed twice', () => {
+    inPublishSandbox((experiments) => {
+      writeExperiment(experiments, 'bad-seeds', {
+        ...demoRows,
+        seeds: [0, 1],
+        rows: [
+          { name: 'ID3', overrides: {}, seeds: [0, 1, 1] },
+          { name: 'b', overrides: {}, seeds: [0, 2] },
+        ],
+      });
+      expect(() => planExperiment({ name: 'bad-seeds' })).toThrow(
+        /bad-seeds\.json.*field 'rows\[0\]\.seeds\[2\]': seed 1 is listed twice/s,
+      );
+      expect(() => planExperiment({ name: 'bad-seeds' })).toThrow(
+        /field 'rows\[1\]\.seeds\[1\]': the baseline 'ID3' does not run seed 2 \(its seeds: 0, 1, 1\), so that seed would have nothing to be compared with/,
+      );
+    });
   });
 
   it('the 90%-of-real target computes the ratio from the accuracies of the seeds both rows finished', () => {
@@ -1034,11 +1122,15 @@ describe('experiment results', () => {
       // Seed 0 right on pairs 1-3 where seed 1 is wrong, never the reverse.
       expect(recorded.summary[0].seedToSeed).toEqual([{ seeds: [0, 1], b: 3, c: 0, p: expect.closeTo(0.25, 12) }]); // 2 · 0.5^3
       // Written before the tests were, on a fresh checkout: no run directories, no local copy.
-      writeFileSync(file, JSON.stringify({ ...recorded, summary: recorded.summary.map(({ seedToSeed: _, ...older }) => older) }));
+      expect(recorded.summary[0].seedNoise).toEqual({ seeds: [0, 1], q: 3, df: 1, p: expect.closeTo(0.0832645166635504, 12) }); // (0 − 3)² / 3
+      const older = { ...recorded, summary: recorded.summary.map(({ seedToSeed: _, seedNoise: __, ...rest }) => rest) };
+      writeFileSync(file, JSON.stringify(older));
       runsDir = mkdtempSync(join(tmpdir(), 'id3-exp-fresh-'));
       process.env.ID3_RUNS_DIR = runsDir;
       rebuildExperimentReport('seeds');
-      expect((JSON.parse(readFileSync(file, 'utf8')) as ExperimentResults).summary[0].seedToSeed).toEqual(recorded.summary[0].seedToSeed);
+      const rebuilt = (JSON.parse(readFileSync(file, 'utf8')) as ExperimentResults).summary[0];
+      expect(rebuilt.seedToSeed).toEqual(recorded.summary[0].seedToSeed);
+      expect(rebuilt.seedNoise).toEqual(recorded.summary[0].seedNoise);
       // Without the copies nothing can be tested: the summary stays as it was, the cell reads —.
       writeFileSync(file, JSON.stringify({ ...recorded, summary: recorded.summary.map(({ seedToSeed: _, ...older }) => older) }));
       rmSync(join(repo, 'docs', 'seeds', 'pairs'), { recursive: true });

@@ -2,6 +2,7 @@ import {
   binomialTwoSidedP,
   chiSquare1Sf,
   chiSquareSf,
+  cochranQ,
   erfc,
   fSf,
   mcnemar,
@@ -129,26 +130,62 @@ describe('chiSquareSf', () => {
   });
 });
 
+describe('cochranQ', () => {
+  it("is McNemar's uncorrected statistic for two models", () => {
+    // b = 3 (first right only), c = 1, plus pairs both get right or both wrong.
+    const a = [true, true, true, false, true, false];
+    const b = [false, false, false, true, true, false];
+    expect(cochranQ([a, b])).toEqual({ q: expect.closeTo(4 / 4, 12), df: 1, p: expect.closeTo(chiSquareSf(1, 1), 12) });
+    expect(cochranQ([a, b])?.q).toBeCloseTo((1 - 3) ** 2 / (3 + 1), 12);
+  });
+
+  it('matches a hand-computed three-model case (C = 3, 3, 0; R = 2, 1, 2, 1 → Q = 4.5, p = e^−2.25)', () => {
+    const models = [
+      [true, true, true, false],
+      [true, false, true, true],
+      [false, false, false, false],
+    ];
+    const r = cochranQ(models);
+    expect(r).toEqual({ q: expect.closeTo(4.5, 12), df: 2, p: expect.closeTo(Math.exp(-2.25), 12) });
+    // Which model is which does not matter; pairs every model agrees on add nothing.
+    expect(cochranQ([models[2], models[0], models[1]])?.q).toBeCloseTo(4.5, 12);
+    expect(cochranQ(models.map((m) => [...m, true, false]))?.q).toBeCloseTo(4.5, 12);
+  });
+
+  it('is null when every model agrees on every pair, and refuses ragged or single inputs', () => {
+    expect(
+      cochranQ([
+        [true, false],
+        [true, false],
+        [true, false],
+      ]),
+    ).toBeNull();
+    expect(() => cochranQ([[true]])).toThrow(/at least 2/);
+    expect(() => cochranQ([[true], [true, false]])).toThrow(/same 1 pairs/);
+  });
+});
+
 describe('seedNoiseDispersion', () => {
-  it('sums (c − b)² / (b + c) over the tests with discordant pairs, df = their count', () => {
-    // 612/621 → 81/1233, 353/409 → 3136/762; the empty test carries nothing.
+  it('sums Q over the tests with discordant pairs, df = the sum of theirs', () => {
+    // Two rows of two seeds (612/621 → 81/1233, 353/409 → 3136/762) and one of three (Q 4.5 on 2 df); df 0 carries nothing.
+    const chi2 = 81 / 1233 + 3136 / 762 + 4.5;
     const r = seedNoiseDispersion([
-      { b: 612, c: 621 },
-      { b: 353, c: 409 },
-      { b: 0, c: 0 },
+      { q: 81 / 1233, df: 1 },
+      { q: 3136 / 762, df: 1 },
+      { q: 4.5, df: 2 },
+      { q: 0, df: 0 },
     ]);
-    const chi2 = 81 / 1233 + 3136 / 762;
     expect(r).toEqual({
-      tests: 2,
+      df: 4,
       chi2: expect.closeTo(chi2, 12),
-      p: expect.closeTo(Math.exp(-chi2 / 2), 12),
-      dispersion: expect.closeTo(chi2 / 2, 12),
+      p: expect.closeTo(Math.exp(-chi2 / 2) * (1 + chi2 / 2), 12),
+      dispersion: expect.closeTo(chi2 / 4, 12),
     });
   });
 
   it('is null with no informative test', () => {
     expect(seedNoiseDispersion([])).toBeNull();
-    expect(seedNoiseDispersion([{ b: 0, c: 0 }])).toBeNull();
+    expect(seedNoiseDispersion([{ q: 0, df: 0 }])).toBeNull();
   });
 });
 
