@@ -33,8 +33,8 @@ import {
 } from '@id3/core';
 import {
   PAPER_BENCHMARKS,
-  largestPoseDifference,
   cochranQ,
+  largestPoseDifference,
   mcnemar,
   mcnemarScaledP,
   seedNoiseDispersion,
@@ -1498,8 +1498,8 @@ function rowSeedNoise(s: ExperimentResults['summary'][number]): { q: number; df:
 }
 
 /**
- * How much the recognizer's training seed alone moves a row (pooled over the summary's seed-to-seed
- * tests), and the per-seed tests against the baseline and compareTo rows again with McNemar's width
+ * How much the recognizer's training seed alone moves a row (each row's Cochran's Q over its seeds,
+ * pooled), and the per-seed tests against the baseline and compareTo rows again with McNemar's width
  * widened by it: a claim that does not survive that is one the training seed could have made.
  */
 function seedNoiseSection(r: ExperimentResults): string[] {
