@@ -510,6 +510,9 @@ describe('experiment results', () => {
   const allRight = Array.from({ length: 10 }, () => true);
   /** Wrong on the first `n` of 10 pairs, where the baseline (all right) is right: b = n, c = 0. */
   const wrongOn = (n: number) => allRight.map((_, i) => i >= n);
+  /** 40 pairs, wrong exactly on the given ones; and the pair numbers from `from` up to `to`. */
+  const wrongAt = (...wrong: number[]) => Array.from({ length: 40 }, (_, i) => !wrong.includes(i));
+  const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
 
   it('the Reading section claims a direction only where McNemar p < 0.05 in every seed', () => {
     const [id3s0, ngs0, id3s1, ngs1] = resultsOrder(plan.runs);
@@ -557,9 +560,6 @@ describe('experiment results', () => {
   it('measures training-seed noise from the seed-to-seed tests and re-reads the claims with McNemar widened by it', () => {
     const [id3s0, ngs0, id3s1, ngs1] = resultsOrder(plan.runs);
     const section = () => report().split('### Training-seed noise')[1].split('### Targets')[0];
-    /** 40 pairs, wrong exactly on the given ones. */
-    const wrongAt = (...wrong: number[]) => Array.from({ length: 40 }, (_, i) => !wrong.includes(i));
-    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
     finishRow(id3s0, wrongAt());
     recordExperimentRun(plan, id3s0, done, none(id3s0));
     finishRow(ngs0, wrongAt(...range(0, 10)));
@@ -627,8 +627,6 @@ describe('experiment results', () => {
       expect(() => planExperiment({ name: 'third', seeds: [3] })).toThrow(
         /field 'seeds\[0\]': seed 3 is not one of .*third\.json's seeds \(0, 1, 2\)/,
       );
-      const wrongAt = (...wrong: number[]) => Array.from({ length: 40 }, (_, i) => !wrong.includes(i));
-      const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
       const record = (runName: string, correct: boolean[]): void => {
         const run = p.runs.find((x) => x.runName === runName) as ExperimentRun;
         finishRow(run, correct);
