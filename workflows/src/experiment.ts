@@ -1490,11 +1490,13 @@ const VERDICT_WORDS: Record<ReturnType<typeof verdict>, (reference: string) => s
 /**
  * A summary's seed-noise test: its Cochran's Q over every finished seed; a summary written before
  * that was kept falls back on its single seed-to-seed test (the same statistic for two seeds).
+ * 'unread': the row has several seeds but neither test (written before both, its pairs files gone).
  */
-function rowSeedNoise(s: ExperimentResults['summary'][number]): { q: number; df: number } | null {
+function rowSeedNoise(s: ExperimentResults['summary'][number]): { q: number; df: number } | null | 'unread' {
   if (s.seedNoise !== undefined) return s.seedNoise;
   const only = s.seedToSeed?.length === 1 ? s.seedToSeed[0] : undefined;
-  return only && only.b + only.c > 0 ? { q: (only.c - only.b) ** 2 / (only.b + only.c), df: 1 } : null;
+  if (only) return only.b + only.c > 0 ? { q: (only.c - only.b) ** 2 / (only.b + only.c), df: 1 } : null;
+  return s.seeds.length > 1 ? 'unread' : null;
 }
 
 /**
@@ -1503,14 +1505,23 @@ function rowSeedNoise(s: ExperimentResults['summary'][number]): { q: number; df:
  * widened by it: a claim that does not survive that is one the training seed could have made.
  */
 function seedNoiseSection(r: ExperimentResults): string[] {
-  const measured = r.summary.flatMap((s) => {
-    const t = rowSeedNoise(s);
-    return t ? [{ row: s.row, ...t }] : [];
-  });
+  const tests = r.summary.map((s) => ({ s, t: rowSeedNoise(s) }));
+  const measured = tests.flatMap(({ s, t }) => (t && t !== 'unread' ? [{ row: s.row, ...t }] : []));
+  // A row that cannot be read is named, never silently left out of the pool.
+  const unread = tests.filter(({ t }) => t === 'unread').map(({ s }) => s.row);
+  const unreadLine = unread.length
+    ? [
+        `Left out: ${unread.join(', ')} (several seeds, but recorded before the seed tests were and its pairs files are not here: restore them and run \`id3 experiment ${r.experiment} --report-only\`).`,
+      ]
+    : [];
   const noise = seedNoiseDispersion(measured);
   const head = ['### Training-seed noise', ''];
   if (!noise)
-    return [...head, 'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).'];
+    return [
+      ...head,
+      'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).',
+      ...unreadLine,
+    ];
   const k = noise.df;
   const degrees = `${k} degree${k > 1 ? 's' : ''} of freedom`;
   const share = (t: (typeof measured)[number]): string => `${t.row} ${t.q.toFixed(2)}${t.df > 1 ? ` on ${t.df}` : ''}`;
@@ -1520,6 +1531,7 @@ function seedNoiseSection(r: ExperimentResults): string[] {
     `the answers too. Each row's own seeds measure by how much: Cochran's Q over its seeds (for two, its seed-to-seed (c − b)² / (b + c)), summed over ${measured.length} row${measured.length > 1 ? 's' : ''}, is ${noise.chi2.toFixed(2)} (${measured.map(share).join(', ')}),`,
     `χ² p ${formatPValue(noise.p)} on ${degrees} (a row's seeds less one, summed): the net change between a row's own seeds is ${Math.sqrt(noise.dispersion).toFixed(2)}× as wide as McNemar's null`,
     `assumes (dispersion ${noise.chi2.toFixed(2)} / ${k} = ${noise.dispersion.toFixed(2)}, an estimate on ${degrees}).`,
+    ...unreadLine,
   ];
   if (noise.dispersion <= 1) return [...lines, 'That is no wider than McNemar assumes: the per-seed tests above stand as they are.'];
   const text = (reference: string, cs: readonly SeedComparison[]): string => {

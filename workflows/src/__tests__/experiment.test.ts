@@ -1135,6 +1135,12 @@ describe('experiment results', () => {
       rebuildExperimentReport('seeds');
       expect((JSON.parse(readFileSync(file, 'utf8')) as ExperimentResults).summary[0].seedToSeed).toBeUndefined();
       expect(readFileSync(join(repo, 'docs', 'seeds', 'report.md'), 'utf8')).toMatch(/^\| ID3 \| 0, 1 \| .* \| — \|$/m);
+      // Nor pooled: written before either test, the row is named as left out, not dropped silently.
+      writeFileSync(file, JSON.stringify(older));
+      rebuildExperimentReport('seeds');
+      expect(readFileSync(join(repo, 'docs', 'seeds', 'report.md'), 'utf8')).toContain(
+        'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).\nLeft out: ID3 (several seeds, but recorded before the seed tests were and its pairs files are not here: restore them and run `id3 experiment seeds --report-only`).',
+      );
     });
   });
 
