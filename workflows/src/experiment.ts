@@ -104,19 +104,31 @@ export const experimentSchema = z
     else
       e.rows.forEach((r, i) => {
         const baseSeeds = base.seeds ?? e.seeds;
-        (r.seeds ?? []).forEach((s, j) => {
+        // A row without seeds of its own runs the experiment's: those too need the baseline.
+        (r.seeds ?? e.seeds).forEach((s, j) => {
           if (!baseSeeds.includes(s))
             ctx.addIssue({
               code: 'custom',
-              path: ['rows', i, 'seeds', j],
-              message: `the baseline '${e.baseline}' does not run seed ${s} (its seeds: ${baseSeeds.join(', ')}), so that seed would have nothing to be compared with`,
+              path: r.seeds ? ['rows', i, 'seeds', j] : ['seeds', j],
+              message: `the baseline '${e.baseline}' does not run seed ${s} (its seeds: ${baseSeeds.join(', ')}), so that seed${r.seeds ? '' : ` of row '${r.name}'`} would have nothing to be compared with`,
             });
         });
       });
     e.rows.forEach((r, i) => {
+      if (r.compareTo === undefined) return;
       const other = e.rows.find((o) => o.name === r.compareTo);
-      if (r.compareTo !== undefined && (!other || other.pending))
-        ctx.addIssue({ code: 'custom', path: ['rows', i, 'compareTo'], message: `no runnable row is named '${r.compareTo}'` });
+      const issue = (message: string): void => ctx.addIssue({ code: 'custom', path: ['rows', i, 'compareTo'], message });
+      if (!other || other.pending) issue(`no runnable row is named '${r.compareTo}'`);
+      else if (other === r) issue('a row cannot be compared with itself');
+      else if (other.name === e.baseline) issue(`every row is already compared with the baseline '${e.baseline}'`);
+      else {
+        const theirs = other.seeds ?? e.seeds;
+        const unpaired = (r.seeds ?? e.seeds).filter((s) => !theirs.includes(s));
+        if (unpaired.length)
+          issue(
+            `'${other.name}' does not run seed ${unpaired.join(', ')} (its seeds: ${theirs.join(', ')}), so that seed would have nothing to be compared with`,
+          );
+      }
     });
   });
 export type Experiment = z.output<typeof experimentSchema>;
@@ -1441,8 +1453,11 @@ const ROWS_TO_BEAT = ['no-guidance', 'no-identity-loss'];
 function targetLines(r: ExperimentResults): string[] {
   const base = r.baseline;
   const planned = (row: string): ExperimentPlannedRow | undefined => r.rows.find((x) => x.row === row && x.seeds.length > 0);
-  const soFar = (...rows: ExperimentPlannedRow[]): string => {
-    const missing = [...new Set(rows.flatMap((x) => unfinishedSeeds(r, x)))].sort((a, b) => a - b);
+  // A target pairs two rows seed by seed: only a seed both run and one has not finished is still to come.
+  const soFar = (a: ExperimentPlannedRow, b: ExperimentPlannedRow): string => {
+    const missing = [...new Set([...unfinishedSeeds(r, a), ...unfinishedSeeds(r, b)])]
+      .filter((s) => a.seeds.includes(s) && b.seeds.includes(s))
+      .sort((x, y) => x - y);
     return missing.length ? ` so far (${seedsText(missing)} not yet run)` : '';
   };
   const ratio = (): string => {

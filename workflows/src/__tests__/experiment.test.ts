@@ -682,6 +682,35 @@ describe('experiment results', () => {
       expect(() => planExperiment({ name: 'bad-seeds' })).toThrow(
         /field 'rows\[1\]\.seeds\[1\]': the baseline 'ID3' does not run seed 2 \(its seeds: 0, 1, 1\), so that seed would have nothing to be compared with/,
       );
+      // The experiment's own seeds too, for rows that run them; and a compareTo pair needs every seed of the row.
+      writeExperiment(experiments, 'bad-pairs', {
+        ...demoRows,
+        seeds: [0, 1, 2],
+        rows: [
+          { name: 'ID3', overrides: {}, seeds: [0, 1] },
+          { name: 'a', overrides: {}, seeds: [0, 1], compareTo: 'a' },
+          { name: 'b', overrides: {}, seeds: [0, 1], compareTo: 'ID3' },
+          { name: 'c', overrides: {}, seeds: [0, 1], compareTo: 'e' },
+          { name: 'd', overrides: {} },
+          { name: 'e', overrides: {}, seeds: [0] },
+        ],
+      });
+      const refusal = (): string => {
+        try {
+          planExperiment({ name: 'bad-pairs' });
+        } catch (err) {
+          return String(err);
+        }
+        throw new Error('bad-pairs.json was accepted');
+      };
+      expect(refusal()).toMatch(
+        /field 'seeds\[2\]': the baseline 'ID3' does not run seed 2 \(its seeds: 0, 1\), so that seed of row 'd' would have nothing to be compared with/,
+      );
+      expect(refusal()).toContain("field 'rows[1].compareTo': a row cannot be compared with itself");
+      expect(refusal()).toContain("field 'rows[2].compareTo': every row is already compared with the baseline 'ID3'");
+      expect(refusal()).toContain(
+        "field 'rows[3].compareTo': 'e' does not run seed 1 (its seeds: 0), so that seed would have nothing to be compared with",
+      );
     });
   });
 
@@ -741,6 +770,27 @@ describe('experiment results', () => {
       recordExperimentRun(p, run, done, { runName: run.runName, reused });
     };
   }
+
+  it("a target waits only for the seeds both of its rows run: the baseline's extra seed keeps no target 'so far'", () => {
+    inPublishSandbox((experiments) => {
+      const record = twoSeedExperiment(experiments, 'extra-seed', [
+        { name: 'ID3', overrides: {}, seeds: [0, 1, 2] },
+        { name: 'real', overrides: {} },
+        { name: 'no-guidance', overrides: {} },
+      ]);
+      for (const seed of [0, 1]) {
+        record('ID3', seed, wrongOn(2));
+        record('real', seed, allRight);
+      }
+      record('no-guidance', 0, wrongOn(2));
+      const targets = () => report('extra-seed').split('### Targets')[1];
+      // no-guidance has yet to run seed 1, which both rows run; ID3's seed 2 is no-guidance's concern nowhere.
+      expect(targets()).toMatch(/- `ID3` significantly above `no-guidance`: missed so far \(seed 1 not yet run\):/);
+      expect(targets()).toMatch(/- `ID3` ≥ 90% of `real`'s .* accuracy: missed: 80\.00 \/ 100\.00 = 80\.0% \(seeds 0, 1;/);
+      record('no-guidance', 1, wrongOn(2));
+      expect(targets()).not.toContain('so far');
+    });
+  });
 
   it('p-values read with two significant figures, three where two would blur the 0.05 threshold', () => {
     expect([0.58, 1, 0.03125, 0.25, 0.0013, 0.00096, 1.0e-151].map(formatPValue)).toEqual([
