@@ -1268,11 +1268,13 @@ const pctOrDash = (v: number | null | undefined): string => (v === null || v ===
 export const formatPValue = (p: number | null | undefined): string =>
   p === null || p === undefined
     ? '—'
-    : p < 1e-3
-      ? p.toExponential(1)
-      : Number(p.toPrecision(2)) === ALPHA && p !== ALPHA
-        ? p.toPrecision(3)
-        : p.toPrecision(2);
+    : p === 0
+      ? '< 1e-300' // below what a double holds: the test's p is never exactly 0
+      : p < 1e-3
+        ? p.toExponential(1)
+        : Number(p.toPrecision(2)) === ALPHA && p !== ALPHA
+          ? p.toPrecision(3)
+          : p.toPrecision(2);
 /** Mean ± sample std over seeds; one seed has no spread to show, and says so. */
 const overSeeds = (meanValue: number, std: number | null, seeds: number): string =>
   seeds > 1 ? `${pct(meanValue)} ± ${pctOrDash(std)}` : `${pct(meanValue)} (1 seed)`;

@@ -804,6 +804,8 @@ describe('experiment results', () => {
     ]);
     // Either side of the threshold stays on its side; the threshold itself is 0.050.
     expect([0.0496, 0.0504, 0.05, null].map(formatPValue)).toEqual(['0.0496', '0.0504', '0.050', '—']);
+    // An underflowed p reads as a bound, not as 0.0e+0.
+    expect(formatPValue(0)).toBe('< 1e-300');
   });
 
   it('the 90%-of-real target is met only where every seed meets it, and says per seed and by how much', () => {
