@@ -1528,7 +1528,7 @@ function seedNoiseSection(r: ExperimentResults): string[] {
   const unread = tests.filter(({ t }) => t === 'unread').map(({ s }) => s.row);
   const unreadLine = unread.length
     ? [
-        `Left out: ${unread.join(', ')} (several seeds, but recorded before the seed tests were and its pairs files are not here: restore them and run \`id3 experiment ${r.experiment} --report-only\`).`,
+        `Left out: ${unread.join(', ')} (several seeds, but recorded before the pooled seed test was and its pairs files are not here: restore them and run \`id3 experiment ${r.experiment} --report-only\`).`,
       ]
     : [];
   const noise = seedNoiseDispersion(measured);

@@ -1191,7 +1191,7 @@ describe('experiment results', () => {
       writeFileSync(file, JSON.stringify(older));
       rebuildExperimentReport('seeds');
       expect(readFileSync(join(repo, 'docs', 'seeds', 'report.md'), 'utf8')).toContain(
-        'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).\nLeft out: ID3 (several seeds, but recorded before the seed tests were and its pairs files are not here: restore them and run `id3 experiment seeds --report-only`).',
+        'Not yet measurable: no row has two finished seeds that disagree on a pair (the seed-to-seed tests measure it).\nLeft out: ID3 (several seeds, but recorded before the pooled seed test was and its pairs files are not here: restore them and run `id3 experiment seeds --report-only`).',
       );
     });
   });
