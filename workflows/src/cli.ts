@@ -67,11 +67,16 @@ ID3_CHECKPOINT_MINUTES (fr-train's timed checkpoints, default 5, 0 = off).`;
 
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
+/** A mistake on the command line: said in one line (no stack trace), exit code 2 like an unknown command. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
 function parseSet(values: string[] | undefined): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const item of values ?? []) {
     const eq = item.indexOf('=');
-    if (eq <= 0) throw new Error(`--set ${item}: expected SECTION.FIELD=VALUE`);
+    if (eq <= 0) throw new UsageError(`--set ${item}: expected SECTION.FIELD=VALUE`);
     const path = item.slice(0, eq).split('.');
     const raw = item.slice(eq + 1);
     let value: unknown = raw;
@@ -301,7 +306,7 @@ async function exitCodeOf(workflowId: string, followIt: () => Promise<void>): Pr
 
 async function experimentCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
   const name = positionals[1];
-  if (!name) throw new Error('id3 experiment NAME: which experiment (a file in experiments/)?');
+  if (!name) throw new UsageError('id3 experiment NAME: which experiment (a file in experiments/)?');
   if (values['report-only']) {
     for (const report of rebuildExperimentReport(name)) log(`rebuilt ${report}`);
     return 0;
@@ -309,7 +314,7 @@ async function experimentCommand(positionals: string[], values: Record<string, u
   if (values['save-progress']) {
     const plan = planExperiment({ name });
     const published = publishedFolderOf(plan);
-    if (!published) throw new Error(`experiment '${name}': no 'publish' folder in its file, so nowhere to carry unfinished work`);
+    if (!published) throw new UsageError(`experiment '${name}': no 'publish' folder in its file, so nowhere to carry unfinished work`);
     const { packed, cleared } = saveExperimentProgress(plan, published);
     for (const row of cleared) log(`cleared ${join(published, 'progress', row)}: every run of row '${row}' is recorded`);
     for (const p of packed) log(`packed ${p.run} ${p.stage} shard ${p.shard} (${p.items} finished item(s)${p.done ? ', shard done' : ''})`);
@@ -319,12 +324,13 @@ async function experimentCommand(positionals: string[], values: Record<string, u
     return 0;
   }
   const parallel = values['max-parallel-rows'] === undefined ? undefined : Number(values['max-parallel-rows']);
-  if (parallel !== undefined && !(Number.isInteger(parallel) && parallel >= 1)) throw new Error('--max-parallel-rows: a positive integer');
+  if (parallel !== undefined && !(Number.isInteger(parallel) && parallel >= 1))
+    throw new UsageError('--max-parallel-rows: a positive integer');
   const shardsAtOnce = values['max-parallel-shards'] === undefined ? undefined : Number(values['max-parallel-shards']);
   if (shardsAtOnce !== undefined && !(Number.isInteger(shardsAtOnce) && shardsAtOnce >= 1))
-    throw new Error('--max-parallel-shards: a positive integer');
+    throw new UsageError('--max-parallel-shards: a positive integer');
   const seeds = (values.seed as string[] | undefined)?.map(Number);
-  if (seeds?.some((x) => !Number.isInteger(x) || x < 0)) throw new Error('--seed: a non-negative integer');
+  if (seeds?.some((x) => !Number.isInteger(x) || x < 0)) throw new UsageError('--seed: a non-negative integer');
   const rows = values.row as string[] | undefined;
   const input: ExperimentInput = {
     name,
@@ -359,7 +365,7 @@ async function experimentCommand(positionals: string[], values: Record<string, u
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       // The running execution keeps the rows and seeds it was started with.
       if (seeds || rows)
-        throw new Error(
+        throw new UsageError(
           `experiment workflow ${workflowId} is already running (with the rows and seeds it was started with): --row/--seed need a new execution; wait for it or cancel it in the Web UI (${uiLink(workflowId)})`,
         );
       log(`Workflow ${workflowId} is already running: following it.`);
@@ -379,7 +385,7 @@ async function experimentCommand(positionals: string[], values: Record<string, u
 
 async function stageCommand(positionals: string[], values: Record<string, unknown>): Promise<number> {
   const stage = positionals[1];
-  if (!stage) throw new Error('id3 stage NAME: which stage?');
+  if (!stage) throw new UsageError('id3 stage NAME: which stage?');
   let configPath = values.config as string | undefined;
   let runDir = values['run-dir'] as string | undefined;
   if (!configPath) {
@@ -392,7 +398,7 @@ async function stageCommand(positionals: string[], values: Record<string, unknow
     configPath = plan.configPath;
     runDir ??= plan.runDir;
   }
-  if (!runDir) throw new Error('id3 stage: --config needs --run-dir');
+  if (!runDir) throw new UsageError('id3 stage: --config needs --run-dir');
   return stageCommandMain({
     stage,
     configPath: resolve(configPath),
@@ -459,8 +465,8 @@ function stopCommand(): number {
   return 0;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+const parseCommandLineUnchecked = (argv: string[]) =>
+  parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
@@ -487,6 +493,20 @@ export async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
   });
+
+/** parseArgs with its complaints (unknown option, missing value) turned into usage errors. */
+function parseCommandLine(argv: string[]): ReturnType<typeof parseCommandLineUnchecked> {
+  try {
+    return parseCommandLineUnchecked(argv);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) throw new UsageError((err as Error).message);
+    throw err;
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv);
   mkdirSync(stateDir(), { recursive: true });
   // Where run directories live (stage processes spawned from here inherit it).
   if (values['runs-dir']) process.env.ID3_RUNS_DIR = resolve(values['runs-dir']);
@@ -524,6 +544,10 @@ if (require.main === module) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err: unknown) => {
+      if (err instanceof UsageError) {
+        log(`id3: ${err.message} (id3 --help for usage)`);
+        process.exit(2);
+      }
       log(isInvalidInput(err) ? `id3: invalid input: ${(err as Error).message}` : `id3: ${(err as Error).stack ?? String(err)}`);
       process.exit(isInvalidInput(err) ? 65 : 1);
     },
